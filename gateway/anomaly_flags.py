@@ -1,0 +1,71 @@
+"""Stateful quality flags: stuck sensors and spikes, judged against each device's recent values.
+
+State is per (device, metric) and bounded: a short window of recent values and a repeat
+counter, evicted oldest-first beyond `max_series`. A gateway restart forgets the state,
+which only delays these two flags by a few readings.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from statistics import median
+
+from gateway.quality_flags import Flag
+from gateway.records import ReadingRow
+
+STUCK_REPEATS = 20
+WINDOW = 9
+MIN_HISTORY = 5
+# Absolute floor under which a jump is never called a spike, per metric (registry units).
+SPIKE_FLOOR = {"pm1": 50.0, "pm25": 50.0, "pm10": 80.0, "t": 8.0, "rh": 25.0, "p": 15.0, "co2": 800.0}
+EXEMPT = frozenset({"occupied", "batt_mv", "rssi"})
+
+
+class _Series:
+    __slots__ = ("recent", "last", "repeats")
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=WINDOW)
+        self.last: float | None = None
+        self.repeats = 0
+
+
+class AnomalyFlagger:
+    def __init__(self, max_series: int = 200_000) -> None:
+        self.max_series = max_series
+        self._series: OrderedDict[tuple[str, str], _Series] = OrderedDict()
+
+    def _get(self, key: tuple[str, str]) -> _Series:
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
+            if len(self._series) > self.max_series:
+                self._series.popitem(last=False)
+        return series
+
+    def flag(self, rows: list[ReadingRow]) -> list[ReadingRow]:
+        """Rows with STUCK/SPIKE bits added; values are never changed."""
+        out: list[ReadingRow] = []
+        for row in rows:
+            ts, device_id, metric, raw, value, flags, cal = row
+            if value is None or metric in EXEMPT:
+                out.append(row)
+                continue
+            series = self._get((device_id, metric))
+            extra = 0
+            if series.last == raw and raw != 0.0:
+                series.repeats += 1
+                if series.repeats >= STUCK_REPEATS - 1:
+                    extra |= Flag.STUCK
+            else:
+                series.repeats = 0
+            floor = SPIKE_FLOOR.get(metric)
+            if floor is not None and len(series.recent) >= MIN_HISTORY:
+                med = median(series.recent)
+                mad = median(abs(v - med) for v in series.recent)
+                if abs(raw - med) > max(floor, 6.0 * 1.4826 * mad):
+                    extra |= Flag.SPIKE
+            series.last = raw
+            series.recent.append(raw)
+            out.append(row if not extra else (ts, device_id, metric, raw, value, flags | int(extra), cal))
+        return out

@@ -1,0 +1,18 @@
+"""Parsing of citysense v1 topics: citysense/v1/{kind}/{device}/{up|status|config}."""
+
+from __future__ import annotations
+
+from gateway.records import DecodeError
+from gateway.validation import V1_DEVICE_ID, check_device_id
+
+KINDS = ("airbox", "parking")
+
+
+def split_v1_topic(topic: str, leaf: str) -> tuple[str, str]:
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] != "citysense" or parts[1] != "v1" or parts[4] != leaf:
+        raise DecodeError(f"topic {topic[:120]!r} is not citysense/v1/{{kind}}/{{device}}/{leaf}")
+    kind = parts[2]
+    if kind not in KINDS:
+        raise DecodeError(f"unknown device kind {kind[:40]!r} in topic (expected airbox or parking)")
+    return kind, check_device_id(parts[3], V1_DEVICE_ID)

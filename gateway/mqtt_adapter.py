@@ -1,0 +1,253 @@
+"""The only module that touches paho: its callbacks become a bounded asyncio queue.
+
+paho-mqtt 2.x runs on the gateway's event loop through its socket callbacks (no
+network thread), with `manual_ack=True`: a message is acknowledged only when the
+pipeline calls `ack` after the batch holding it has committed. Every message carries
+the connection generation it arrived on; acks for an older connection are dropped,
+because the broker redelivers those messages on the new session anyway.
+
+Backpressure: when the queue is full the adapter stops reading the socket, so the
+broker keeps the messages (and TCP flow control holds the rest) instead of our memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from citysense.mqtt_url import parse_mqtt_url
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+@dataclass(slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_at: float
+    generation: int
+
+
+class MqttSource:
+    """A persistent MQTT session delivering messages into a bounded queue."""
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        topics: list[str],
+        *,
+        protocol: str = "5",
+        max_queue: int = 20_000,
+    ) -> None:
+        self.endpoint = parse_mqtt_url(url)
+        self.topics = topics
+        self.max_queue = max_queue
+        self.protocol = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+        self.queue: deque[Inbound] = deque()
+        self.generation = 0
+        self.connected = asyncio.Event()
+        self._data_ready = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading_paused = False
+        self._sock: Any = None
+        self._misc_task: asyncio.Task[None] | None = None
+        self._closing = False
+        kwargs: dict[str, Any] = {"client_id": client_id, "protocol": self.protocol, "manual_ack": True}
+        if self.protocol == mqtt.MQTTv311:
+            kwargs["clean_session"] = False
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
+        if self.endpoint.username:
+            self.client.username_pw_set(self.endpoint.username, self.endpoint.password)
+        if self.endpoint.tls:
+            self.client.tls_set()
+        self.client.max_inflight_messages_set(65535)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_socket_open = self._on_socket_open
+        self.client.on_socket_close = self._on_socket_close
+        self.client.on_socket_register_write = self._on_register_write
+        self.client.on_socket_unregister_write = self._on_unregister_write
+
+    # -- paho callbacks (run on the event loop thread) ---------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: Any, rc: ReasonCode, props: Any) -> None:
+        if rc.is_failure:
+            log.error("event=mqtt_connect_refused reason=%s", rc)
+            return
+        self.generation += 1
+        log.info(
+            "event=mqtt_connected session_present=%s generation=%d", getattr(flags, "session_present", None),
+            self.generation,
+        )
+        client.subscribe([(t, 1) for t in self.topics])
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: Any, rc: ReasonCode, props: Any) -> None:
+        self.connected.clear()
+        if not self._closing:
+            log.warning("event=mqtt_disconnected reason=%s", rc)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.queue.append(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, time.time(), self.generation))
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        assert self._loop is not None
+        self._sock = sock
+        self._reading_paused = False
+        self._loop.add_reader(sock, self._read)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        self._sock = None
+        self.connected.clear()
+
+    def _on_register_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.add_writer(sock, client.loop_write)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(sock)
+
+    # -- reading with backpressure -------------------------------------------------------
+    def _read(self) -> None:
+        """Drain what the socket holds now (paho reads one packet per call), up to the bound."""
+        before = len(self.queue)
+        for _ in range(2000):
+            n = len(self.queue)
+            rc = self.client.loop_read()
+            if rc != mqtt.MQTT_ERR_SUCCESS or len(self.queue) == n or self._sock is None:
+                break
+            if len(self.queue) >= self.max_queue:
+                self._pause_reading()
+                break
+        if len(self.queue) != before:
+            self._data_ready.set()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock)
+            self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        """Called by the consumer after taking messages off the queue."""
+        if self._reading_paused and len(self.queue) < self.max_queue // 2 and self._sock is not None:
+            assert self._loop is not None
+            self._reading_paused = False
+            self._loop.add_reader(self._sock, self._read)
+            self._read()
+
+    async def wait_for_data(self, timeout: float) -> None:
+        if self.queue:
+            return
+        self._data_ready.clear()
+        try:
+            await asyncio.wait_for(self._data_ready.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def take(self, limit: int) -> list[Inbound]:
+        out = []
+        queue = self.queue
+        while queue and len(out) < limit:
+            out.append(queue.popleft())
+        self.resume_reading()
+        return out
+
+    # -- acknowledgement -------------------------------------------------------------------
+    def ack(self, messages: list[Inbound]) -> int:
+        """PUBACK the committed messages of the current connection, in arrival order."""
+        sent = 0
+        if not self.connected.is_set():
+            return 0
+        for m in messages:
+            if m.qos > 0 and m.generation == self.generation:
+                self.client.ack(m.mid, m.qos)
+                sent += 1
+        return sent
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, and reconnect with backoff, until `stop` is set."""
+        self._loop = asyncio.get_running_loop()
+        self._misc_task = asyncio.create_task(self._misc_loop(stop))
+        delay = 0.5
+        first = True
+        while not stop.is_set():
+            if not self.connected.is_set() and self._sock is None:
+                try:
+                    await self._connect(first)
+                    first = False
+                    delay = 0.5
+                except (OSError, socket.error) as exc:
+                    log.warning("event=mqtt_connect_failed error=%r retry_in_s=%.1f", str(exc), delay)
+                    await _sleep_or_stop(stop, delay)
+                    delay = min(delay * 2, 15.0)
+                    continue
+            await _sleep_or_stop(stop, 0.5)
+        self._pause_reading()  # shutting down: what is not read stays with the broker
+        self._misc_task.cancel()
+
+    async def _connect(self, first: bool) -> None:
+        props = None
+        if self.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.ReceiveMaximum = 65535
+        if first:
+            kwargs: dict[str, Any] = {"keepalive": 30}
+            if self.protocol == mqtt.MQTTv5:
+                kwargs["clean_start"] = False
+                kwargs["properties"] = props
+            self.client.connect(self.endpoint.host, self.endpoint.port, **kwargs)
+        else:
+            self.client.reconnect()
+        # CONNACK arrives through the reader; wait a little for it
+        try:
+            await asyncio.wait_for(self.connected.wait(), 10)
+        except TimeoutError:
+            raise OSError("no CONNACK within 10 s") from None
+
+    async def _misc_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self._sock is not None:
+                self.client.loop_misc()
+            await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._sock is not None:
+            self.client.disconnect()
+            # let the DISCONNECT packet go out
+            for _ in range(20):
+                if self._sock is None:
+                    break
+                self.client.loop_write()
+                await asyncio.sleep(0.01)
+                if self._sock is not None:
+                    self.client.loop_read()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,258 @@
+"""Messages in, committed rows out, acknowledgements last.
+
+Two tasks share the event loop: the batcher takes messages off the MQTT queue and turns
+them into a `Batch` (decode, validate, registry, anomaly flags, calibration), and the
+committer writes batches in order and only then acknowledges their messages. While one
+batch waits on PostgreSQL the next is being decoded. A database outage makes the
+committer retry with backoff; the hand-over queue between the two tasks is bounded, so
+the batcher stops, the MQTT queue fills, the adapter stops reading, and the broker keeps
+the rest: memory stays bounded and nothing is acknowledged that is not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+import asyncpg
+
+from gateway import telemetry
+from gateway.anomaly_flags import AnomalyFlagger
+from gateway.calibration_step import Calibrator
+from gateway.codecs import decode
+from gateway.device_registry import DeviceRegistry
+from gateway.mqtt_adapter import Inbound, MqttSource
+from gateway.quality_flags import Flag
+from gateway.records import Decoded, DecodeError
+from ingest.batch_writer import Batch, BatchWriter, NewDevice, Rejected, StatusRow
+
+log = logging.getLogger(__name__)
+
+CONNECTION_ERRORS = (
+    OSError, ConnectionError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError,
+)
+UNTRUSTED_CLOCK = int(Flag.NO_CLOCK | Flag.CLOCK_SKEW)
+
+
+@dataclass(slots=True)
+class Prepared:
+    batch: Batch
+    messages: list[Inbound]
+    accepted: Counter[str]
+    rejected: Counter[str]
+    new_devices: list[str]
+
+
+class RecentPayloads:
+    """Short-lived memory of payload digests: LASS devices publish each reading on two
+    topics, and without a trusted clock the unique key cannot catch the second copy."""
+
+    def __init__(self, ttl_s: float = 600.0, max_items: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_items = max_items
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+
+    def seen_before(self, payload: bytes, now: float) -> bool:
+        key = hashlib.blake2b(payload, digest_size=16).digest()
+        while self._seen:
+            oldest_key, t = next(iter(self._seen.items()))
+            if now - t <= self.ttl_s and len(self._seen) < self.max_items:
+                break
+            self._seen.pop(oldest_key)
+        if key in self._seen:
+            return True
+        self._seen[key] = now
+        return False
+
+
+class Pipeline:
+    def __init__(
+        self,
+        source: MqttSource,
+        writer: BatchWriter,
+        registry: DeviceRegistry,
+        calibrator: Calibrator,
+        *,
+        batch_max_messages: int = 2000,
+        batch_max_delay_s: float = 0.1,
+    ) -> None:
+        self.source = source
+        self.writer = writer
+        self.registry = registry
+        self.calibrator = calibrator
+        self.anomalies = AnomalyFlagger()
+        self.recent_lass = RecentPayloads()
+        self.batch_max_messages = batch_max_messages
+        self.batch_max_delay_s = batch_max_delay_s
+        self._handover: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=2)
+        self.committed_messages = 0
+
+    # -- batcher -------------------------------------------------------------------------
+    async def _collect(self, stop: asyncio.Event) -> list[Inbound]:
+        """Wait for a first message, then up to the deadline or the size bound."""
+        while not self.source.queue:
+            if stop.is_set():
+                return []
+            await self.source.wait_for_data(0.2)
+        deadline = time.monotonic() + self.batch_max_delay_s
+        messages = self.source.take(self.batch_max_messages)
+        while len(messages) < self.batch_max_messages and not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self.source.wait_for_data(remaining)
+            messages.extend(self.source.take(self.batch_max_messages - len(messages)))
+        return messages
+
+    async def prepare(self, messages: list[Inbound]) -> Prepared:
+        batch = Batch()
+        accepted: Counter[str] = Counter()
+        rejected: Counter[str] = Counter()
+        decoded: list[tuple[Inbound, Decoded]] = []
+        for msg in messages:
+            try:
+                d = decode(msg.topic, msg.payload, msg.received_at)
+            except DecodeError as exc:
+                self._reject(batch, rejected, msg, str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a codec bug must dead-letter, never crash the gateway
+                log.exception("event=codec_crash topic=%s", msg.topic)
+                self._reject(batch, rejected, msg, f"internal decoder error: {type(exc).__name__}: {exc}")
+                continue
+            if d.codec == "lass" and d.readings and d.readings[0][5] & UNTRUSTED_CLOCK:
+                if self.recent_lass.seen_before(msg.payload, msg.received_at):
+                    accepted["lass-duplicate"] += 1
+                    continue
+            decoded.append((msg, d))
+        await self._apply_registry(batch, decoded, rejected)
+        for msg, d in decoded:
+            if d.readings:
+                batch.readings.extend(self.anomalies.flag(d.readings))
+            batch.parking.extend(d.parking)
+            if d.status is not None:
+                batch.statuses.append(StatusRow(d.device_id, msg.received_at, d.status))
+            accepted[d.codec] += 1
+        if batch.readings:
+            batch.readings = self.calibrator.apply(batch.readings)
+        return Prepared(batch, messages, accepted, rejected, [nd.device_id for nd in batch.devices])
+
+    async def _apply_registry(
+        self, batch: Batch, decoded: list[tuple[Inbound, Decoded]], rejected: Counter[str]
+    ) -> None:
+        """Register new ids (open network) or dead-letter their messages (closed network)."""
+        unknown = {d.device_id for _, d in decoded if d.device_id not in self.registry.known}
+        if not unknown:
+            return
+        if not self.registry.accept_unknown:
+            try:
+                unknown -= await self.registry.lookup_missing(unknown)
+            except CONNECTION_ERRORS:
+                pass  # the committer will meet the same outage and retry; treat as still unknown
+            keep = []
+            for msg, d in decoded:
+                if d.device_id in unknown and d.status is None:
+                    self._reject(batch, rejected, msg, f"device {d.device_id!r} is not registered")
+                else:
+                    keep.append((msg, d))
+            decoded[:] = keep
+            return
+        seen: dict[str, NewDevice] = {}
+        for _, d in decoded:
+            if d.device_id in unknown and d.device_id not in seen:
+                lat, lon = d.location if d.location else (None, None)
+                seen[d.device_id] = NewDevice(d.device_id, d.kind, lat, lon)
+        batch.devices.extend(seen.values())
+        flag = int(Flag.UNREGISTERED_DEVICE)
+        for _, d in decoded:
+            if d.device_id in unknown or d.device_id not in self.registry.registered:
+                d.readings = [(r[0], r[1], r[2], r[3], r[4], r[5] | flag, r[6]) for r in d.readings]
+
+    @staticmethod
+    def _reject(batch: Batch, rejected: Counter[str], msg: Inbound, reason: str) -> None:
+        batch.rejected.append(Rejected(msg.received_at, msg.topic, msg.payload, reason))
+        rejected[reason.split(":")[0][:60]] += 1
+
+    async def batcher(self, stop: asyncio.Event) -> None:
+        try:
+            while True:
+                messages = await self._collect(stop)
+                if not messages:
+                    if stop.is_set():
+                        break
+                    continue
+                telemetry.QUEUE_DEPTH.set(len(self.source.queue))
+                await self._handover.put(await self.prepare(messages))
+        finally:
+            await self._handover.put(None)
+
+    # -- committer -------------------------------------------------------------------------
+    async def committer(self, hard_stop: asyncio.Event) -> None:
+        while True:
+            prepared = await self._handover.get()
+            if prepared is None:
+                return
+            await self._commit(prepared, hard_stop)
+
+    async def _commit(self, p: Prepared, hard_stop: asyncio.Event) -> None:
+        delay = 0.2
+        while True:
+            try:
+                result = await self.writer.write(p.batch)
+                break
+            except CONNECTION_ERRORS as exc:
+                telemetry.DB_ERRORS.labels("connection").inc()
+                telemetry.DB_UP.set(0)
+                self.writer.discard()
+                log.warning("event=db_write_failed kind=connection error=%r retry_in_s=%.1f", str(exc), delay)
+            except asyncpg.PostgresError as exc:
+                telemetry.DB_ERRORS.labels("refused").inc()
+                log.error("event=db_write_refused error=%r action=isolate", str(exc))
+                await self._commit_isolating(p, hard_stop)
+                return
+            if hard_stop.is_set():
+                log.error("event=shutdown_with_uncommitted messages=%d (broker keeps them)", len(p.messages))
+                return
+            try:
+                await asyncio.wait_for(hard_stop.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, 10.0)
+        telemetry.DB_UP.set(1)
+        self._after_commit(p, result.readings_inserted, result.parking_inserted, result.seconds)
+
+    async def _commit_isolating(self, p: Prepared, hard_stop: asyncio.Event) -> None:
+        """A batch the database refuses (not an outage): write message by message, and
+        dead-letter the ones it still refuses, so one poison message cannot stall the stream."""
+        for msg in p.messages:
+            single = await self.prepare([msg])
+            try:
+                await self.writer.write(single.batch)
+            except asyncpg.PostgresError as exc:
+                dead = Batch(rejected=[Rejected(msg.received_at, msg.topic, msg.payload, f"database refused: {exc}")])
+                await self.writer.write(dead)
+            self._after_commit(single, 0, 0, 0.0)
+
+    def _after_commit(self, p: Prepared, readings: int, parking: int, seconds: float) -> None:
+        self.source.ack(p.messages)
+        self.registry.known.update(p.new_devices)
+        self.committed_messages += len(p.messages)
+        now = time.time()
+        if p.messages:
+            telemetry.LAG_SECONDS.observe(now - p.messages[0].received_at)
+        telemetry.BATCH_SIZE.observe(len(p.messages))
+        telemetry.COMMIT_SECONDS.observe(seconds)
+        telemetry.MESSAGES_ACKED.inc(len(p.messages))
+        telemetry.ROWS_WRITTEN.labels("readings").inc(readings)
+        telemetry.ROWS_WRITTEN.labels("parking_events").inc(parking)
+        telemetry.DUPLICATES.inc(max(0, len(p.batch.readings) - readings))
+        for codec, n in p.accepted.items():
+            telemetry.MESSAGES_ACCEPTED.labels(codec).inc(n)
+            telemetry.MESSAGES_RECEIVED.labels(codec).inc(n)
+        for reason, n in p.rejected.items():
+            telemetry.MESSAGES_REJECTED.labels(reason).inc(n)
+        log.debug("event=batch_committed messages=%d readings=%d ms=%.1f", len(p.messages), readings, seconds * 1000)

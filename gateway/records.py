@@ -1,0 +1,31 @@
+"""Typed results of decoding, shared by codecs, the pipeline and the batch writer.
+
+Readings are plain tuples in the layout of the staging table, because the hot path
+builds tens of thousands per second and hands them to asyncpg's COPY unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# (ts_unix_seconds, device_id, metric, raw, value, flags, calibration_id)
+ReadingRow = tuple[float, str, str, float, float | None, int, int | None]
+# (ts_unix_seconds, device_id, occupied, mag, batt_mv, temp, ev, flags)
+ParkingRow = tuple[float, str, bool | None, float | None, int | None, float | None, str, int]
+
+
+class DecodeError(ValueError):
+    """A message that cannot be stored; the text is the reason kept in rejected_messages."""
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Everything one MQTT message contributes to the database."""
+
+    device_id: str
+    kind: str  # airbox | parking | lass
+    readings: list[ReadingRow] = field(default_factory=list)
+    parking: list[ParkingRow] = field(default_factory=list)
+    status: dict[str, object] | None = None
+    location: tuple[float, float] | None = None
+    codec: str = "v1"

@@ -1,0 +1,106 @@
+"""Run the gateway: MQTT session, pipeline tasks, periodic refreshes, /metrics, clean shutdown.
+
+SIGTERM/SIGINT stop reading, flush what was received, commit, acknowledge and disconnect;
+a second signal, or 10 s, abandons what is not committed (the broker still holds it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from citysense.settings import Settings
+from gateway import telemetry
+from gateway.calibration_step import Calibrator
+from gateway.device_registry import DeviceRegistry
+from gateway.mqtt_adapter import MqttSource
+from gateway.pipeline import CONNECTION_ERRORS, Pipeline
+from ingest.batch_writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 8.0
+V1_TOPICS = ["citysense/v1/+/+/up", "citysense/v1/+/+/status"]
+LASS_TOPICS = ["LASS/Test/PM25/#", "LASS/AirBox/#"]  # '#' also matches the parent topic itself
+
+
+def subscriptions(settings: Settings) -> list[str]:
+    topics = V1_TOPICS + LASS_TOPICS
+    if settings.mqtt_shared_group:
+        return [f"$share/{settings.mqtt_shared_group}/{t}" for t in topics]
+    return topics
+
+
+async def _refresh_loop(stop: asyncio.Event, registry: DeviceRegistry, calibrator: Calibrator) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 15)
+        try:
+            await registry.refresh_if_stale()
+            await calibrator.refresh_if_stale()
+        except CONNECTION_ERRORS as exc:
+            log.warning("event=refresh_failed error=%r", str(exc))
+
+
+async def _initial_load(stop: asyncio.Event, registry: DeviceRegistry, calibrator: Calibrator) -> None:
+    """Wait for the database at start-up instead of crashing: it may start after us."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await registry.refresh()
+            await calibrator.refresh()
+            return
+        except CONNECTION_ERRORS as exc:
+            log.warning("event=database_unreachable error=%r retry_in_s=%.1f", str(exc), delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10)
+
+
+async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> Pipeline:
+    stop = stop or asyncio.Event()
+    hard_stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            hard_stop.set()
+        stop.set()
+        loop.call_later(SHUTDOWN_GRACE_S, hard_stop.set)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+    if settings.gateway_metrics_port:
+        start_http_server(settings.gateway_metrics_port, addr="127.0.0.1", registry=telemetry.REGISTRY)
+
+    registry = DeviceRegistry(settings.database_url, settings.accept_unknown_devices)
+    calibrator = Calibrator(settings.database_url)
+    await _initial_load(stop, registry, calibrator)
+    source = MqttSource(
+        settings.mqtt_url, settings.mqtt_client_id, subscriptions(settings),
+        protocol=settings.mqtt_protocol, max_queue=settings.queue_max_messages,
+    )
+    writer = BatchWriter(settings.database_url)
+    pipeline = Pipeline(
+        source, writer, registry, calibrator,
+        batch_max_messages=settings.batch_max_messages, batch_max_delay_s=settings.batch_max_delay_ms / 1000,
+    )
+    mqtt_task = asyncio.create_task(source.run(stop))
+    refresh_task = asyncio.create_task(_refresh_loop(stop, registry, calibrator))
+    batcher = asyncio.create_task(pipeline.batcher(stop))
+    committer = asyncio.create_task(pipeline.committer(hard_stop))
+    log.info("event=gateway_started mqtt=%s topics=%s", settings.mqtt_url, ",".join(subscriptions(settings)))
+    await stop.wait()
+    log.info("event=gateway_stopping queued=%d", len(source.queue))
+    await asyncio.wait([batcher, committer], timeout=SHUTDOWN_GRACE_S + 1)
+    for task in (mqtt_task, refresh_task, batcher, committer):
+        task.cancel()
+    await source.close()
+    await writer.close()
+    log.info("event=gateway_stopped committed_messages=%d", pipeline.committed_messages)
+    return pipeline

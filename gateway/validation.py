@@ -1,0 +1,66 @@
+"""Checks shared by every codec: ids, clocks and metric values, each failing with a reason."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from gateway.metric_registry import METRIC_NAME_MAX, METRICS, SENTINELS
+from gateway.quality_flags import Flag
+from gateway.records import DecodeError
+
+V1_DEVICE_ID = re.compile(r"^[a-z0-9-]{3,64}$")
+ANY_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+METRIC_NAME = re.compile(rf"^[a-z][a-z0-9_]{{0,{METRIC_NAME_MAX - 1}}}$")
+
+MAX_FUTURE_S = 600.0  # device clocks may run a little fast
+MAX_AGE_S = 14 * 86400.0  # a device queue holds about a day; older than two weeks is a broken clock
+EARLIEST_PLAUSIBLE_TS = 1_577_836_800.0  # 2020-01-01: earlier means an unset RTC (MicroPython boots at 2000)
+
+
+def check_device_id(device_id: object, pattern: re.Pattern[str] = V1_DEVICE_ID) -> str:
+    if not isinstance(device_id, str):
+        raise DecodeError(f"device id must be a string, got {type(device_id).__name__}")
+    if not pattern.match(device_id):
+        raise DecodeError(f"device id {device_id[:80]!r} does not match {pattern.pattern}")
+    return device_id
+
+
+def resolve_time(ts: object, received_at: float) -> tuple[float, int]:
+    """The time to store and the clock flags: untrusted clocks fall back to receive time."""
+    if ts is None or ts == 0:
+        return float(int(received_at)), int(Flag.NO_CLOCK)
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise DecodeError(f"ts must be Unix seconds (a number), got {type(ts).__name__}")
+    if not math.isfinite(ts) or ts < 0:
+        raise DecodeError(f"ts must be a non-negative finite number, got {ts!r}")
+    value = float(ts)
+    if value > 1e11:  # milliseconds sent by mistake: recognisable, not guessable beyond that
+        raise DecodeError(f"ts {ts!r} looks like milliseconds; send Unix seconds")
+    if value < EARLIEST_PLAUSIBLE_TS or value > received_at + MAX_FUTURE_S or value < received_at - MAX_AGE_S:
+        return float(int(received_at)), int(Flag.CLOCK_SKEW)
+    return value, 0
+
+
+def metric_value(name: object, value: object) -> tuple[str, float, float | None, int]:
+    """(metric, raw, value-to-calibrate-or-None, flags) for one entry of `m`."""
+    if not isinstance(name, str) or not METRIC_NAME.match(name):
+        raise DecodeError(f"metric name {str(name)[:40]!r} is not a lowercase identifier of <= {METRIC_NAME_MAX}")
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int | float):
+        raise DecodeError(f"metric {name!r} must be a number, got {type(value).__name__}")
+    raw = float(value)
+    if not math.isfinite(raw):
+        raise DecodeError(f"metric {name!r} is not finite ({value!r})")
+    spec = METRICS.get(name)
+    if spec is None:
+        return name, raw, None, int(Flag.UNKNOWN_METRIC)
+    if raw in SENTINELS and not spec.low <= raw <= spec.high:
+        return name, raw, None, int(Flag.SENTINEL)
+    flags = 0
+    if name == "rh" and raw > 100.0:
+        flags |= Flag.RH_OVER_100
+    if not spec.low <= raw <= spec.high:
+        flags |= Flag.OUT_OF_RANGE
+    return name, raw, raw, flags

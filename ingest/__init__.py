@@ -1,0 +1,1 @@
+"""Everything that writes the database: migrations, the batch writer, dead letters, jobs."""
