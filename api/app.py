@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api.routes import devices, health, latest, readings
+from api.routes import admin, aqi, devices, export, flags, health, latest, map_page, parking, readings, series, stream
 from citysense import __version__
 from citysense.settings import Settings, get_settings
 
@@ -62,6 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"detail": _explain(list(exc.errors())), "errors": jsonable_encoder(exc.errors())}, status_code=422
         )
 
-    for module in (health, devices, latest, readings):
+    for module in (health, devices, admin, latest, readings, series, export, parking, stream, aqi, flags, map_page):
         app.include_router(module.router)
     return app

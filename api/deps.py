@@ -21,3 +21,21 @@ async def get_db(request: Request) -> AsyncIterator[AsyncConnection]:
 
 
 DbDep = Annotated[AsyncConnection, Depends(get_db)]
+
+
+def require_admin(request: Request) -> None:
+    """Admin endpoints need `Authorization: Bearer <CITYSENSE_ADMIN_TOKEN>`; with no token set they are off."""
+    import hmac  # noqa: PLC0415
+
+    from fastapi import HTTPException  # noqa: PLC0415
+
+    token = request.app.state.settings.admin_token
+    if not token:
+        raise HTTPException(status_code=403, detail="admin endpoints are off: set CITYSENSE_ADMIN_TOKEN")
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise HTTPException(status_code=401, detail="missing or wrong admin bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+AdminDep = Annotated[None, Depends(require_admin)]

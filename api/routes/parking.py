@@ -1,0 +1,38 @@
+"""Parking: free bays per zone, derived from each sensor's newest event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from psycopg.rows import dict_row
+
+from api.deps import DbDep
+
+router = APIRouter(prefix="/v1/parking", tags=["parking"])
+
+_ZONES = """
+SELECT s.zone,
+       count(*) AS bays,
+       count(*) FILTER (WHERE e.occupied) AS occupied,
+       count(*) FILTER (WHERE e.occupied IS FALSE) AS free,
+       count(*) FILTER (WHERE e.time IS NULL OR e.time < now() - make_interval(secs => %(stale)s)) AS unknown,
+       max(e.time) AS newest_event
+FROM parking_spots s
+LEFT JOIN LATERAL (
+  SELECT time, occupied FROM parking_events
+  WHERE device_id = s.device_id AND occupied IS NOT NULL
+  ORDER BY time DESC LIMIT 1
+) e ON true
+GROUP BY s.zone ORDER BY s.zone
+"""
+
+
+@router.get("/zones", summary="Bays, occupied, free and unknown per zone")
+async def zones(
+    db: DbDep, stale_s: int = Query(3600, ge=60, le=7 * 86400, description="Older events count as unknown")
+) -> dict[str, Any]:
+    async with db.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_ZONES.encode(), {"stale": stale_s})
+        rows = await cur.fetchall()
+    return {"meta": {"found": len(rows)}, "results": rows}
