@@ -166,6 +166,23 @@ def device_register(
                f"topic: citysense/v1/{kind}/{device_id}/up")
 
 
+@device_app.command("broker-files")
+def device_broker_files(
+    out: Annotated[Path, typer.Option(help="Folder for the mosquitto password and acl files")] = Path("deploy/mosquitto"),
+    gateway_user: Annotated[str, typer.Option()] = "citysense-gateway",
+    gateway_password: Annotated[str, typer.Option(envvar="CITYSENSE_GATEWAY_MQTT_PASSWORD", prompt=True,
+                                                  hide_input=True)] = "",
+) -> None:
+    """Export Mosquitto password and ACL files from the registered devices."""
+    from citysense.broker_files import write_broker_files  # noqa: PLC0415
+
+    settings = _settings()
+    if not gateway_password:
+        raise fail("a gateway password is required (CITYSENSE_GATEWAY_MQTT_PASSWORD)")
+    passwords, acl, n = write_broker_files(settings.database_url, out, gateway_user, gateway_password)
+    typer.echo(f"wrote {passwords} ({n} devices + gateway) and {acl}; reload mosquitto (SIGHUP) to apply")
+
+
 @device_app.command("list")
 def device_list() -> None:
     """List registered and auto-registered devices."""

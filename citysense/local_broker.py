@@ -25,13 +25,14 @@ def mosquitto_path() -> str | None:
 class LocalMosquitto:
     """A mosquitto with persistence on and QoS 1 limits that suit ack-after-commit."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(self, workdir: Path, port: int, extra_config: str = "") -> None:
         binary = mosquitto_path()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.binary = binary
         self.workdir = Path(workdir).absolute()
         self.port = port
+        self.extra_config = extra_config
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,7 +53,6 @@ class LocalMosquitto:
             textwrap.dedent(
                 f"""\
                 listener {self.port} 127.0.0.1
-                allow_anonymous true
                 persistence true
                 persistence_location {self.workdir}/
                 autosave_interval 1
@@ -65,6 +65,7 @@ class LocalMosquitto:
                 user root
                 """
             )
+            + (self.extra_config or "allow_anonymous true\n")
         )
         return conf
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 import psycopg
@@ -11,7 +10,10 @@ _ID = re.compile(r"^[a-z0-9-]{3,64}$")
 
 
 def token_hash(token: str) -> str:
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    """Mosquitto's own hash of the device token, so the broker's password file is an export."""
+    from citysense.broker_files import mosquitto_hash  # noqa: PLC0415
+
+    return mosquitto_hash(token)
 
 
 def register_device(
