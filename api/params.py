@@ -9,7 +9,9 @@ from fastapi import HTTPException, Query
 
 from gateway.metric_registry import METRICS
 
-DeviceId = Annotated[str, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Device id", examples=["tp-school-0042"])]
+DeviceId = Annotated[
+    str, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Device id", examples=["tp-school-0042"])
+]
 Metric = Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="Metric name, e.g. pm25")]
 Limit = Annotated[int, Query(ge=1, le=100_000, description="Rows per page")]
 Page = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1")]
@@ -36,7 +38,11 @@ def time_range(start: datetime | None, end: datetime | None, default: timedelta)
     if end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
     if start >= end:
-        raise HTTPException(status_code=422, detail=f"start ({start.isoformat()}) must be before end ({end.isoformat()})")
+        raise HTTPException(
+            status_code=422, detail=f"start ({start.isoformat()}) must be before end ({end.isoformat()})"
+        )
     if end - start > MAX_RANGE:
-        raise HTTPException(status_code=422, detail="time range longer than 366 days; use /v1/series with a coarser bucket")
+        raise HTTPException(
+            status_code=422, detail="time range longer than 366 days; use /v1/series with a coarser bucket"
+        )
     return start, end

@@ -50,7 +50,9 @@ def verify(password: str, stored: str) -> bool:
     return mosquitto_hash(password, salt) == stored
 
 
-def write_broker_files(database_url: str, out_dir: Path, gateway_user: str, gateway_password: str) -> tuple[Path, Path, int]:
+def write_broker_files(
+    database_url: str, out_dir: Path, gateway_user: str, gateway_password: str
+) -> tuple[Path, Path, int]:
     """Write `passwords` and `acl` into out_dir; returns their paths and the device count."""
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(

@@ -168,7 +168,9 @@ def device_register(
 
 @device_app.command("broker-files")
 def device_broker_files(
-    out: Annotated[Path, typer.Option(help="Folder for the mosquitto password and acl files")] = Path("deploy/mosquitto"),
+    out: Annotated[Path, typer.Option(help="Folder for the mosquitto password and acl files")] = Path(
+        "deploy/mosquitto"
+    ),
     gateway_user: Annotated[str, typer.Option()] = "citysense-gateway",
     gateway_password: Annotated[str, typer.Option(envvar="CITYSENSE_GATEWAY_MQTT_PASSWORD", prompt=True,
                                                   hide_input=True)] = "",

@@ -36,7 +36,7 @@ class Child:
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.name = name
         self.log_path = log_path
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             args, env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
         )
 

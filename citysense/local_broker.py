@@ -71,7 +71,7 @@ class LocalMosquitto:
 
     def start(self, timeout: float = 10.0) -> None:
         conf = self._write_config()
-        self._proc = subprocess.Popen(  # noqa: S603
+        self._proc = subprocess.Popen(
             [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -108,7 +108,7 @@ class LocalAmqtt:
     def start(self, timeout: float = 20.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log_file = open(self.workdir / "amqtt.log", "ab")  # noqa: SIM115
-        self._proc = subprocess.Popen(  # noqa: S603
+        self._proc = subprocess.Popen(
             [sys.executable, "-m", "citysense.amqtt_broker", str(self.port)],
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )

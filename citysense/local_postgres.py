@@ -102,7 +102,7 @@ class LocalPostgres:
 
     def _run(self, args: list[str]) -> None:
         result = subprocess.run(
-            args, preexec_fn=_demote(self.user), capture_output=True, text=True, check=False  # noqa: PLW1509
+            args, preexec_fn=_demote(self.user), capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
             raise RuntimeError(f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}")
@@ -140,7 +140,7 @@ class LocalPostgres:
             "-c", "max_wal_size=2GB", "-c", "logging_collector=off", "-c", "log_min_messages=warning",
         ]
         log_file = open(self.datadir.parent / f"postgres-{self.port}.log", "ab")  # noqa: SIM115
-        self._proc = subprocess.Popen(  # noqa: S603
+        self._proc = subprocess.Popen(
             args, preexec_fn=_demote(self.user), stdout=log_file, stderr=subprocess.STDOUT,  # noqa: PLW1509
             start_new_session=True,
         )

@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     mqtt_protocol: Literal["3.1.1", "5"] = Field(
         "5", description="MQTT protocol of the gateway session; 5 for Mosquitto/EMQX, 3.1.1 for amqtt"
     )
-    mqtt_client_id: str = Field("citysense-gateway-1", description="Fixed id of this gateway's persistent session")
+    mqtt_client_id: str = Field(
+        "citysense-gateway-1", description="Fixed id of this gateway's persistent session"
+    )
     mqtt_shared_group: str = Field(
         "", description="Shared-subscription group ('citysense' to scale out over several gateways); empty = plain"
     )
@@ -37,7 +39,7 @@ class Settings(BaseSettings):
     gateway_metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8000, ge=1, le=65535, description="API port")
-    admin_token: str = Field("", description="Bearer token for admin endpoints (device registration); empty = admin off")
+    admin_token: str = Field("", description="Bearer token for admin endpoints (registration); empty = admin off")
     data_dir: Path = Field(Path(".citysense"), description="Where the embedded stack keeps its data")
     retention_days: int = Field(365, ge=1, description="Raw readings older than this are dropped (aggregates kept)")
     log_level: str = Field("INFO", description="Logging level")

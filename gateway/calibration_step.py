@@ -10,6 +10,7 @@ fitted model reaches live data within a minute without a restart.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 
@@ -120,5 +121,5 @@ class Calibrator:
             for j, i in enumerate(idx):
                 ts, device_id, metric, raw, _value, flags, _cal = rows[i]
                 v = float(y[j])
-                out[i] = (ts, device_id, metric, raw, None if v != v else v, flags, cal_id)
+                out[i] = (ts, device_id, metric, raw, None if math.isnan(v) else v, flags, cal_id)
         return out

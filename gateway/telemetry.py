@@ -16,7 +16,9 @@ MESSAGES_REJECTED = Counter(
     "citysense_gateway_messages_rejected", "Messages dead-lettered", ["reason"], registry=REGISTRY
 )
 MESSAGES_ACKED = Counter("citysense_gateway_messages_acked", "PUBACKs sent after commit", registry=REGISTRY)
-ROWS_WRITTEN = Counter("citysense_gateway_rows_written", "Rows inserted (new, not duplicates)", ["table"], registry=REGISTRY)
+ROWS_WRITTEN = Counter(
+    "citysense_gateway_rows_written", "Rows inserted (new, not duplicates)", ["table"], registry=REGISTRY
+)
 DUPLICATES = Counter("citysense_gateway_duplicate_rows", "Rows already stored (redelivery)", registry=REGISTRY)
 BATCH_SIZE = Histogram(
     "citysense_gateway_batch_messages", "Messages per committed batch",

@@ -50,7 +50,7 @@ async def list_devices(
 async def get_device(db: DbDep, device_id: str) -> dict[str, Any]:
     async with db.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {_COLUMNS} FROM devices d LEFT JOIN device_status s USING (device_id) "  # noqa: S608
+            f"SELECT {_COLUMNS} FROM devices d LEFT JOIN device_status s USING (device_id) "
             "WHERE d.device_id = %s",
             [device_id],
         )

@@ -15,7 +15,6 @@ from psycopg.rows import dict_row
 from api.deps import DbDep
 from api.params import DeviceId, Limit, Metric, Page, check_metric, time_range
 
-
 router = APIRouter(prefix="/v1", tags=["readings"])
 
 
@@ -42,7 +41,7 @@ async def readings(
         )
     async with db.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT time, metric, value, raw, flags, calibration_id FROM readings WHERE {where} "  # noqa: S608
+            f"SELECT time, metric, value, raw, flags, calibration_id FROM readings WHERE {where} "
             "ORDER BY time, metric LIMIT %s OFFSET %s",
             [*args, limit, (page - 1) * limit],
         )
@@ -61,7 +60,7 @@ async def _csv_rows(db: Any, where: str, args: list[Any]) -> AsyncIterator[str]:
     yield buf.getvalue()
     async with db.cursor() as cur:
         await cur.execute(
-            f"SELECT time, metric, value, raw, flags, calibration_id FROM readings WHERE {where} "  # noqa: S608
+            f"SELECT time, metric, value, raw, flags, calibration_id FROM readings WHERE {where} "
             "ORDER BY time, metric",
             args,
         )

@@ -97,7 +97,7 @@ class FleetPublisher:
                 stop.wait(max(0.0, self.interval_s - (time.time() - now)))
         finally:
             deadline = time.time() + 10
-            while self.client._out_messages and time.time() < deadline:  # noqa: SLF001 - drain in-flight QoS 1
+            while self.client._out_messages and time.time() < deadline:
                 time.sleep(0.05)
             self.client.loop_stop()
             self.client.disconnect()

@@ -36,7 +36,8 @@ def _seed(url: str) -> None:
         rows.append((NOW - timedelta(days=3), "box-c", "pm25", 99.0, 99.0, 0))  # stale: not on the map
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO readings (time, device_id, metric, raw, value, flags) VALUES (%s, %s, %s, %s, %s, %s)", rows
+                "INSERT INTO readings (time, device_id, metric, raw, value, flags) VALUES (%s, %s, %s, %s, %s, %s)",
+                rows,
             )
             cur.execute(
                 "INSERT INTO parking_spots (spot_id, device_id, zone) VALUES ('s1', 'park-1', 'ximen'), "
@@ -44,7 +45,8 @@ def _seed(url: str) -> None:
             )
             cur.execute(
                 "INSERT INTO parking_events (time, device_id, occupied, ev) VALUES "
-                "(now() - interval '5 min', 'park-1', true, 'change'), (now() - interval '1 min', 'park-1', false, 'change'), "
+                "(now() - interval '5 min', 'park-1', true, 'change'), "
+                "(now() - interval '1 min', 'park-1', false, 'change'), "
                 "(now() - interval '2 min', 'park-2', true, 'change')"
             )
 

@@ -69,7 +69,8 @@ def test_malformed_payload_becomes_one_rejected_row_and_gateway_keeps_running(
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
     time.sleep(1.0)
-    client.publish("citysense/v1/airbox/bad-box-01/up", b'{"v":1,"id":"bad-box-01","m":{"pm25":', qos=1).wait_for_publish()
+    truncated = b'{"v":1,"id":"bad-box-01","m":{"pm25":'
+    client.publish("citysense/v1/airbox/bad-box-01/up", truncated, qos=1).wait_for_publish()
     good = {"v": 1, "id": "good-box-01", "seq": 1, "ts": int(time.time()), "m": {"pm25": 12.5}}
     client.publish("citysense/v1/airbox/good-box-01/up", orjson.dumps(good), qos=1).wait_for_publish()
     client.loop_stop()

@@ -1,0 +1,84 @@
+"""Bench results as a rich table on the terminal and a JSON file under bench/results/."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent.parent / "bench" / "results"
+
+
+def write_json(results: dict[str, Any], kind: str, out_dir: Path | None = None) -> Path:
+    folder = out_dir or RESULTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if results.get("options", {}).get("quick") else ""
+    path = folder / f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}{suffix}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return path
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _cpu(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
+
+
+def ingest_table(r: dict[str, Any]) -> Table:
+    gw = r["gateway"]
+    table = Table(title=f"citysense bench ingest ({r['machine']['cpus']} cores, CPU % of one core)")
+    for col in ("measurement", "msg/s", "readings/s", "p50 ms", "p95 ms", "p99 ms", "gateway is", "CPU"):
+        table.add_column(col, justify="left" if col in ("measurement", "CPU") else "right")
+    for key, label in (("gateway", "gateway @ offered"), ("gateway_half_rate", "gateway @ half of sustained")):
+        p = r[key]
+        lat = p["latency_ms"]
+        table.add_row(
+            f"{label} {p['offered_msg_s']:,.0f} msg/s", _n(p["accepted_msg_s"]), _n(p["readings_s"]),
+            _n(lat["p50_ms"], 1), _n(lat["p95_ms"], 1), _n(lat["p99_ms"], 1), "", _cpu(p["cpu_pct"]),
+        )
+    ratio = r["ratios"]
+    copy, passthrough, naive = r["limit_copy"], r["limit_passthrough"], r["naive"]
+    table.add_row(
+        f"limit: asyncpg COPY, {copy['batch_rows']:,}-row commits", _n(copy["msg_s"]), _n(copy["rows_s"]),
+        "", "", "", f"{_n(ratio['gateway_vs_copy_limit'], 2)}x", _cpu(copy["cpu_pct"]),
+    )
+    table.add_row(
+        "limit: mosquitto -> paho counter", _n(passthrough["msg_s"]), "", "", "", "",
+        f"{_n(ratio['gateway_vs_passthrough_limit'], 2)}x", _cpu(passthrough["cpu_pct"]),
+    )
+    table.add_row(
+        "naive: INSERT per message", _n(naive["msg_s"]), _n(naive["readings_s"]), "", "", "",
+        f"{_n(ratio['gateway_vs_naive'], 1)}x", _cpu(naive["cpu_pct"]),
+    )
+    loss = r["loss"]
+    table.caption = (
+        f"loss: {loss['lost_messages']} of {loss['published_and_broker_acked']:,} messages; "
+        f"readings {loss['readings_stored']:,}/{loss['readings_expected']:,}; "
+        f"gateway vs lower limit {_n(ratio['gateway_vs_lower_limit'], 2)}x; "
+        f"targets: {', '.join(f'{k}={v}' for k, v in r['targets'].items())}"
+    )
+    _ = gw
+    return table
+
+
+def api_table(r: dict[str, Any]) -> Table:
+    table = Table(title=f"citysense bench api ({r['data']['rows']:,} readings, {r['data']['devices']} devices)")
+    for col in ("request", "n", "p50 ms", "p95 ms", "p99 ms", "target p95 < 50 ms"):
+        table.add_column(col, justify="left" if col == "request" else "right")
+    for name, q in r["queries"].items():
+        table.add_row(
+            name, str(q["n"]), _n(q["p50_ms"], 1), _n(q["p95_ms"], 1), _n(q["p99_ms"], 1),
+            "yes" if q["p95_ms"] is not None and q["p95_ms"] < 50 else "no",
+        )
+    table.caption = f"data generation {r['data']['seconds']:.0f} s ({r['data']['rows_s']:,.0f} rows/s)"
+    return table
+
+
+def show(table: Table) -> None:
+    Console().print(table)

@@ -1,0 +1,57 @@
+"""`citysense bench`: measure the ingest path and the query API on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Benchmarks on local servers (loopback only): ingest and API.", no_args_is_help=True)
+
+
+@app.command()
+def ingest(
+    devices: Annotated[int, typer.Option(min=1, max=100_000, help="Simulated devices")] = 1000,
+    rate: Annotated[float, typer.Option(min=10, max=200_000, help="Offered messages/s (5 readings each)")] = 12_000,
+    duration: Annotated[float, typer.Option(min=2, max=600, help="Seconds per gateway phase")] = 30.0,
+    limit_duration: Annotated[float, typer.Option(min=1, max=120, help="Seconds per limit/baseline phase")] = 10.0,
+    publishers: Annotated[int, typer.Option(min=1, max=16, help="Load generator processes")] = 2,
+    quick: Annotated[bool, typer.Option(help="Small, < 60 s run for CI (overrides the sizes)")] = False,
+    out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
+) -> None:
+    """Gateway throughput and latency vs raw COPY, broker pass-through and a naive baseline."""
+    from citysense.bench.ingest_run import IngestBench, IngestOptions  # noqa: PLC0415
+    from citysense.bench.report import ingest_table, show, write_json  # noqa: PLC0415
+    from citysense.logging_setup import setup_logging  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    if quick:
+        options = IngestOptions.quick_run()
+    else:
+        if devices < rate / 500:
+            raise typer.BadParameter("need devices >= rate/500 so each device's timestamps stay >= 2 ms apart")
+        options = IngestOptions(
+            devices=devices, rate=rate, duration_s=duration, limit_s=limit_duration, publishers=publishers
+        )
+    results = IngestBench(options).run()
+    show(ingest_table(results))
+    typer.echo(f"results: {write_json(results, 'ingest', out)}")
+
+
+@app.command()
+def api(
+    devices: Annotated[int, typer.Option(min=1, max=10_000, help="Devices with data")] = 1000,
+    days: Annotated[float, typer.Option(min=0.1, max=60, help="Days of 1-minute readings per device")] = 14,
+    requests: Annotated[int, typer.Option(min=10, max=10_000, help="Requests per query kind")] = 200,
+    out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
+) -> None:
+    """Generate devices x days of pm25/t/rh per minute, then time the API's main reads over HTTP."""
+    from citysense.bench.api_run import ApiBench, ApiOptions  # noqa: PLC0415
+    from citysense.bench.report import api_table, show, write_json  # noqa: PLC0415
+    from citysense.logging_setup import setup_logging  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    results = ApiBench(ApiOptions(devices=devices, days=days, requests=requests)).run()
+    show(api_table(results))
+    typer.echo(f"results: {write_json(results, 'api', out)}")
