@@ -16,6 +16,7 @@ device is flagged after `persistence` consecutive bad windows.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,7 +92,9 @@ def _on_grid(series: HourlySeries, grid: TimeArray) -> FloatArray:
     return out
 
 
-def _comparator(device: Site, sites: list[Site], matrix: dict[str, FloatArray], cfg: DriftConfig) -> tuple[str, FloatArray | None]:
+def _comparator(
+    device: Site, sites: list[Site], matrix: dict[str, FloatArray], cfg: DriftConfig
+) -> tuple[str, FloatArray | None]:
     references = [
         (distance_km(device.lat, device.lon, s.lat, s.lon), s) for s in sites if s.is_reference
     ]
@@ -108,13 +111,15 @@ def _comparator(device: Site, sites: list[Site], matrix: dict[str, FloatArray], 
         return f"neighbours:{len(neighbours)}", None
     stack = np.vstack([matrix[n] for n in neighbours])
     counts = np.isfinite(stack).sum(axis=0)
-    with np.errstate(all="ignore"):
-        median = np.where(counts >= cfg.min_neighbours, np.nanmedian(np.where(np.isfinite(stack), stack, np.nan), axis=0), np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pooled = np.nanmedian(stack, axis=0)
+    median = np.where(counts >= cfg.min_neighbours, pooled, np.nan)
     return f"neighbours:{len(neighbours)}", median
 
 
 def _scan(
-    device_id: str, comparator: str, own: FloatArray, other: FloatArray, grid: TimeArray, cfg: DriftConfig
+    device_id: str, comparator: str, own: FloatArray, other: FloatArray, *, grid: TimeArray, cfg: DriftConfig
 ) -> DriftFinding:
     both = np.isfinite(own) & np.isfinite(other)
     windows = 0
@@ -158,5 +163,5 @@ def detect_drift(sites: list[Site], config: DriftConfig | None = None) -> list[D
         if other is None:
             findings.append(DriftFinding(device.site_id, "insufficient_data", comparator, None, math.nan, math.nan, 0))
             continue
-        findings.append(_scan(device.site_id, comparator, matrix[device.site_id], other, grid, cfg))
+        findings.append(_scan(device.site_id, comparator, matrix[device.site_id], other, grid=grid, cfg=cfg))
     return findings

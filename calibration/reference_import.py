@@ -143,7 +143,9 @@ def read_moenv(text: str, *, station: str | None = None, unit: str = "ug/m3") ->
         stations.add(site)
         key = (site, record[i_date].strip().split(" ")[0], item)
         if key in seen:
-            raise ReferenceFormatError(f"line {line}: duplicate {item} row for {key[0]} {key[1]} (first on line {seen[key]})")
+            raise ReferenceFormatError(
+                f"line {line}: duplicate {item} row for {key[0]} {key[1]} (first on line {seen[key]})"
+            )
         seen[key] = line
         day = _moenv_date(record[i_date], line)
         for column, label in hour_cols:

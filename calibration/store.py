@@ -10,16 +10,16 @@ Re-calibration guarantees, implemented in `recalibrate`:
   interrupted run leaves a consistent prefix and simply continues when run again.
 * Idempotent: a row is only updated when its value or calibration id would change, so a
   second run over the same range reports zero changed rows.
+* Afterwards, if any row changed, the hourly and daily aggregates are refreshed over the
+  days touched (`ingest.aggregates.refresh_range`), so the API and dashboards agree.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -28,9 +28,10 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from calibration.models import default_model, parse_model
+from calibration.models import Model, default_model, parse_model
 from calibration.series import HourlySeries, to_datetime64
 from calibration.versions import CalibrationRecord, resolve
+from ingest.aggregates import refresh_range
 
 BATCH_SIZE_DEFAULT = 5000
 
@@ -61,7 +62,7 @@ class RecalibrationReport:
     first: datetime | None
     last: datetime | None
     calibration_ids: tuple[int, ...]
-    aggregates_refreshed: bool
+    aggregates_backend: str | None
 
 
 _RECORD_COLUMNS = """
@@ -221,19 +222,21 @@ def hourly_series(
     return HourlySeries(times=times, pm25=pm25, rh=rh if bool(np.isfinite(rh).any()) else None)
 
 
-def refresh_aggregates(conn: psycopg.Connection[Any], start: datetime, end: datetime) -> bool:
-    """Refresh the hourly/daily aggregates over [start, end) if the ingest stage offers it."""
-    if importlib.util.find_spec("ingest.aggregates") is None:
-        return False
-    module = importlib.import_module("ingest.aggregates")
-    refresh: Callable[[psycopg.Connection[Any], datetime, datetime], object] | None = getattr(
-        module, "refresh_range", None
-    )
-    if not callable(refresh):
-        return False
+def refresh_aggregates(conn: psycopg.Connection[Any], first: datetime, last: datetime) -> str:
+    """Refresh readings_1h/readings_1d over whole UTC days covering [first, last]; returns the backend.
+
+    Whole days because TimescaleDB only refreshes buckets lying entirely inside the window,
+    and the daily aggregate's buckets are days. The refresh must run outside a transaction.
+    """
+    start = first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = last.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     conn.commit()
-    refresh(conn, start, end)
-    return True
+    previous = conn.autocommit
+    conn.autocommit = True
+    try:
+        return refresh_range(conn, start, end)
+    finally:
+        conn.autocommit = previous
 
 
 _SELECT_BATCH = """
@@ -248,8 +251,9 @@ LIMIT %(limit)s
 
 _UPDATE_BATCH = """
 UPDATE readings AS r SET value = u.value, calibration_id = u.cid
-FROM unnest(%(times)s::timestamptz[], %(values)s::float8[], %(cids)s::int4[]) AS u(time, value, cid)
+FROM unnest(%(times)b::timestamptz[], %(values)b::float8[], %(cids)b::int4[]) AS u(time, value, cid)
 WHERE r.device_id = %(device)s AND r.metric = %(metric)s AND r.time = u.time
+  AND r.time BETWEEN %(lo)s AND %(hi)s
   AND (r.value IS DISTINCT FROM u.value OR r.calibration_id IS DISTINCT FROM u.cid)
 """
 
@@ -268,6 +272,27 @@ def count_rows(
     return int(row[0]) if row else 0
 
 
+def _calibrate_rows(
+    rows: list[tuple[Any, ...]],
+    records: list[CalibrationRecord],
+    models: dict[int, Model],
+    *,
+    device: DeviceInfo,
+    metric: str,
+) -> tuple[list[float | None], list[int | None]]:
+    """New values (None for NaN) and calibration ids for (time, raw, rh) rows of one metric."""
+    raw = np.array([row[1] for row in rows], dtype=np.float64)
+    rh = np.array([math.nan if row[2] is None else row[2] for row in rows], dtype=np.float64)
+    stamps = np.array([to_datetime64(row[0]) for row in rows], dtype="datetime64[s]")
+    which = resolve(records, device.device_id, device.sensor_type, metric, stamps)
+    values = np.maximum(raw, 0.0)
+    for index in np.unique(which[which >= 0]):
+        mask = which == index
+        values[mask] = models[records[int(index)].id].apply(raw[mask], rh[mask])
+    cids = [records[int(i)].id if i >= 0 else None for i in which]
+    return [float(v) if math.isfinite(v) else None for v in values], cids
+
+
 def recalibrate(
     conn: psycopg.Connection[Any],
     device_id: str,
@@ -284,7 +309,7 @@ def recalibrate(
     device = get_device(conn, device_id)
     ensure_default_calibration(conn, device.sensor_type, metric)
     records = records_for(conn, device, metric)
-    models = {}
+    models: dict[int, Model] = {}
     for record in records:
         try:
             models[record.id] = record.parsed()
@@ -297,35 +322,27 @@ def recalibrate(
     used: set[int] = set()
     while True:
         with conn.cursor() as cur:
-            cur.execute(
-                _SELECT_BATCH,
-                {"device": device_id, "metric": metric, "since": since, "after": after, "until": until, "limit": batch_size},
-            )
+            params = {"device": device_id, "metric": metric, "since": since, "after": after, "until": until}
+            cur.execute(_SELECT_BATCH, {**params, "limit": batch_size}, prepare=False)
             rows = cur.fetchall()
         if not rows:
             break
         times = [row[0] for row in rows]
-        raw = np.array([row[1] for row in rows], dtype=np.float64)
-        rh = np.array([math.nan if row[2] is None else row[2] for row in rows], dtype=np.float64)
-        stamps = np.array([to_datetime64(t) for t in times], dtype="datetime64[s]")
-        which = resolve(records, device_id, device.sensor_type, metric, stamps)
-        values = raw.copy()
-        cids: list[int | None] = [None] * len(rows)
-        for index in np.unique(which):
-            mask = which == index
-            if index < 0:
-                values[mask] = np.maximum(raw[mask], 0.0)
-                continue
-            record = records[int(index)]
-            values[mask] = models[record.id].apply(raw[mask], rh[mask])
-            used.add(record.id)
-            for position in np.flatnonzero(mask):
-                cids[int(position)] = record.id
-        out = [None if not math.isfinite(v) else float(v) for v in values]
+        out, cids = _calibrate_rows(rows, records, models, device=device, metric=metric)
+        used.update(cid for cid in cids if cid is not None)
         with conn.cursor() as cur:
             cur.execute(
                 _UPDATE_BATCH,
-                {"times": times, "values": out, "cids": cids, "device": device_id, "metric": metric},
+                {
+                    "times": times,
+                    "values": out,
+                    "cids": cids,
+                    "device": device_id,
+                    "metric": metric,
+                    "lo": times[0],
+                    "hi": times[-1],
+                },
+                prepare=False,
             )
             changed += cur.rowcount
         conn.commit()
@@ -335,9 +352,9 @@ def recalibrate(
         after = times[-1]
         if progress is not None:
             progress(len(rows))
-    refreshed = False
-    if first is not None and last is not None:
-        refreshed = refresh_aggregates(conn, first, last + timedelta(seconds=1))
+    backend = None
+    if changed and first is not None and last is not None:
+        backend = refresh_aggregates(conn, first, last)
     return RecalibrationReport(
         device_id=device_id,
         metric=metric,
@@ -346,5 +363,5 @@ def recalibrate(
         first=first,
         last=last,
         calibration_ids=tuple(sorted(used)),
-        aggregates_refreshed=refreshed,
+        aggregates_backend=backend,
     )

@@ -68,21 +68,20 @@ def resolve(
     metric: str,
     times: TimeArray,
 ) -> np.ndarray:
-    """For each time, the index into `records` of the row that applies, or -1 for none."""
+    """For each time, the index into `records` of the row that applies, or -1 for none.
+
+    Applicable rows are painted onto the time axis in ascending precedence, so where rows
+    overlap the one with the highest (level, valid_from, id) is the last to be written.
+    """
     chosen = np.full(times.shape, -1, dtype=np.int64)
-    best_key = np.full(times.shape, None, dtype=object)
+    ranked = []
     for index, record in enumerate(records):
         level = _level(record, device_id, sensor_type, metric)
-        if level is None:
-            continue
-        start, end = record.covers()
-        inside = (times >= start) & (times < end)
-        key = (-level, start, record.id)
-        for position in np.flatnonzero(inside):
-            current = best_key[position]
-            if current is None or key > current:
-                best_key[position] = key
-                chosen[position] = index
+        if level is not None:
+            start, end = record.covers()
+            ranked.append(((-level, start, record.id), index, start, end))
+    for _, index, start, end in sorted(ranked, key=lambda item: item[0]):
+        chosen[(times >= start) & (times < end)] = index
     return chosen
 
 

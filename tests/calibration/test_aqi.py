@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -11,11 +12,14 @@ from calibration.aqi import (
     TW_MOENV_2025,
     US_EPA_2024,
     AqiError,
+    AqiScale,
     compute_aqi,
     moenv_realtime_pm25,
     nowcast_pm25,
     realtime_aqi,
 )
+
+Row = tuple[float, float, int, int, str]
 
 # (c_low, c_high, aqi_low, aqi_high, category key) as published (see calibration.aqi docstring)
 US_TABLE = [
@@ -38,18 +42,18 @@ TW_TABLE = [
 
 
 @pytest.mark.parametrize(("scale", "table"), [(US_EPA_2024, US_TABLE), (TW_MOENV_2025, TW_TABLE)])
-def test_every_breakpoint_gives_its_published_index(scale: object, table: list[tuple[float, float, int, int, str]]) -> None:
+def test_every_breakpoint_gives_its_published_index(scale: AqiScale, table: list[Row]) -> None:
     for c_low, c_high, i_low, i_high, key in table:
-        low = compute_aqi(scale.key, c_low)  # type: ignore[attr-defined]
-        high = compute_aqi(scale.key, c_high)  # type: ignore[attr-defined]
+        low = compute_aqi(scale.key, c_low)
+        high = compute_aqi(scale.key, c_high)
         assert (low.aqi, high.aqi) == (i_low, i_high), (c_low, c_high)
         assert low.category.key == key and high.category.key == key
         assert not low.beyond_index and not high.beyond_index
 
 
 @pytest.mark.parametrize(("scale", "table"), [(US_EPA_2024, US_TABLE), (TW_MOENV_2025, TW_TABLE)])
-def test_tables_are_served_as_published(scale: object, table: list[tuple[float, float, int, int, str]]) -> None:
-    rows = [(b["c_low"], b["c_high"], b["aqi_low"], b["aqi_high"]) for b in scale.as_dict()["breakpoints"]]  # type: ignore[attr-defined]
+def test_tables_are_served_as_published(scale: AqiScale, table: list[Row]) -> None:
+    rows = [(b["c_low"], b["c_high"], b["aqi_low"], b["aqi_high"]) for b in scale.as_dict()["breakpoints"]]
     assert rows == [row[:4] for row in table]
 
 
@@ -143,6 +147,6 @@ def test_categories_cover_0_to_500_without_gaps() -> None:
     for scale in SCALES.values():
         cats = scale.categories
         assert cats[0].aqi_low == 0 and cats[-1].aqi_high == 500
-        for left, right in zip(cats, cats[1:], strict=False):
+        for left, right in itertools.pairwise(cats):
             assert right.aqi_low == left.aqi_high + 1
             assert right.color.startswith("#") and len(right.color) == 7

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from calibration.models import (
     CalibrationModelError,
@@ -143,3 +145,31 @@ def test_default_model_by_sensor_type() -> None:
     assert default_model("pms5003", "pm10") is None
     assert default_model("sps30", "pm25") is None
     assert default_model(None, "pm25") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    x=st.lists(st.one_of(st.floats(-50, 2000), st.just(float("nan"))), min_size=1, max_size=40),
+    rh=st.one_of(st.none(), st.floats(0, 100), st.just(float("nan"))),
+    spec=st.sampled_from(
+        [
+            {"type": "identity"},
+            {"type": "linear", "a": 0.7, "b": -4.0},
+            {"type": "multilinear_rh", "a": 0.5, "b": -0.1, "c": 3.0},
+            {"type": "epa_pms5003_2021", "input": "cf1"},
+            {"type": "epa_pms5003_2021", "input": "atm"},
+        ]
+    ),
+)
+def test_every_model_keeps_the_three_rules(x: list[float], rh: float | None, spec: dict[str, object]) -> None:
+    model = parse_model(spec)
+    xs = np.array(x)
+    out = model.apply(xs, None if rh is None else np.full(xs.shape, rh))
+    assert out.shape == xs.shape
+    assert bool(np.all(np.isnan(out[np.isnan(xs)])))
+    finite = out[np.isfinite(out)]
+    assert bool(np.all(finite >= 0))
+    if model.needs_rh and (rh is None or math.isnan(rh)):
+        assert bool(np.all(np.isnan(out)))
+    elif not model.needs_rh:
+        assert bool(np.all(np.isfinite(out[np.isfinite(xs)])))

@@ -42,7 +42,8 @@ def test_injected_drift_is_flagged_within_three_days() -> None:
     assert drifting.status == "drift" and drifting.flagged_at is not None
     start = np.datetime64("2025-04-01T00:00:00", "s") + DRIFT_START_HOUR * np.timedelta64(3600, "s")
     delay_hours = float((drifting.flagged_at - start) / np.timedelta64(3600, "s"))
-    print(f"\ndrift flagged {delay_hours:.0f} h ({delay_hours / 24:.2f} days) after it began; comparator {drifting.comparator}")
+    days = delay_hours / 24
+    print(f"\ndrift flagged {delay_hours:.0f} h ({days:.2f} days) after it began; vs {drifting.comparator}")
     assert 0 < delay_hours <= 72
     quiet = [f for name, f in findings.items() if name != "box-2"]
     assert all(f.status == "ok" for f in quiet), [(f.device_id, f.status, f.ratio) for f in quiet]

@@ -109,7 +109,7 @@ def test_constant_rh_refuses_multilinear() -> None:
 def test_collinear_rh_refuses_multilinear() -> None:
     device, reference, _ = colocation(6, with_rh=False)
     collinear = HourlySeries(times=device.times, pm25=device.pm25, rh=2.0 * device.pm25 + 10.0)
-    with pytest.raises(FitError, match="collinear|degenerate|ill-conditioned"):
+    with pytest.raises(FitError, match=r"collinear|degenerate|ill-conditioned"):
         fit(align(collinear, reference), "multilinear_rh")
 
 
