@@ -9,6 +9,7 @@ fitted model reaches live data within a minute without a restart.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -17,8 +18,10 @@ from collections import defaultdict
 import asyncpg
 import numpy as np
 import orjson
+import psycopg
 
-from calibration.models import CalibrationModelError, Model, default_model, parse_model
+from calibration.models import CalibrationModelError, Model, parse_model
+from calibration.store import ensure_default_calibration
 from gateway.records import ReadingRow
 
 log = logging.getLogger(__name__)
@@ -41,9 +44,9 @@ class Calibrator:
         self._loaded_at = 0.0
 
     async def refresh(self) -> None:
+        await asyncio.to_thread(self._ensure_type_defaults, self.database_url)
         conn = await asyncpg.connect(self.database_url, timeout=10)
         try:
-            await self._ensure_type_defaults(conn)
             rows = await conn.fetch(_ACTIVE)
             types = await conn.fetch("SELECT device_id, sensor_type FROM devices WHERE sensor_type IS NOT NULL")
         finally:
@@ -59,27 +62,19 @@ class Calibrator:
             if r["device_id"] is not None:
                 by_device[(r["device_id"], r["metric"])] = (r["id"], model)
             elif r["sensor_type"] is not None:
-                by_type[(r["sensor_type"].lower(), r["metric"])] = (r["id"], model)
+                by_type[(r["sensor_type"], r["metric"])] = (r["id"], model)
         self.by_device, self.by_type = by_device, by_type
-        self.sensor_type = {r["device_id"]: r["sensor_type"].lower() for r in types}
+        self.sensor_type = {r["device_id"]: r["sensor_type"] for r in types}
         self._loaded_at = time.monotonic()
 
     @staticmethod
-    async def _ensure_type_defaults(conn: asyncpg.Connection) -> None:
-        """Store the code's default model for each sensor type in use, so it has an id."""
-        types = await conn.fetch("SELECT DISTINCT lower(sensor_type) AS st FROM devices WHERE sensor_type IS NOT NULL")
-        for r in types:
-            for metric in ("pm25",):
-                spec = default_model(r["st"], metric)
-                if spec is None:
-                    continue
-                await conn.execute(
-                    "INSERT INTO calibrations (device_id, sensor_type, metric, model, fit_stats) "
-                    "SELECT NULL, $1, $2, $3::jsonb, '{\"source\": \"default for sensor type\"}'::jsonb "
-                    "WHERE NOT EXISTS (SELECT 1 FROM calibrations WHERE device_id IS NULL AND sensor_type = $1 "
-                    "AND metric = $2 AND valid_to IS NULL)",
-                    r["st"], metric, orjson.dumps(spec).decode(),
-                )
+    def _ensure_type_defaults(database_url: str) -> None:
+        """Store the built-in default of each sensor type in use (the same rule and code path
+        as `citysense calibrate apply`), so live readings carry a calibration id too."""
+        with psycopg.connect(database_url) as conn:
+            types = conn.execute("SELECT DISTINCT sensor_type FROM devices WHERE sensor_type IS NOT NULL").fetchall()
+            for (sensor_type,) in types:
+                ensure_default_calibration(conn, sensor_type, "pm25")
 
     async def refresh_if_stale(self) -> None:
         if time.monotonic() - self._loaded_at > self.refresh_s:

@@ -47,28 +47,30 @@ def _publish_with_mosquitto_pub(port: int, messages: list[tuple[str, bytes]]) ->
 def test_thousand_mosquitto_pub_messages_become_exact_rows_even_when_sent_twice(
     mosquitto: Any, database_url: str, start_gateway: Any
 ) -> None:
-    gw = start_gateway(mosquitto.url, database_url)
+    gw = start_gateway(mosquitto.url, database_url).wait_subscribed()
     base_ts = int(time.time()) - 3600
     messages = [_v1_line(i, base_ts) for i in range(1000)]
-    time.sleep(1.0)  # let the gateway subscribe before the first publish
     _publish_with_mosquitto_pub(mosquitto.port, messages)
     expected = 1000 * METRICS_PER_MESSAGE
     wait_until(lambda: count(database_url, "SELECT count(*) FROM readings") >= expected, 60, what="1000 messages")
     _publish_with_mosquitto_pub(mosquitto.port, messages)
-    time.sleep(3.0)
+    # the gateway's graceful stop reports how many messages it committed: proof the
+    # second thousand were processed (as duplicates), not merely still in flight
+    time.sleep(2.0)
+    assert gw.alive()
+    assert gw.terminate() == 0
+    assert "committed_messages=2000" in gw.log()
     assert count(database_url, "SELECT count(*) FROM readings") == expected
     assert count(database_url, "SELECT count(DISTINCT device_id) FROM readings") == 50
-    assert gw.alive()
 
 
 def test_malformed_payload_becomes_one_rejected_row_and_gateway_keeps_running(
     mosquitto: Any, database_url: str, start_gateway: Any
 ) -> None:
-    gw = start_gateway(mosquitto.url, database_url)
+    gw = start_gateway(mosquitto.url, database_url).wait_subscribed()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bad-publisher")
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
-    time.sleep(1.0)
     truncated = b'{"v":1,"id":"bad-box-01","m":{"pm25":'
     client.publish("citysense/v1/airbox/bad-box-01/up", truncated, qos=1).wait_for_publish()
     good = {"v": 1, "id": "good-box-01", "seq": 1, "ts": int(time.time()), "m": {"pm25": 12.5}}
@@ -85,11 +87,10 @@ def test_malformed_payload_becomes_one_rejected_row_and_gateway_keeps_running(
 
 
 def test_published_readings_are_served_by_the_api(mosquitto: Any, database_url: str, start_gateway: Any) -> None:
-    start_gateway(mosquitto.url, database_url)
+    start_gateway(mosquitto.url, database_url).wait_subscribed()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="api-publisher")
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
-    time.sleep(1.0)
     now = int(time.time())
     for i in range(3):
         doc = {"v": 1, "id": f"api-box-{i}", "seq": 1, "ts": now - 60, "m": {"pm25": 10.0 + i, "rh": 60.0}}
