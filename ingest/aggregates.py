@@ -23,7 +23,9 @@ def refresh_range(conn: psycopg.Connection, start: datetime | None, end: datetim
     backend = current_backend(conn)
     for view in VIEWS:
         if backend == "timescaledb":
-            conn.execute("CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)", (view, start, end))
+            conn.execute(
+                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)", (view, start, end)
+            )
         else:
             populated = conn.execute(
                 "SELECT ispopulated FROM pg_matviews WHERE matviewname = %s", (view,)
