@@ -185,6 +185,24 @@ def device_broker_files(
     typer.echo(f"wrote {passwords} ({n} devices + gateway) and {acl}; reload mosquitto (SIGHUP) to apply")
 
 
+@device_app.command("config")
+def device_config(
+    device_id: Annotated[str, typer.Argument(help="Device id")],
+    assignments: Annotated[list[str], typer.Argument(help="key=value, e.g. interval_s=120")],
+    version: Annotated[int, typer.Option(help="Config version; devices apply only newer versions")] = 1,
+    kind: Annotated[str, typer.Option(help="airbox or parking")] = "airbox",
+) -> None:
+    """Publish a retained config message that the device applies at its next connection."""
+    from citysense.device_config import parse_assignments, publish_config  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        topic = publish_config(settings.mqtt_url, kind, device_id, version, parse_assignments(assignments))
+    except (ValueError, TimeoutError, OSError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"published retained config version {version} on {topic}")
+
+
 @device_app.command("list")
 def device_list() -> None:
     """List registered and auto-registered devices."""
