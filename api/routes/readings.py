@@ -46,9 +46,14 @@ async def readings(
             [*args, limit, (page - 1) * limit],
         )
         rows = await cur.fetchall()
+        found = (page - 1) * limit + len(rows)
+        if len(rows) == limit:  # more pages may follow: count them (an index range count)
+            await cur.execute(f"SELECT count(*) AS n FROM readings WHERE {where}", args)
+            counted = await cur.fetchone()
+            found = int(counted["n"]) if counted else found
     return {
         "meta": {"device_id": device_id, "metric": metric, "start": t0, "end": t1, "page": page, "limit": limit,
-                 "found": len(rows) + (page - 1) * limit},
+                 "found": found},
         "results": rows,
     }
 

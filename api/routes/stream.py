@@ -32,20 +32,24 @@ async def stream(
     metric: Metric = "pm25",
     poll_s: float = Query(2.0, ge=0.5, le=60.0),
     max_events: int = Query(0, ge=0, le=1_000_000, description="Close after this many events (0 = never)"),
+    since: datetime | None = Query(None, description="Resume after this time (ISO 8601); default 2 minutes ago"),
 ) -> StreamingResponse:
     check_metric(metric)
     pool = request.app.state.pool
+    start = since or datetime.now(UTC) - timedelta(minutes=2)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
 
     async def events() -> AsyncIterator[bytes]:
-        since = datetime.now(UTC) - timedelta(minutes=2)
+        nonlocal start
         sent = 0
         yield b": citysense live stream\n\n"
         while not await request.is_disconnected():
             async with pool.connection() as conn:
-                cur = await conn.execute(_NEW.encode(), [metric, since])
+                cur = await conn.execute(_NEW.encode(), [metric, start])
                 rows = await cur.fetchall()
             for device_id, t, value, raw, flags, lat, lon in rows:
-                since = max(since, t)
+                start = max(start, t)
                 doc = {"device_id": device_id, "time": t.isoformat(), "metric": metric, "value": value,
                        "raw": raw, "flags": flags, "lat": lat, "lon": lon}
                 yield b"event: reading\ndata: " + orjson.dumps(doc) + b"\n\n"

@@ -74,7 +74,7 @@ def test_latest_rejects_an_unknown_metric_with_a_readable_reason(http: TestClien
 def test_readings_range_and_paging(http: TestClient) -> None:
     start = (NOW - timedelta(minutes=59, seconds=30)).isoformat()
     page = http.get("/v1/readings", params={"device_id": "box-a", "metric": "pm25", "start": start, "limit": 50}).json()
-    assert len(page["results"]) == 50
+    assert len(page["results"]) == 50 and page["meta"]["found"] == 60
     page2 = http.get(
         "/v1/readings", params={"device_id": "box-a", "metric": "pm25", "start": start, "limit": 50, "page": 2}
     ).json()
@@ -130,7 +130,8 @@ def test_admin_registration_needs_the_token_and_returns_credentials(http: TestCl
 
 
 def test_stream_sends_server_sent_events(http: TestClient) -> None:
-    with http.stream("GET", "/v1/stream", params={"metric": "pm25", "max_events": 3}) as r:
+    since = (NOW - timedelta(minutes=30)).isoformat()
+    with http.stream("GET", "/v1/stream", params={"metric": "pm25", "max_events": 3, "since": since}) as r:
         text = "".join(r.iter_text())
     assert text.count("event: reading") == 3
 
