@@ -35,6 +35,8 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check citysense gateway ingest calibration api tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/ruff check firmware/host
+	$(VENV)/bin/mypy --config-file firmware/mypy.ini
 
 bench: $(STAMP) system-deps
 	$(VENV)/bin/citysense bench ingest

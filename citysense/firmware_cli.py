@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,35 @@ def run_cmd(
         dev.stop()
     if dev.error is not None:
         raise typer.Exit(1)
+
+
+def fleet_ids(count: int) -> tuple[list[str], list[str]]:
+    """Ids for a host fleet of `count` devices: two air boxes for every parking sensor."""
+    n_parking = count // 3
+    airboxes = [f"fw-airbox-{i:02d}" for i in range(1, count - n_parking + 1)]
+    parking = [f"fw-parking-{i:02d}" for i in range(1, n_parking + 1)]
+    return airboxes, parking
+
+
+@app.command("fleet")
+def fleet_cmd(
+    count: Annotated[int, typer.Option(min=1, max=50, help="number of host devices")] = 3,
+    broker: Annotated[str, typer.Option(help="broker URL")] = "mqtt://127.0.0.1:1883",
+    interval: Annotated[float, typer.Option(help="seconds between air-box readings")] = 60.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+) -> None:
+    """Run COUNT host devices (2/3 air boxes, 1/3 parking) until Ctrl-C or SIGTERM."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    airboxes, parking = fleet_ids(count)
+    fleet = _hostrun().build_fleet(broker, airboxes, parking, interval).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    fleet.stop()
 
 
 @app.command("build")

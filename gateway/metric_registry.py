@@ -24,7 +24,8 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("p", "hPa", 300.0, 1100.0),
         MetricSpec("co2", "ppm", 250.0, 10000.0),
         MetricSpec("occupied", "0/1", 0.0, 1.0),
-        MetricSpec("mag", "µT", 0.0, 5000.0),
+        MetricSpec("mag", "µT", 0.0, 5000.0),  # parking: deviation from the learnt baseline
+        MetricSpec("mag_base", "µT", 0.0, 5000.0),  # parking heartbeat: the baseline itself
         MetricSpec("batt_mv", "mV", 0.0, 6000.0),
         MetricSpec("rssi", "dBm", -130.0, 0.0),
     )

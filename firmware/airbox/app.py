@@ -18,14 +18,16 @@ SAMPLING = 2
 
 
 class AirBox:
-    def __init__(self, device, cfg, pm=None, th=None, frame_gap_ms=1000):
+    def __init__(self, device, cfg, pm=None, th=None, frame_gap_ms=1000, interval_ms=None):
         self.device = device
         self.cfg = cfg
         self.pm = pm
         self.th = th
         self.frame_gap_ms = frame_gap_ms
+        self.interval_ms = interval_ms  # host runs: sub-second intervals; None = config
         self.state = IDLE
         self.next_ms = ticks_ms()
+        self.cycle_start = self.next_ms
         self.cycles = 0
         self.pm_misses = 0
         self.th_misses = 0
@@ -45,6 +47,7 @@ class AirBox:
 
     def reconfigure(self):
         """Called after a remote config change: the next cycle uses the new interval."""
+        self.interval_ms = None
         if self.state == IDLE:
             self.next_ms = ticks_ms()
 
@@ -116,5 +119,6 @@ class AirBox:
         else:
             log("reading_empty", cycle=self.cycles)
         self.state = IDLE
-        self.next_ms = ticks_add(self.cycle_start, self.cfg["interval_s"] * 1000)
+        interval = self.interval_ms if self.interval_ms is not None else self.cfg["interval_s"] * 1000
+        self.next_ms = ticks_add(self.cycle_start, interval)
 

@@ -10,6 +10,8 @@ day, a car in the next bay, heavy noise with spikes, a long stay while the
 temperature drifts, quick turnover.
 """
 
+# ruff: noqa: SIM113 - also runs under MicroPython (kept portable)
+
 import math
 
 EARTH = (18.0, -4.0, 42.0)
@@ -143,7 +145,9 @@ def suite():
         Scenario("drift_over_a_day", 24 * 3600, period_s=5, seed=23, drift=6.0).add_visits(30, 600, 5400, 600),
         Scenario("car_in_next_bay", 4 * 3600, seed=37).add_visits(10, 300, 1800, 300).add_neighbours(6),
         Scenario("noise_and_spikes", 3 * 3600, seed=41, noise=1.2, spikes=0.003).add_visits(14, 180, 1200, 120),
-        Scenario("long_stay_with_drift", 24 * 3600, period_s=10, seed=53, drift=8.0).add_visits(3, 5 * 3600, 9 * 3600, 1800),
+        Scenario("long_stay_with_drift", 24 * 3600, period_s=10, seed=53, drift=8.0).add_visits(
+            3, 5 * 3600, 9 * 3600, 1800
+        ),
         Scenario("quick_turnover", 2 * 3600, seed=67).add_visits(20, 60, 400, 15, start_s=60),
         Scenario("weak_cars", 3 * 3600, seed=79, noise=0.7).add_visits(14, 180, 1200, 120, lo=13.0, hi=22.0),
     ]

@@ -12,6 +12,7 @@ RAM: one dict of ~40 small entries.
 import json
 import os
 
+from flashfile import recover, replace
 from log import log
 
 SCHEMA = 1
@@ -75,7 +76,7 @@ RULES = {
     "wifi_max_failures": (int, 1, 1000),
     "auth_max_failures": (int, 1, 1000),
     "wdt_ms": (int, 0, 60000),
-    "queue_slots": (int, 16, 2048),
+    "queue_slots": (int, 16, 1600),
     "interval_s": (int, 1, 86400),
     "settle_s": (int, 0, 120),
     "frames": (int, 1, 30),
@@ -180,6 +181,7 @@ class Config:
         return DEFAULTS.get(key, default)
 
     def load(self):
+        recover(self.path)
         try:
             with open(self.path) as f:
                 data = json.load(f)
@@ -206,7 +208,7 @@ class Config:
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.stored, f)
-        os.rename(tmp, self.path)
+        replace(tmp, self.path)
 
     def update(self, changes, allowed=None):
         """Validate and apply `changes`; on error nothing changes (ConfigError)."""

@@ -16,6 +16,20 @@ from clock import ticks_diff, ticks_ms
 from log import log
 
 FW_VERSION = "0.1.0"
+
+
+def dumps(obj):
+    """Compact JSON on both runtimes (CPython adds spaces by default)."""
+    try:
+        return json.dumps(obj, separators=(",", ":"))
+    except TypeError:
+        return json.dumps(obj)
+
+
+def mem_free():
+    fn = getattr(gc, "mem_free", None)  # MicroPython only; 0 on the host
+    return fn() if fn is not None else 0
+
 MAX_BATCHES_PER_SERVICE = 4
 
 
@@ -44,7 +58,7 @@ class Device:
 
     def item(self, m, ev=None):
         """The JSON text of one reading without `v` and `id` (a batch item)."""
-        text = '{"seq":%d,"ts":%d,"m":%s' % (self.seq.take(), self.clock.unix(), json.dumps(m))
+        text = '{"seq":%d,"ts":%d,"m":%s' % (self.seq.take(), self.clock.unix(), dumps(m))
         if ev:
             text += ',"ev":"' + ev + '"'
         return text + "}"
@@ -99,7 +113,7 @@ class Device:
             "fw": FW_VERSION,
             "ip": ip,
             "rssi": rssi,
-            "heap": gc.mem_free(),
+            "heap": mem_free(),
             "queued": len(self.queue),
             "dropped": self.queue.dropped,
             "cfg": self.cfg["version"],
@@ -110,7 +124,7 @@ class Device:
         }
         if self.cfg_error:
             doc["cfg_error"] = self.cfg_error
-        return json.dumps(doc)
+        return dumps(doc)
 
     def _on_message(self, topic, msg):
         if isinstance(topic, bytes):
@@ -169,8 +183,11 @@ def run_loop(device, app, sleep_ms, should_stop=None, max_cycles=None):
             return
         try:
             device.service()
-            wait = app.tick()
         except Exception as exc:  # noqa: BLE001 - keep looping, the watchdog guards hangs
-            device.error("loop_error", exc)
+            device.error("service_error", exc)
+        try:
+            wait = app.tick()
+        except Exception as exc:  # noqa: BLE001
+            device.error("app_error", exc)
             wait = 1000
         sleep_ms(max(0, min(wait, 1000)))

@@ -16,7 +16,8 @@ Guarantees:
 - Replays oldest first, in batches the caller sends as one message each.
 
 Refuses payloads longer than `slot_size - 10` bytes (ValueError).
-Capacity: default 1536 slots x 128 B = 192 KB = 25.6 h of 1-minute readings.
+Capacity: default 1536 slots x 160 B = 240 KB = 25.6 h of 1-minute readings
+(a slot holds 150 bytes: the longest parking heartbeat is ~125).
 RAM: one slot buffer plus a few ints; `peek` returns at most `max_items` bytes objects.
 """
 
@@ -28,6 +29,7 @@ try:
 except ImportError:  # pragma: no cover - every target port has binascii
     from zlib import crc32  # type: ignore
 
+from flashfile import recover, replace
 from log import log
 
 MAGIC = 0x51
@@ -50,7 +52,7 @@ def _size(path):
 
 
 class FlashQueue:
-    def __init__(self, path, capacity=1536, slot_size=128):
+    def __init__(self, path, capacity=1536, slot_size=160):
         if slot_size < 32 or slot_size > 265:
             raise ValueError("slot_size must be 32..265 bytes")
         self.path = path
@@ -88,6 +90,7 @@ class FlashQueue:
                 left -= n
 
     def _load_ack(self):
+        recover(self.ack_path)
         if not _exists(self.ack_path):
             return 0
         try:
@@ -105,7 +108,7 @@ class FlashQueue:
         tmp = self.ack_path + ".tmp"
         with open(tmp, "w") as f:
             f.write("%d %d" % (self.acked, self.acked ^ 0x5A5A5A5A))
-        os.rename(tmp, self.ack_path)
+        replace(tmp, self.ack_path)
 
     def _slot_wid(self, f, slot):
         """Return the write id of a valid slot, or 0 if it is empty or corrupt."""

@@ -7,8 +7,7 @@ One small file write per `block` messages. A missing or corrupt file restarts
 at the highest value we can trust (0 if none), and says so in the log.
 """
 
-import os
-
+from flashfile import recover, replace
 from log import log
 
 
@@ -21,6 +20,7 @@ class SeqCounter:
         self._reserve()
 
     def _load(self):
+        recover(self.path)
         try:
             with open(self.path) as f:
                 text = f.read().strip()
@@ -40,7 +40,7 @@ class SeqCounter:
         try:
             with open(tmp, "w") as f:
                 f.write(str(self.reserved))
-            os.rename(tmp, self.path)
+            replace(tmp, self.path)
         except OSError as exc:
             log("seq_save_failed", reason=repr(exc))
 

@@ -146,6 +146,8 @@ class Session:
         """Publish with QoS 1 (waits for PUBACK). Returns True on success."""
         if not self.connected:
             return False
+        if isinstance(payload, str):
+            payload = payload.encode()  # umqtt.simple sends len(msg) bytes: must be bytes
         try:
             self.client.publish(topic, payload, retain, 1)
         except Exception as exc:  # noqa: BLE001

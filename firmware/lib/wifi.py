@@ -85,7 +85,7 @@ def url_decode(text):
     i = 0
     while i < len(raw):
         c = raw[i]
-        if c == 0x25 and i + 2 < len(raw) + 0 and i + 2 <= len(raw) - 1:  # '%'
+        if c == 0x25 and i + 2 < len(raw):  # "%"
             try:
                 out.append(int(raw[i + 1 : i + 3].decode(), 16))
                 i += 3
@@ -94,7 +94,7 @@ def url_decode(text):
                 pass
         out.append(c)
         i += 1
-    return out.decode()
+    return str(out, "utf-8")
 
 
 def parse_form(body):
@@ -161,7 +161,9 @@ class SetupPortal:
 
     def handle(self, request):
         """Return (status line, html) for one raw HTTP request; save the form on POST."""
-        head, _, body = request.partition(b"\r\n\r\n")
+        parts = request.split(b"\r\n\r\n", 1)
+        head = parts[0]
+        body = parts[1] if len(parts) > 1 else b""
         if head.startswith(b"POST"):
             fields = parse_form(body)
             if not fields.get("mqtt_password"):
@@ -177,8 +179,13 @@ class SetupPortal:
             return "200 OK", self.page("Saved. The device restarts now.")
         return "200 OK", self.page(self.reason)
 
-    def serve(self, port=80, stop=None, feed=None):
-        """Accept connections until the form was saved (or `stop()` says so)."""
+    def serve(self, port=80, stop=None, feed=None, timeout_ms=None):
+        """Accept connections until the form was saved, `stop()` says so, or the timeout.
+
+        The timeout lets a device whose router was only down for a while go back
+        to trying it (the caller resets the board) instead of waiting here forever.
+        """
+        started = ticks_ms()
         s = self.socket.socket()
         s.setsockopt(self.socket.SOL_SOCKET, self.socket.SO_REUSEADDR, 1)
         s.bind(self.socket.getaddrinfo("0.0.0.0", port)[0][-1])
@@ -187,6 +194,9 @@ class SetupPortal:
         self.port = s.getsockname()[1] if hasattr(s, "getsockname") else port
         try:
             while not self.done and not (stop is not None and stop()):
+                if timeout_ms is not None and ticks_diff(ticks_ms(), started) >= timeout_ms:
+                    log("setup_mode_timeout")
+                    break
                 if feed is not None:
                     feed()
                 try:

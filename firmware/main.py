@@ -1,0 +1,140 @@
+"""Device entry point: load the config, join WiFi, build the hardware, run the application.
+
+Copied to the board's root by `citysense firmware flash`. The lib/ modules live
+in /lib (with umqtt from mip), the packages in /drivers, /airbox, /parking. Any failure at
+start-up is logged and answered with setup mode or a delayed reset, never a
+tight crash loop.
+"""
+
+import gc
+import sys
+import time
+
+import machine
+import network
+
+from clock import Clock, sleep_ms
+from config import Config
+from device import Device, mem_free, run_loop
+from flashqueue import FlashQueue
+from log import log
+from seq import SeqCounter
+from session import Session
+from watchdog import Watchdog, reset_cause
+from wifi import SetupPortal, Station
+
+
+SETUP_TIMEOUT_MS = 10 * 60 * 1000
+
+
+def setup_mode(cfg, reason, wdt=None):
+    """Serve the setup form for up to 10 minutes, then reset (to try the saved or old settings)."""
+    import socket
+
+    portal = SetupPortal(cfg, socket, reason)
+    portal.open_access_point(network)
+    portal.serve(feed=wdt.feed if wdt is not None else None, timeout_ms=SETUP_TIMEOUT_MS)
+    sleep_ms(2000)
+    machine.reset()
+
+
+def build_airbox(cfg, device):
+    from airbox.app import AirBox
+
+    pm = th = None
+    i2c = machine.I2C(cfg["i2c_id"], sda=machine.Pin(cfg["i2c_sda"]), scl=machine.Pin(cfg["i2c_scl"]))
+    if cfg["pm_sensor"]:
+        from drivers import pms5003
+
+        uart = machine.UART(cfg["uart_id"], 9600, tx=cfg["uart_tx"], rx=cfg["uart_rx"], timeout=0)
+        set_pin = machine.Pin(cfg["pms_set_pin"], machine.Pin.OUT) if cfg["pms_set_pin"] >= 0 else None
+        cls = pms5003.PMS3003 if cfg["pm_sensor"] == "pms3003" else pms5003.PMS5003
+        pm = cls(uart, sleep_ms, set_pin)
+    try:
+        if cfg["th_sensor"] == "sht31":
+            from drivers.sht31 import SHT31
+
+            th = SHT31(i2c, sleep_ms)
+        elif cfg["th_sensor"] == "bme280":
+            from drivers.bme280 import BME280
+
+            th = BME280(i2c, sleep_ms)
+    except Exception as exc:  # noqa: BLE001 - run without T/RH rather than not at all
+        device.error("th_init_failed", exc)
+    return AirBox(device, cfg, pm, th)
+
+
+def build_parking(cfg, device):
+    from drivers.qmc5883l import QMC5883L
+    from parking.app import ParkingSensor
+
+    i2c = machine.I2C(cfg["i2c_id"], sda=machine.Pin(cfg["i2c_sda"]), scl=machine.Pin(cfg["i2c_scl"]))
+    mag = QMC5883L(i2c)
+    battery = None
+    if cfg["batt_adc_pin"] >= 0:
+        adc = machine.ADC(machine.Pin(cfg["batt_adc_pin"]))
+        try:
+            adc.atten(machine.ADC.ATTN_11DB)  # ESP32: full range ~3.1 V
+        except (AttributeError, ValueError):
+            pass
+
+        def battery():  # battery through a 1:2 divider (two equal resistors)
+            try:
+                return adc.read_uv() * 2 // 1000  # ESP32: calibrated microvolts
+            except AttributeError:
+                return adc.read_u16() * 6600 // 65535  # RP2: 3.3 V reference
+
+    return ParkingSensor(device, cfg, mag, battery)
+
+
+def main():
+    cause = reset_cause(machine)
+    log("boot", reset=cause)
+    cfg = Config("config.json")
+    if not cfg.is_provisioned():
+        setup_mode(cfg, cfg.error or "not configured")
+    wdt = Watchdog(machine, cfg["wdt_ms"])
+    station = Station(network, cfg["wifi_ssid"], cfg["wifi_password"], wdt.feed)
+    while not station.ensure():
+        wdt.feed()
+        if station.failures >= cfg["wifi_max_failures"]:
+            setup_mode(cfg, "could not join WiFi '%s'" % cfg["wifi_ssid"], wdt)
+        sleep_ms(500)
+    try:
+        from umqtt.simple import MQTTClient
+    except ImportError:
+        log("umqtt_missing", fix="mpremote mip install umqtt.simple")
+        raise
+    import ntptime
+
+    session = Session(
+        MQTTClient, cfg["id"], cfg["kind"], cfg["mqtt_host"], cfg["mqtt_port"],
+        cfg["mqtt_user"], cfg["mqtt_password"], cfg["mqtt_keepalive"],
+    )
+    queue = FlashQueue("queue.bin", cfg["queue_slots"])
+    device = Device(
+        cfg, session, queue, SeqCounter("seq.txt"), Clock(ntptime, cfg["ntp_host"]), wdt, cause, station.info
+    )
+    app = build_airbox(cfg, device) if cfg["kind"] == "airbox" else build_parking(cfg, device)
+    device.on_config = app.reconfigure
+    gc.collect()
+    log("running", kind=cfg["kind"], free=mem_free())
+
+    def stop():
+        if not station.isconnected() and not station.ensure():
+            if station.failures >= cfg["wifi_max_failures"]:
+                setup_mode(cfg, "lost WiFi '%s'" % cfg["wifi_ssid"], wdt)
+        if device.want_setup:
+            setup_mode(cfg, device.want_setup, wdt)
+        return False
+
+    run_loop(device, app, sleep_ms, stop)
+
+
+if __name__ == "__main__":  # MicroPython runs main.py as __main__; tests import it
+    try:
+        main()
+    except Exception as exc:  # noqa: BLE001 - last resort: log, wait, reset (no tight crash loop)
+        sys.print_exception(exc)
+        time.sleep(30)
+        machine.reset()

