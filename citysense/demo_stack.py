@@ -20,6 +20,7 @@ from rich.console import Console
 from citysense.local_broker import LocalAmqtt, LocalMosquitto, mosquitto_path
 from citysense.local_postgres import LocalPostgres
 from citysense.ports import free_port, port_is_open
+from citysense.processes import stop_process
 from citysense.settings import Settings
 from citysense.simulator.fleet import make_airboxes, make_parking
 from citysense.simulator.publisher import register_fleet
@@ -41,14 +42,7 @@ class Child:
         )
 
     def stop(self, timeout: float = 12.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout=timeout)
 
 
 def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float, host_devices: int) -> None:

@@ -7,13 +7,13 @@ pip-only on machines without it. Both listen on 127.0.0.1 only.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 from citysense.ports import wait_for_port
+from citysense.processes import stop_process
 
 
 def mosquitto_path() -> str | None:
@@ -79,14 +79,7 @@ class LocalMosquitto:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: mosquitto saves its persistence file and exits."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.send_signal(signal.SIGTERM)
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_process(self._proc, timeout=timeout)
 
     def restart(self) -> None:
         self.stop()
@@ -115,11 +108,4 @@ class LocalAmqtt:
         wait_for_port(self.port, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.send_signal(signal.SIGTERM)
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_process(self._proc, timeout=timeout)

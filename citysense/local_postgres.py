@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psycopg
 
+from citysense.processes import stop_process
+
 log = logging.getLogger(__name__)
 
 
@@ -168,15 +170,8 @@ class LocalPostgres:
 
     def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
         """Stop the server: 'fast' (SIGINT, clean) or 'immediate' (SIGQUIT, crash-like)."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
         sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode]
-        self._proc.send_signal(sig)
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_process(self._proc, sig, timeout)
 
     def create_database(self, name: str, template: str | None = None) -> str:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:

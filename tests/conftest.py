@@ -22,6 +22,7 @@ import pytest
 from citysense.local_broker import LocalMosquitto
 from citysense.local_postgres import LocalPostgres
 from citysense.ports import free_port
+from citysense.processes import stop_process
 from ingest.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ class GatewayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> GatewayProcess:
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "citysense", "gateway"], env=self.env, cwd=REPO,
             stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
         )
@@ -79,20 +80,20 @@ class GatewayProcess:
 
     def terminate(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        code = stop_process(self.proc, timeout=timeout)
+        assert code is not None
+        return code
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_subscribed(self, timeout: float = 30.0, times: int = 1) -> GatewayProcess:
+        """Block until the gateway's session is subscribed (`times` counts reconnections)."""
+        wait_until(lambda: self.log().count("event=mqtt_subscribed") >= times, timeout, what="gateway subscribed")
+        return self
 
 
 def gateway_env(mqtt_url: str, database_url: str, **extra: str) -> dict[str, str]:
