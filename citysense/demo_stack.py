@@ -122,11 +122,20 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
         pass
     finally:
         console.print("stopping ...")
-        for child in reversed(children):
-            child.stop()
+        _stop_all([c for c in children if c.name in ("fleet", "firmware")])  # producers first
+        _stop_all([c for c in children if c.name not in ("fleet", "firmware")])  # then gateway and API
         broker.stop()
         pg.stop()
         console.print("stopped.")
+
+
+def _stop_all(children: list[Child], timeout: float = 12.0) -> None:
+    """Signal every child at once, then wait: stopping takes the slowest child's time, not the sum."""
+    for child in children:
+        if child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGTERM)
+    for child in children:
+        child.stop(timeout)
 
 
 def _wait_http(url: str, timeout: float) -> None:

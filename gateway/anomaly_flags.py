@@ -16,13 +16,14 @@ from gateway.records import ReadingRow
 STUCK_REPEATS = 20
 WINDOW = 9
 MIN_HISTORY = 5
+SPIKE_MADS = 6.0 * 1.4826  # robust z-score threshold: 6 scaled median absolute deviations
 # Absolute floor under which a jump is never called a spike, per metric (registry units).
 SPIKE_FLOOR = {"pm1": 50.0, "pm25": 50.0, "pm10": 80.0, "t": 8.0, "rh": 25.0, "p": 15.0, "co2": 800.0}
 EXEMPT = frozenset({"occupied", "batt_mv", "rssi"})
 
 
 class _Series:
-    __slots__ = ("recent", "last", "repeats")
+    __slots__ = ("last", "recent", "repeats")
 
     def __init__(self) -> None:
         self.recent: deque[float] = deque(maxlen=WINDOW)
@@ -62,8 +63,9 @@ class AnomalyFlagger:
             floor = SPIKE_FLOOR.get(metric)
             if floor is not None and len(series.recent) >= MIN_HISTORY:
                 med = median(series.recent)
-                mad = median(abs(v - med) for v in series.recent)
-                if abs(raw - med) > max(floor, 6.0 * 1.4826 * mad):
+                deviation = abs(raw - med)
+                # a spike exceeds max(floor, k * MAD) >= floor, so the MAD is needed only past the floor
+                if deviation > floor and deviation > SPIKE_MADS * median([abs(v - med) for v in series.recent]):
                     extra |= Flag.SPIKE
             series.last = raw
             series.recent.append(raw)

@@ -13,7 +13,9 @@ broker keeps the messages (and TCP flow control holds the rest) instead of our m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -31,6 +33,10 @@ from citysense.mqtt_url import parse_mqtt_url
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
+# Packets read per wake-up (~50 µs each in paho): bounded so one read burst never holds the
+# event loop for more than ~10 ms, which the committer's database round trips would wait on.
+# What is left in the socket wakes the loop again at once.
+READ_BURST = 200
 
 
 @dataclass(slots=True)
@@ -65,9 +71,11 @@ class MqttSource:
         self._data_ready = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading_paused = False
+        self._reading_stopped = False  # for good: shutting down
         self._sock: Any = None
         self._misc_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._lingering: socket.socket | None = None
         kwargs: dict[str, Any] = {"client_id": client_id, "protocol": self.protocol, "manual_ack": True}
         if self.protocol == mqtt.MQTTv311:
             kwargs["clean_session"] = False
@@ -80,6 +88,7 @@ class MqttSource:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_socket_open = self._on_socket_open
         self.client.on_socket_close = self._on_socket_close
         self.client.on_socket_register_write = self._on_register_write
@@ -103,6 +112,13 @@ class MqttSource:
         if not self._closing:
             log.warning("event=mqtt_disconnected reason=%s", rc)
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, rcs: list[ReasonCode], props: Any) -> None:
+        refused = [str(rc) for rc in rcs if rc.is_failure]
+        if refused:
+            log.error("event=mqtt_subscribe_refused reasons=%s", ",".join(refused))
+        else:
+            log.info("event=mqtt_subscribed topics=%d generation=%d", len(rcs), self.generation)
+
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.queue.append(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, time.time(), self.generation))
 
@@ -118,6 +134,11 @@ class MqttSource:
         self._loop.remove_writer(sock)
         self._sock = None
         self.connected.clear()
+        if self._closing and self._lingering is None:
+            # paho closes right after DISCONNECT; keep a duplicate of the TCP socket (also under
+            # TLS, whose sockets refuse dup()) so `close` can linger (see `_linger`)
+            with contextlib.suppress(OSError):
+                self._lingering = socket.socket(fileno=os.dup(sock.fileno()))
 
     def _on_register_write(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
         assert self._loop is not None
@@ -131,7 +152,7 @@ class MqttSource:
     def _read(self) -> None:
         """Drain what the socket holds now (paho reads one packet per call), up to the bound."""
         before = len(self.queue)
-        for _ in range(2000):
+        for _ in range(READ_BURST):
             n = len(self.queue)
             rc = self.client.loop_read()
             if rc != mqtt.MQTT_ERR_SUCCESS or len(self.queue) == n or self._sock is None:
@@ -149,23 +170,29 @@ class MqttSource:
 
     def resume_reading(self) -> None:
         """Called by the consumer after taking messages off the queue."""
-        if self._reading_paused and len(self.queue) < self.max_queue // 2 and self._sock is not None:
+        if (
+            self._reading_paused and not self._reading_stopped
+            and len(self.queue) < self.max_queue // 2 and self._sock is not None
+        ):
             assert self._loop is not None
             self._reading_paused = False
             self._loop.add_reader(self._sock, self._read)
             self._read()
 
+    def stop_reading(self) -> None:
+        """Read nothing more (shutdown): what the socket still holds stays with the broker."""
+        self._reading_stopped = True
+        self._pause_reading()
+
     async def wait_for_data(self, timeout: float) -> None:
         if self.queue:
             return
         self._data_ready.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._data_ready.wait(), timeout)
-        except TimeoutError:
-            pass
 
     def take(self, limit: int) -> list[Inbound]:
-        out = []
+        out: list[Inbound] = []
         queue = self.queue
         while queue and len(out) < limit:
             out.append(queue.popleft())
@@ -197,19 +224,19 @@ class MqttSource:
                     await self._connect(first)
                     first = False
                     delay = 0.5
-                except (OSError, socket.error) as exc:
+                except OSError as exc:
                     log.warning("event=mqtt_connect_failed error=%r retry_in_s=%.1f", str(exc), delay)
                     await _sleep_or_stop(stop, delay)
                     delay = min(delay * 2, 15.0)
                     continue
             await _sleep_or_stop(stop, 0.5)
-        self._pause_reading()  # shutting down: what is not read stays with the broker
+        self.stop_reading()  # shutting down: flush what was received, leave the rest to the broker
         self._misc_task.cancel()
 
     async def _connect(self, first: bool) -> None:
         props = None
         if self.protocol == mqtt.MQTTv5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY_S
             props.ReceiveMaximum = 65535
         if first:
@@ -244,10 +271,36 @@ class MqttSource:
                 await asyncio.sleep(0.01)
                 if self._sock is not None:
                     self.client.loop_read()
+        if self._lingering is not None:
+            await _linger(self._lingering)
+            self._lingering = None
+
+
+async def _linger(sock: socket.socket, timeout: float = 3.0) -> None:
+    """Half-close and read until the broker closes, then close.
+
+    Closing a socket whose receive buffer holds unread data (the broker keeps sending while
+    we shut down) makes the kernel send RST, and a RST makes the broker's kernel discard
+    what it has not read yet: the last PUBACKs and the DISCONNECT. Those messages would be
+    redelivered to the next session and stored twice. The broker's EOF proves it read them.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        sock.setblocking(False)
+        sock.shutdown(socket.SHUT_WR)
+        while loop.time() < deadline:
+            try:
+                if not sock.recv(1 << 16):
+                    break
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass

@@ -95,12 +95,22 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     batcher = asyncio.create_task(pipeline.batcher(stop))
     committer = asyncio.create_task(pipeline.committer(hard_stop))
     log.info("event=gateway_started mqtt=%s topics=%s", settings.mqtt_url, ",".join(subscriptions(settings)))
-    await stop.wait()
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopped, mqtt_task, batcher, committer], return_when=asyncio.FIRST_COMPLETED)
+    crashed = next((t for t in (mqtt_task, batcher, committer) if t.done() and not stopped.done()), None)
+    if crashed is not None:
+        # crash-only: a stage that died would leave a process that is up but stores nothing; exit
+        # instead, so the supervisor restarts us and the broker redelivers what was not acked
+        log.critical("event=gateway_task_died task=%s", crashed.get_coro().__qualname__)  # type: ignore[union-attr]
+        stop.set()
+        hard_stop.set()
     log.info("event=gateway_stopping queued=%d", len(source.queue))
     await asyncio.wait([batcher, committer], timeout=SHUTDOWN_GRACE_S + 1)
-    for task in (mqtt_task, refresh_task, batcher, committer):
+    for task in (mqtt_task, refresh_task, batcher, committer, stopped):
         task.cancel()
     await source.close()
     await writer.close()
     log.info("event=gateway_stopped committed_messages=%d", pipeline.committed_messages)
+    if crashed is not None:
+        raise RuntimeError("a gateway task died; see the log above") from crashed.exception()
     return pipeline

@@ -9,9 +9,9 @@ from gateway.metric_registry import METRIC_NAME_MAX, METRICS, SENTINELS
 from gateway.quality_flags import Flag
 from gateway.records import DecodeError
 
-V1_DEVICE_ID = re.compile(r"^[a-z0-9-]{3,64}$")
-ANY_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-METRIC_NAME = re.compile(rf"^[a-z][a-z0-9_]{{0,{METRIC_NAME_MAX - 1}}}$")
+V1_DEVICE_ID = re.compile(r"^[a-z0-9-]{3,64}\Z")  # \Z, not $: "$" also matches before a final newline
+ANY_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+METRIC_NAME = re.compile(rf"^[a-z][a-z0-9_]{{0,{METRIC_NAME_MAX - 1}}}\Z")
 
 MAX_FUTURE_S = 600.0  # device clocks may run a little fast
 MAX_AGE_S = 14 * 86400.0  # a device queue holds about a day; older than two weeks is a broken clock
@@ -42,25 +42,37 @@ def resolve_time(ts: object, received_at: float) -> tuple[float, int]:
     return value, 0
 
 
+_UNKNOWN_METRIC = int(Flag.UNKNOWN_METRIC)
+_SENTINEL = int(Flag.SENTINEL)
+_RH_OVER_100 = int(Flag.RH_OVER_100)
+_OUT_OF_RANGE = int(Flag.OUT_OF_RANGE)
+_NUMBER = (int, float)
+
+
 def metric_value(name: object, value: object) -> tuple[str, float, float | None, int]:
-    """(metric, raw, value-to-calibrate-or-None, flags) for one entry of `m`."""
-    if not isinstance(name, str) or not METRIC_NAME.match(name):
+    """(metric, raw, value-to-calibrate-or-None, flags) for one entry of `m`.
+
+    Hot path (five calls per message): registry names skip the name pattern, which every
+    registry name matches; flags are plain ints.
+    """
+    spec = METRICS.get(name) if isinstance(name, str) else None
+    if spec is None and (not isinstance(name, str) or not METRIC_NAME.match(name)):
         raise DecodeError(f"metric name {str(name)[:40]!r} is not a lowercase identifier of <= {METRIC_NAME_MAX}")
+    assert isinstance(name, str)
     if isinstance(value, bool):
         value = int(value)
-    if not isinstance(value, int | float):
+    if not isinstance(value, _NUMBER):
         raise DecodeError(f"metric {name!r} must be a number, got {type(value).__name__}")
     raw = float(value)
     if not math.isfinite(raw):
         raise DecodeError(f"metric {name!r} is not finite ({value!r})")
-    spec = METRICS.get(name)
     if spec is None:
-        return name, raw, None, int(Flag.UNKNOWN_METRIC)
-    if raw in SENTINELS and not spec.low <= raw <= spec.high:
-        return name, raw, None, int(Flag.SENTINEL)
-    flags = 0
+        return name, raw, None, _UNKNOWN_METRIC
+    if spec.low <= raw <= spec.high:
+        return name, raw, raw, 0
+    if raw in SENTINELS:
+        return name, raw, None, _SENTINEL
+    flags = _OUT_OF_RANGE
     if name == "rh" and raw > 100.0:
-        flags |= Flag.RH_OVER_100
-    if not spec.low <= raw <= spec.high:
-        flags |= Flag.OUT_OF_RANGE
+        flags |= _RH_OVER_100
     return name, raw, raw, flags

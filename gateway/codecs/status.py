@@ -9,6 +9,7 @@ import orjson
 from gateway.codecs.topics import split_v1_topic
 from gateway.records import Decoded, DecodeError
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # the device_status columns are integer
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "online": bool, "fw": str, "ip": str, "rssi": int, "heap": int, "queued": int,
 }
@@ -29,10 +30,15 @@ def decode_status(topic: str, payload: bytes, received_at: float) -> Decoded:
         value = doc.get(key)
         if value is None:
             continue
-        if kind_of is int and isinstance(value, bool) or not isinstance(value, kind_of):
+        if (kind_of is int and isinstance(value, bool)) or not isinstance(value, kind_of):
             raise DecodeError(f"status field {key!r} has the wrong type ({type(value).__name__})")
-        if isinstance(value, str) and len(value) > 64:
-            raise DecodeError(f"status field {key!r} is longer than 64 characters")
+        if isinstance(value, str) and (len(value) > 64 or "\x00" in value):
+            raise DecodeError(f"status field {key!r} is longer than 64 characters or holds NUL")
+        if isinstance(value, int) and not INT32_MIN <= value <= INT32_MAX:
+            raise DecodeError(f"status field {key!r} = {value} does not fit a 32-bit integer")
         status[key] = value
-    status["raw"] = {k: v for k, v in doc.items() if isinstance(k, str) and len(k) <= 32}
+    raw = {k: v for k, v in doc.items() if isinstance(k, str) and len(k) <= 32}
+    if b"\\u0000" in orjson.dumps(raw):
+        raise DecodeError("status holds a NUL character, which PostgreSQL's jsonb refuses")
+    status["raw"] = raw
     return Decoded(device_id=device_id, kind=kind, status=status)

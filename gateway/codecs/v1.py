@@ -68,6 +68,8 @@ def _parking_row(device_id: str, entry: dict[str, Any], ev: object, received_at:
     if occupied is not None and occupied not in (0.0, 1.0):
         raise DecodeError(f"'occupied' must be 0 or 1, got {occupied!r}")
     batt = values.get("batt_mv")
+    if batt is not None and not -(2**31) <= batt < 2**31:  # parking_events.batt_mv is an integer column
+        raise DecodeError(f"'batt_mv' {batt!r} does not fit a 32-bit integer")
     return (
         ts,
         device_id,

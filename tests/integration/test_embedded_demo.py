@@ -22,7 +22,9 @@ from citysense.ports import free_port
 from tests.conftest import REPO, count, wait_until
 
 
-def test_gateway_stores_readings_through_the_amqtt_broker(database_url: str, start_gateway: Any, tmp_path: Path) -> None:
+def test_gateway_stores_readings_through_the_amqtt_broker(
+    database_url: str, start_gateway: Any, tmp_path: Path
+) -> None:
     broker = LocalAmqtt(tmp_path / "amqtt", free_port())
     broker.start()
     try:
@@ -69,6 +71,6 @@ def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> 
         print(f"demo: 200 boxes on the map after {time.monotonic() - started:.1f} s")
     finally:
         proc.send_signal(signal.SIGINT)
-        out = proc.communicate(timeout=60)[0]
+        out = proc.communicate(timeout=90)[0]
     assert proc.returncode == 0, out[-2000:]
     assert "stopped." in out

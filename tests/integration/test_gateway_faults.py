@@ -11,10 +11,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
 
 from citysense.ports import free_port
+from gateway.codecs import decode
+from gateway.records import Decoded, DecodeError
+from ingest.batch_writer import Rejected
 from tests.conftest import wait_until
+from tests.hostile_payloads import hostile_message
 from tests.integration.fault_tools import (
     METRICS_PER_MESSAGE,
     BackgroundPublisher,
@@ -127,6 +137,29 @@ def test_no_loss_when_postgres_stops_for_30_s(
     assert peak_rss < 300
 
 
+def test_gateway_started_while_postgres_is_down_waits_then_stores_the_backlog(
+    mosquitto: Any, pg_server: Any, database_url: str, start_gateway: Any
+) -> None:
+    client_id = "fault-gw-db-down-at-start"
+    gw = start_gateway(mosquitto.url, database_url, CITYSENSE_MQTT_CLIENT_ID=client_id)
+    _wait_connected(gw)
+    assert gw.terminate() == 0
+    stream = v1_stream(devices=10, per_device=500, prefix="dd")
+    publish(mosquitto.port, stream)  # queued on the broker for the gateway's session
+    pg_server.stop("fast")
+    try:
+        gw = start_gateway(mosquitto.url, database_url, CITYSENSE_MQTT_CLIENT_ID=client_id)
+        wait_until(lambda: "event=database_unreachable" in gw.log(), 20, what="the gateway to notice")
+        time.sleep(3)
+        assert gw.alive(), "the gateway gave up while the database was down"
+    finally:
+        pg_server.start()
+    expected = message_count(stream) * METRICS_PER_MESSAGE
+    wait_until(lambda: readings(database_url) >= expected, 60, interval=0.2, what=f"{expected} rows")
+    _assert_exactly_once(database_url, expected)
+    assert gw.alive()
+
+
 @pytest.mark.slow
 def test_two_gateways_share_load_exactly_once(mosquitto: Any, database_url: str, start_gateway: Any) -> None:
     ports = [free_port(), free_port()]
@@ -185,3 +218,94 @@ def test_sigterm_flushes_and_exits_within_10_s(mosquitto: Any, database_url: str
     duplicates = scrape(port, DUPLICATES)
     assert duplicates == 0, f"the first gateway committed {duplicates:.0f} rows it did not acknowledge"
     assert successor.alive()
+
+
+def _draw_hostile_messages(lists: int, size: int) -> list[tuple[str, bytes]]:
+    """`lists` x `size` messages drawn by hypothesis (one list per example keeps each draw small)."""
+    drawn: list[tuple[str, bytes]] = []
+
+    @settings(max_examples=lists, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(hostile_message(subscribed_only=True), min_size=size, max_size=size))
+    def collect(messages: list[tuple[str, bytes]]) -> None:
+        drawn.extend(messages)
+
+    collect()
+    return drawn
+
+
+def test_hostile_payloads_never_crash_the_gateway(mosquitto: Any, database_url: str, start_gateway: Any) -> None:
+    """300 hostile messages through a real broker: each is stored, or dead-lettered once, and
+    the gateway stays up and acknowledges them all."""
+    messages = _draw_hostile_messages(6, 50)
+    port = free_port()
+    gw = start_gateway(mosquitto.url, database_url, CITYSENSE_GATEWAY_METRICS_PORT=str(port))
+    _wait_connected(gw)
+    time.sleep(0.5)
+    messages = [(t, p) for t, p in messages if p]  # MQTT delivers an empty payload as a retained-clear only
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hostile-publisher")
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    infos = [publisher.publish(topic, payload, qos=1) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(30)
+    publisher.loop_stop()
+    publisher.disconnect()
+    wait_until(lambda: scrape(port, ACKED) >= len(messages), 60, what=f"acks of {len(messages)} messages")
+    assert gw.alive()
+    assert scrape(port, ACKED) == len(messages)
+
+    received_at = time.time()
+    refused: set[bytes] = set()
+    stored: list[Decoded] = []
+    for topic, payload in messages:
+        try:
+            stored.append(decode(topic, payload, received_at))
+        except DecodeError:
+            refused.add(Rejected(0.0, topic, payload, "").digest())
+    with psycopg.connect(database_url) as conn:
+        letters = {bytes(r[0]): r[1] for r in conn.execute("SELECT digest, reason FROM rejected_messages")}
+        for d in stored:
+            for _ts, device_id, metric, *_ in d.readings:
+                assert conn.execute(
+                    "SELECT 1 FROM readings WHERE device_id = %s AND metric = %s", (device_id, metric)
+                ).fetchone(), f"reading {device_id}/{metric} lost"
+            for row in d.parking:
+                assert conn.execute("SELECT 1 FROM parking_events WHERE device_id = %s", (row[1],)).fetchone()
+            if d.status is not None:
+                assert conn.execute("SELECT 1 FROM device_status WHERE device_id = %s", (d.device_id,)).fetchone()
+    print(f"{len(messages)} hostile messages: {len(stored)} stored, {len(refused)} distinct dead letters")
+    assert set(letters) == refused, {r for r in letters.values() if "database refused" in r}
+    assert "Traceback" not in gw.log()
+
+
+def test_messages_the_database_refuses_are_dead_lettered_and_the_stream_goes_on(
+    mosquitto: Any, database_url: str, start_gateway: Any
+) -> None:
+    """Constraints the codecs cannot know (added to this test's database) make PostgreSQL, or
+    asyncpg's own encoder, refuse three messages inside full batches: each poison message is
+    dead-lettered with the database's reason, every other message of its batch is stored."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE readings ADD CONSTRAINT no_666 CHECK (raw <> 666)")
+        conn.execute("ALTER TABLE parking_events ALTER COLUMN batt_mv TYPE smallint")  # 40000 overflows int2
+        conn.execute("ALTER TABLE readings ALTER COLUMN raw TYPE real")  # 1e300 overflows float4
+    port = free_port()
+    gw = start_gateway(mosquitto.url, database_url, CITYSENSE_GATEWAY_METRICS_PORT=str(port))
+    _wait_connected(gw)
+    stream = v1_stream(devices=10, per_device=100, prefix="rf")
+    now = int(time.time())
+    poison = {
+        "citysense/v1/airbox/rf-poison/up": [orjson.dumps({"v": 1, "id": "rf-poison", "ts": now, "m": {"pm25": 666}})],
+        "citysense/v1/parking/rf-bay/up": [
+            orjson.dumps({"v": 1, "id": "rf-bay", "ts": now, "ev": "change", "m": {"occupied": 1, "batt_mv": 40000}})
+        ],
+        "citysense/v1/airbox/rf-huge/up": [orjson.dumps({"v": 1, "id": "rf-huge", "ts": now, "m": {"pm25": 1e300}})],
+    }
+    publish(mosquitto.port, {**poison, **stream})
+    expected = message_count(stream) * METRICS_PER_MESSAGE
+    wait_until(lambda: scrape(port, ACKED) >= message_count(stream) + 3, 60, what="every message acknowledged")
+    _assert_exactly_once(database_url, expected, settle_s=0.5)
+    with psycopg.connect(database_url) as conn:
+        reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM rejected_messages"))
+    assert len(reasons) == 3 and all(r.startswith("database refused") for r in reasons), reasons
+    assert gw.alive()

@@ -37,7 +37,7 @@ def test_second_migration_changes_nothing_and_fallback_is_logged(
 
 def test_fresh_database_migrates_from_scratch(pg_server: object) -> None:
     url = pg_server.create_database("fresh_migrate_test")  # type: ignore[attr-defined]
-    backend, applied = migrate(url)
+    _backend, applied = migrate(url)
     assert applied == ["0001_core", "0002_timeseries"]
     assert migrate(url)[1] == []
     with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:  # type: ignore[attr-defined]
