@@ -17,6 +17,7 @@ def ingest(
     duration: Annotated[float, typer.Option(min=2, max=600, help="Seconds per gateway phase")] = 30.0,
     limit_duration: Annotated[float, typer.Option(min=1, max=120, help="Seconds per limit/baseline phase")] = 10.0,
     publishers: Annotated[int, typer.Option(min=1, max=16, help="Load generator processes")] = 2,
+    gateways: Annotated[int, typer.Option(min=1, max=8, help="Gateway processes (>1: shared subscription)")] = 1,
     quick: Annotated[bool, typer.Option(help="Small, < 60 s run for CI (overrides the sizes)")] = False,
     out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
 ) -> None:
@@ -32,7 +33,8 @@ def ingest(
         if devices < rate / 500:
             raise typer.BadParameter("need devices >= rate/500 so each device's timestamps stay >= 2 ms apart")
         options = IngestOptions(
-            devices=devices, rate=rate, duration_s=duration, limit_s=limit_duration, publishers=publishers
+            devices=devices, rate=rate, duration_s=duration, limit_s=limit_duration, publishers=publishers,
+            gateways=gateways,
         )
     results = IngestBench(options).run()
     show(ingest_table(results))

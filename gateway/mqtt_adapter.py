@@ -120,7 +120,7 @@ class MqttSource:
             log.info("event=mqtt_subscribed topics=%d generation=%d", len(rcs), self.generation)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.queue.append(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, time.time(), self.generation))
+        self.queue.append(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation))
 
     def _on_socket_open(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
         assert self._loop is not None

@@ -3,8 +3,9 @@
 - `copy_limit`: the rows the gateway stored, written again with nothing but asyncpg's
   binary COPY into an empty `readings` of another database, one transaction per batch of
   the gateway's size (the database's share of the work, with no decoding at all).
-- `passthrough_limit`: the same payload stream through Mosquitto to a Python paho
-  subscriber at QoS 1 that only counts (the broker and the client library's share).
+- pass-through: the same payload stream through Mosquitto to a Python paho subscriber at
+  QoS 1 that only counts and acknowledges: the gateway's own MQTT adapter with nothing
+  behind it (the broker's and the client library's share).
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import paho.mqtt.client as mqtt
 import psutil
-from paho.mqtt.enums import CallbackAPIVersion
 
 COLUMNS = ["time", "device_id", "metric", "raw", "value", "flags", "calibration_id"]
 
@@ -77,32 +76,50 @@ class SubscriberResult:
 
 
 def _counting_subscriber(host: str, port: int, topic: str, window_s: float, ready: Any, out: Any) -> None:
-    """Child process: count QoS 1 messages for `window_s` from the first one (or until idle)."""
-    count = 0
-    first = last = 0.0
+    """Child process: the gateway's own MQTT adapter, acknowledging what it reads at once.
 
-    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        nonlocal count, first, last
-        last = time.time()
-        if count == 0:
-            first = last
-        count += 1
+    Same session as the gateway (MQTT 5, persistent, receive maximum 65535, manual acks,
+    uvloop when installed) and nothing else: no decoding, no database. Counts QoS 1
+    messages for `window_s` from the first one, or until 2 s without one.
+    """
+    try:
+        import uvloop  # noqa: PLC0415
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-counter", protocol=mqtt.MQTTv311)
-    client.on_message = on_message
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-    client.on_subscribe = lambda c, u, mid, rcs, p: ready.set()
-    client.connect(host, port, keepalive=60)
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_count_with_gateway_adapter(host, port, topic, window_s, ready, out))
+
+
+async def _count_with_gateway_adapter(host: str, port: int, topic: str, window_s: float, ready: Any, out: Any) -> None:
+    from gateway.mqtt_adapter import MqttSource  # noqa: PLC0415 - the child process needs it, the parent not
+
+    source = MqttSource(f"mqtt://{host}:{port}", "bench-counter", [topic])
+    stop = asyncio.Event()
+    runner = asyncio.create_task(source.run(stop))
+    await source.connected.wait()
+    await asyncio.sleep(0.3)  # SUBACK
+    ready.set()
     proc = psutil.Process()
     cpu0 = sum(proc.cpu_times()[:2])
-    hard_stop = time.time() + window_s + 120
-    while time.time() < hard_stop:
-        client.loop(0.05)
+    count = 0
+    first = last = 0.0
+    while True:
+        await source.wait_for_data(0.2)
+        messages = source.take(100_000)
         now = time.time()
+        if messages:
+            if not count:
+                first = now
+            count += len(messages)
+            last = now
+            source.ack(messages)
         if count and (now - first > window_s or now - last > 2.0):
             break
     cpu = sum(proc.cpu_times()[:2]) - cpu0
-    client.disconnect()
+    stop.set()
+    await runner
+    await source.close()
     out.put(SubscriberResult(count, first, last, cpu))
 
 

@@ -26,34 +26,40 @@ def _n(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+_SHORT = {
+    "gateway": "gw", "broker": "mq", "postgres": "pg", "load generator": "load", "latency probe": "probe",
+    "subscriber": "sub", "bench (asyncpg)": "copy",
+}
+
+
 def _cpu(cpu: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
+    return " ".join(f"{_SHORT.get(k, k)} {v:.0f}" for k, v in cpu.items())
 
 
 def ingest_table(r: dict[str, Any]) -> Table:
     gw = r["gateway"]
-    table = Table(title=f"citysense bench ingest ({r['machine']['cpus']} cores, CPU % of one core)")
+    table = Table(title=f"citysense bench ingest ({r['machine']['cpus']} cores; CPU in % of one core)")
     for col in ("measurement", "msg/s", "readings/s", "p50 ms", "p95 ms", "p99 ms", "gateway is", "CPU"):
         table.add_column(col, justify="left" if col in ("measurement", "CPU") else "right")
-    for key, label in (("gateway", "gateway @ offered"), ("gateway_half_rate", "gateway @ half of sustained")):
+    for key, label in (("gateway", "gateway, full load"), ("gateway_half_rate", "gateway, half load")):
         p = r[key]
         lat = p["latency_ms"]
         table.add_row(
-            f"{label} {p['offered_msg_s']:,.0f} msg/s", _n(p["accepted_msg_s"]), _n(p["readings_s"]),
+            f"{label} ({p['offered_msg_s']:,.0f} offered)", _n(p["accepted_msg_s"]), _n(p["readings_s"]),
             _n(lat["p50_ms"], 1), _n(lat["p95_ms"], 1), _n(lat["p99_ms"], 1), "", _cpu(p["cpu_pct"]),
         )
     ratio = r["ratios"]
     copy, passthrough, naive = r["limit_copy"], r["limit_passthrough"], r["naive"]
     table.add_row(
-        f"limit: asyncpg COPY, {copy['batch_rows']:,}-row commits", _n(copy["msg_s"]), _n(copy["rows_s"]),
+        f"limit: asyncpg COPY ({copy['batch_rows']:,}-row txns)", _n(copy["msg_s"]), _n(copy["rows_s"]),
         "", "", "", f"{_n(ratio['gateway_vs_copy_limit'], 2)}x", _cpu(copy["cpu_pct"]),
     )
     table.add_row(
-        "limit: mosquitto -> paho counter", _n(passthrough["msg_s"]), "", "", "", "",
+        "limit: mosquitto -> paho", _n(passthrough["msg_s"]), "", "", "", "",
         f"{_n(ratio['gateway_vs_passthrough_limit'], 2)}x", _cpu(passthrough["cpu_pct"]),
     )
     table.add_row(
-        "naive: INSERT per message", _n(naive["msg_s"]), _n(naive["readings_s"]), "", "", "",
+        "naive: INSERT per msg", _n(naive["msg_s"]), _n(naive["readings_s"]), "", "", "",
         f"{_n(ratio['gateway_vs_naive'], 1)}x", _cpu(naive["cpu_pct"]),
     )
     loss = r["loss"]
@@ -81,4 +87,7 @@ def api_table(r: dict[str, Any]) -> Table:
 
 
 def show(table: Table) -> None:
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal or console.width < 150:
+        console = Console(width=150)
+    console.print(table)

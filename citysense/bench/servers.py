@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -38,14 +39,19 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 class CpuMeter:
     """CPU seconds of named process groups between `start` and `stop`.
 
-    A group is a function returning its processes now; a process that starts during the
-    window counts from zero, one that exits during it is lost (short-lived ones only).
+    A group is a function returning its processes now. A sampler thread reads every
+    process's CPU time every `interval_s`, so one that exits before `stop` still counts up
+    to its last sample, and one that starts during the window counts from zero.
     """
 
-    def __init__(self, groups: dict[str, Callable[[], list[psutil.Process]]]) -> None:
+    def __init__(self, groups: dict[str, Callable[[], list[psutil.Process]]], interval_s: float = 0.25) -> None:
         self.groups = groups
+        self.interval_s = interval_s
         self._start: dict[str, dict[int, float]] = {}
+        self._last: dict[str, dict[int, float]] = {}
         self._t0 = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.seconds: dict[str, float] = {}
         self.wall_s = 0.0
 
@@ -61,15 +67,29 @@ class CpuMeter:
             snap[name] = per_pid
         return snap
 
+    def _merge(self, snap: dict[str, dict[int, float]]) -> None:
+        for name, per_pid in snap.items():
+            self._last.setdefault(name, {}).update(per_pid)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._merge(self._snapshot())
+
     def start(self) -> None:
         self._start = self._snapshot()
+        self._last = {name: dict(per_pid) for name, per_pid in self._start.items()}
         self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
 
     def stop(self) -> dict[str, float]:
         """Percent of one core per group over the window."""
-        end = self._snapshot()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._merge(self._snapshot())
         self.wall_s = time.monotonic() - self._t0
-        for name, per_pid in end.items():
+        for name, per_pid in self._last.items():
             before = self._start.get(name, {})
             self.seconds[name] = sum(max(0.0, t - before.get(pid, 0.0)) for pid, t in per_pid.items())
         return self.percent()
@@ -147,10 +167,11 @@ class GatewayChild:
         env.update(
             CITYSENSE_MQTT_URL=mqtt_url, CITYSENSE_DATABASE_URL=database_url,
             CITYSENSE_GATEWAY_METRICS_PORT=str(self.metrics_port), CITYSENSE_MQTT_CLIENT_ID="bench-gateway",
-            CITYSENSE_LOG_LEVEL="WARNING", PYTHONPATH=str(REPO),
+            CITYSENSE_LOG_LEVEL="INFO", PYTHONPATH=str(REPO),
         )
-        # batch and queue knobs set by the caller's environment reach the gateway unchanged
-        env.update({k: v for k, v in os.environ.items() if k.startswith(("CITYSENSE_BATCH_", "CITYSENSE_QUEUE_"))})
+        # batch, queue and protocol knobs set in the caller's environment reach the gateway unchanged
+        knobs = ("CITYSENSE_BATCH_", "CITYSENSE_QUEUE_", "CITYSENSE_MQTT_PROTOCOL")
+        env.update({k: v for k, v in os.environ.items() if k.startswith(knobs)})
         env.update({f"CITYSENSE_{k.upper()}": v for k, v in settings.items()})
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -203,3 +224,31 @@ class GatewayChild:
                 self.proc.wait()
         self._log.close()
         return int(self.proc.returncode)
+
+
+class GatewayGroup:
+    """One gateway, or several sharing the topics through an MQTT shared subscription
+    (the architecture's way to scale out): counters are summed over the group."""
+
+    def __init__(self, count: int, mqtt_url: str, database_url: str, folder: Path) -> None:
+        shared = {"mqtt_shared_group": "citysense"} if count > 1 else {}
+        self.members = [
+            GatewayChild(
+                mqtt_url, database_url, folder / f"gateway-{i}.log", mqtt_client_id=f"bench-gateway-{i}", **shared
+            )
+            for i in range(count)
+        ]
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        for gw in self.members:
+            gw.wait_ready(timeout)
+
+    def metric(self, name: str) -> float:
+        return sum(gw.metric(name) for gw in self.members)
+
+    def processes(self) -> list[psutil.Process]:
+        return [p for gw in self.members for p in with_children(gw.proc.pid)]
+
+    def stop(self) -> None:
+        for gw in self.members:
+            gw.stop()
