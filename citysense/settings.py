@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     gateway_metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8000, ge=1, le=65535, description="API port")
+    api_latest_cache_s: float = Field(
+        5.0, ge=0, le=300, description="Seconds the /v1/latest map is served from cache (0 = off)"
+    )
     admin_token: str = Field("", description="Bearer token for admin endpoints (registration); empty = admin off")
     data_dir: Path = Field(Path(".citysense"), description="Where the embedded stack keeps its data")
     retention_days: int = Field(365, ge=1, description="Raw readings older than this are dropped (aggregates kept)")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api.deps import DbDep
 from api.params import Metric, check_metric
+from api.response_cache import TtlCache
 
 router = APIRouter(prefix="/v1", tags=["latest"])
 
@@ -45,12 +44,22 @@ WHERE d.retired_at IS NULL
     responses={200: {"content": {"application/geo+json": {}}}},
 )
 async def latest(
+    request: Request,
     db: DbDep,
     metric: Metric = "pm25",
     max_age_s: int = Query(3 * 3600, ge=60, le=30 * 86400, description="Ignore devices silent for longer"),
 ) -> Response:
     check_metric(metric)
-    cur = await db.execute(_LATEST.encode(), {"metric": metric, "max_age": max_age_s})
-    row = await cur.fetchone()
-    body: Any = row[0] if row else '{"type":"FeatureCollection","features":[]}'
-    return Response(content=body, media_type="application/geo+json")
+
+    async def compute() -> bytes:
+        cur = await db.execute(_LATEST.encode(), {"metric": metric, "max_age": max_age_s})
+        row = await cur.fetchone()
+        text: str = row[0] if row else '{"type":"FeatureCollection","features":[]}'
+        return text.encode()
+
+    cache: TtlCache = request.app.state.latest_cache
+    body, age = await cache.get_or_compute((metric, max_age_s), compute)
+    return Response(
+        content=body, media_type="application/geo+json",
+        headers={"Cache-Control": f"public, max-age={int(cache.ttl_s)}", "Age": str(int(age))},
+    )

@@ -145,3 +145,16 @@ def test_map_page_and_reference_endpoints(http: TestClient) -> None:
     assert "citysense" in http.get("/map").text
     assert any(f["name"] == "NO_CLOCK" for f in http.get("/v1/flags").json()["results"])
     assert {s["key"] for s in http.get("/v1/aqi/scales").json()} == {"us_epa_2024", "tw_moenv_2025"}
+
+
+def test_latest_map_is_cached_for_its_ttl_and_fresh_without_cache(database_url: str) -> None:
+    _seed(database_url)
+    add = "INSERT INTO readings (time, device_id, metric, raw, value, flags) VALUES (now(), %s, 'pm25', 1, 1, 0)"
+    with TestClient(create_app(Settings(database_url=database_url, api_latest_cache_s=60))) as cached:
+        first = cached.get("/v1/latest").json()
+        with psycopg.connect(database_url) as conn:
+            conn.execute(add, ["box-c"])
+        second = cached.get("/v1/latest")
+        assert second.json() == first and second.headers["cache-control"] == "public, max-age=60"
+    with TestClient(create_app(Settings(database_url=database_url, api_latest_cache_s=0))) as fresh:
+        assert "box-c" in {f["id"] for f in fresh.get("/v1/latest").json()["features"]}
