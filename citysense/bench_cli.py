@@ -42,6 +42,32 @@ def ingest(
 
 
 @app.command()
+def soak(
+    minutes: Annotated[float, typer.Option(min=0.5, max=240, help="Minutes of steady load")] = 10.0,
+    rate: Annotated[float, typer.Option(min=10, max=50_000, help="Offered messages/s (5 readings each)")] = 2000.0,
+    devices: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+    out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
+) -> None:
+    """Steady load for many minutes: is the gateway's memory flat, is anything lost?"""
+    from citysense.bench.report import write_json  # noqa: PLC0415
+    from citysense.bench.soak_run import SoakOptions, run_soak  # noqa: PLC0415
+    from citysense.logging_setup import setup_logging  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    if devices < rate / 500:
+        raise typer.BadParameter("need devices >= rate/500 so each device's timestamps stay >= 2 ms apart")
+    results = run_soak(SoakOptions(devices=devices, rate=rate, minutes=minutes))
+    mem, loss = results["memory"], results["loss"]
+    typer.echo(
+        f"soak {minutes:g} min at {results['published_msg_s']:,} msg/s: gateway RSS first minute "
+        f"{mem['first_min_mb']} MB, last minute {mem['last_min_mb']} MB, peak {mem['peak_mb']} MB, "
+        f"slope {mem['slope_mb_per_min']} MB/min; "
+        f"lost {loss['lost_messages']} of {loss['published_and_broker_acked']:,}"
+    )
+    typer.echo(f"results: {write_json(results, 'soak', out)}")
+
+
+@app.command()
 def api(
     devices: Annotated[int, typer.Option(min=1, max=10_000, help="Devices with data")] = 1000,
     days: Annotated[float, typer.Option(min=0.1, max=60, help="Days of 1-minute readings per device")] = 14,
