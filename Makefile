@@ -39,7 +39,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --config-file firmware/mypy.ini
 
 bench: $(STAMP) system-deps
-	$(VENV)/bin/citysense bench ingest
+	$(VENV)/bin/citysense bench ingest --duration 60
+	$(VENV)/bin/citysense bench soak --minutes 10 --rate 2000
 	$(VENV)/bin/citysense bench api
 
 bench-quick: $(STAMP) system-deps
