@@ -26,6 +26,8 @@ from typing import Annotated
 
 import typer
 
+from citysense.processes import stop_process
+
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 HOST_DIR = FIRMWARE_DIR / "host"
 DEVICE_PACKAGES = ("lib", "drivers", "airbox", "parking")
@@ -130,13 +132,7 @@ class HostDevicesHandle:
     process: subprocess.Popen[bytes]
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=timeout)
 
     @property
     def running(self) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import psutil
 from citysense.local_broker import LocalMosquitto
 from citysense.local_postgres import LocalPostgres
 from citysense.ports import free_port, wait_for_port
+from citysense.processes import stop_process
 from ingest.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -215,15 +215,9 @@ class GatewayChild:
         return total
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc, timeout=timeout)
         self._log.close()
-        return int(self.proc.returncode)
+        return int(code or 0)
 
 
 class GatewayGroup:
