@@ -13,6 +13,7 @@ and GET /v1/readings for one random device and one random day.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import subprocess
@@ -144,6 +145,12 @@ class ApiBench:
                 def latest() -> tuple[str, dict[str, str]]:
                     return "/v1/latest", {"metric": "pm25"}
 
+                misses = itertools.count()
+
+                def latest_uncached() -> tuple[str, dict[str, str]]:
+                    # a max_age_s never asked before is a new cache key: every request runs the query
+                    return "/v1/latest", {"metric": "pm25", "max_age_s": str(10_800 + next(misses))}
+
                 def one_day() -> tuple[str, dict[str, str]]:
                     day_start = self.end - timedelta(days=rng.randint(1, whole_days))
                     return "/v1/readings", {
@@ -159,6 +166,9 @@ class ApiBench:
                     sample = http.get(path, params=params).json()
                     return {
                         "GET /v1/latest?metric=pm25": self._time(http, latest, self.o.requests),
+                        "GET /v1/latest?metric=pm25 (cache missed)": self._time(
+                            http, latest_uncached, self.o.requests
+                        ),
                         "GET /v1/readings (1 device, pm25, 1 day)": self._time(http, one_day, self.o.requests),
                         "_check": {"latest_features": features, "one_day_rows": len(sample.get("results", []))},
                     }
