@@ -247,42 +247,41 @@ def test_broker_refusing_credentials_is_logged_and_the_device_keeps_measuring(
     assert "setup_mode_wanted" in caplog.text
 
 
-def test_main_py_boots_an_airbox_on_fake_hardware(
-    mosquitto: Any, listener: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """firmware/main.py itself: config -> WiFi -> MQTT -> drivers from machine.UART/I2C -> loop."""
+def _boot_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cfg: dict[str, Any], cycles: int) -> None:
+    """Run firmware/main.py's main() for `cycles` loop cycles, then shut the device down."""
     import device as fw_device
-    import fakehw
-    import machine
 
-    cfg = {
-        "id": "main-01",
-        "kind": "airbox",
-        "wifi_ssid": "x",
-        "mqtt_host": mosquitto.host,
-        "mqtt_port": mosquitto.port,
-        "settle_s": 0,
-        "frames": 1,
-        "interval_s": 1,
-        "wdt_ms": 8000,
-    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(machine.uarts, 1, fakehw.FakePMS5003Uart())
-    monkeypatch.setitem(machine.i2c_buses, 0, fakehw.FakeI2C({0x44: fakehw.FakeSHT31()}))
     sys.path.insert(0, str(firmware_cli.FIRMWARE_DIR))
     try:
         import main as fw_main
     finally:
         sys.path.remove(str(firmware_cli.FIRMWARE_DIR))
 
-    def two_cycles(dev: Any, app: Any, sleep_ms: Any, stop: Any) -> None:
-        fw_device.run_loop(dev, app, sleep_ms, stop, max_cycles=2)
+    def few_cycles(dev: Any, app: Any, sleep_ms: Any, stop: Any) -> None:
+        fw_device.run_loop(dev, app, sleep_ms, stop, max_cycles=cycles)
         dev.service()
         dev.shutdown()
 
-    monkeypatch.setattr(fw_main, "run_loop", two_cycles)
+    monkeypatch.setattr(fw_main, "run_loop", few_cycles)
     fw_main.main()
+
+
+def test_main_py_boots_an_airbox_on_fake_hardware(
+    mosquitto: Any, listener: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """firmware/main.py itself: config -> WiFi -> MQTT -> drivers from machine.UART/I2C -> loop."""
+    import fakehw
+    import machine
+
+    monkeypatch.setitem(machine.uarts, 1, fakehw.FakePMS5003Uart())
+    monkeypatch.setitem(machine.i2c_buses, 0, fakehw.FakeI2C({0x44: fakehw.FakeSHT31()}))
+    cfg = {
+        "id": "main-01", "kind": "airbox", "wifi_ssid": "x", "mqtt_host": mosquitto.host,
+        "mqtt_port": mosquitto.port, "settle_s": 0, "frames": 1, "interval_s": 1, "wdt_ms": 8000,
+    }
+    _boot_main(tmp_path, monkeypatch, cfg, cycles=2)
     assert listener.wait(lambda: len(listener.up("airbox", "main-01")) >= 2)
     doc = listener.up("airbox", "main-01")[0]
     assert set(doc["m"]) == {"pm1", "pm25", "pm10", "t", "rh"}
@@ -292,35 +291,15 @@ def test_main_py_boots_an_airbox_on_fake_hardware(
 def test_main_py_boots_a_parking_sensor_on_fake_hardware(
     mosquitto: Any, listener: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import device as fw_device
     import fakehw
     import machine
 
-    cfg = {
-        "id": "main-p1",
-        "kind": "parking",
-        "wifi_ssid": "x",
-        "mqtt_host": mosquitto.host,
-        "mqtt_port": mosquitto.port,
-        "sample_ms": 100,
-        "learn_samples": 3,
-    }
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(machine.i2c_buses, 0, fakehw.FakeI2C({0x0D: fakehw.FakeQMC5883L()}))
-    sys.path.insert(0, str(firmware_cli.FIRMWARE_DIR))
-    try:
-        import main as fw_main
-    finally:
-        sys.path.remove(str(firmware_cli.FIRMWARE_DIR))
-
-    def some_samples(dev: Any, app: Any, sleep_ms: Any, stop: Any) -> None:
-        fw_device.run_loop(dev, app, sleep_ms, stop, max_cycles=6)
-        dev.service()
-        dev.shutdown()
-
-    monkeypatch.setattr(fw_main, "run_loop", some_samples)
-    fw_main.main()
+    cfg = {
+        "id": "main-p1", "kind": "parking", "wifi_ssid": "x", "mqtt_host": mosquitto.host,
+        "mqtt_port": mosquitto.port, "sample_ms": 100, "learn_samples": 3,
+    }
+    _boot_main(tmp_path, monkeypatch, cfg, cycles=6)
     assert listener.wait(lambda: len(listener.up("parking", "main-p1")) >= 1)
     assert listener.up("parking", "main-p1")[0]["ev"] == "boot"
     assert (tmp_path / "baseline.json").exists()
