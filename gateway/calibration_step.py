@@ -91,7 +91,7 @@ class Calibrator:
         """Rows with `value` and `calibration_id` set where a model applies."""
         if not self.by_device and not self.by_type:
             return rows
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)  # (cal id, id(model)) -> row indexes
+        groups: dict[int, list[int]] = defaultdict(list)  # calibration id -> row indexes
         models: dict[int, Model] = {}
         rh_at: dict[tuple[str, float], float] = {}
         for i, (ts, device_id, metric, _raw, value, _flags, _cal) in enumerate(rows):
@@ -101,12 +101,12 @@ class Calibrator:
                 continue
             found = self.model_for(device_id, metric)
             if found is not None:
-                groups[(found[0], 0)].append(i)
+                groups[found[0]].append(i)
                 models[found[0]] = found[1]
         if not groups:
             return rows
         out = list(rows)
-        for (cal_id, _), idx in groups.items():
+        for cal_id, idx in groups.items():
             model = models[cal_id]
             x = np.fromiter((rows[i][4] for i in idx), dtype=np.float64, count=len(idx))  # type: ignore[misc]
             rh = np.fromiter(
