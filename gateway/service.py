@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 
 from prometheus_client import start_http_server
 
@@ -72,7 +73,8 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         stop.set()
         loop.call_later(SHUTDOWN_GRACE_S, hard_stop.set)
 
-    with contextlib.suppress(NotImplementedError, RuntimeError):
+    if threading.current_thread() is threading.main_thread():
+        # signals reach only the main thread; a caller embedding the gateway elsewhere sets `stop`
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
     if settings.gateway_metrics_port:
