@@ -13,7 +13,6 @@ import asyncio
 import logging
 import math
 import time
-from collections import defaultdict
 
 import asyncpg
 import numpy as np
@@ -41,6 +40,7 @@ class Calibrator:
         self.by_device: dict[tuple[str, str], tuple[int, Model]] = {}
         self.by_type: dict[tuple[str, str], tuple[int, Model]] = {}
         self.sensor_type: dict[str, str] = {}
+        self._found: dict[tuple[str, str], tuple[int, Model] | None] = {}  # model_for, memoised
         self._loaded_at = 0.0
 
     async def refresh(self) -> None:
@@ -65,6 +65,7 @@ class Calibrator:
                 by_type[(r["sensor_type"], r["metric"])] = (r["id"], model)
         self.by_device, self.by_type = by_device, by_type
         self.sensor_type = {r["device_id"]: r["sensor_type"] for r in types}
+        self._found = {}
         self._loaded_at = time.monotonic()
 
     @staticmethod
@@ -88,33 +89,51 @@ class Calibrator:
         return self.by_type.get((st, metric)) if st else None
 
     def apply(self, rows: list[ReadingRow]) -> list[ReadingRow]:
-        """Rows with `value` and `calibration_id` set where a model applies."""
+        """Rows with `value` and `calibration_id` set where a model applies.
+
+        Hot path (every reading of every batch): the model of each (device, metric) is
+        looked up once per refresh, and each model runs once per call, on a numpy array of
+        its rows.
+        """
         if not self.by_device and not self.by_type:
             return rows
-        groups: dict[int, list[int]] = defaultdict(list)  # calibration id -> row indexes
+        found_for = self._found
+        if len(found_for) > 500_000:  # bounded: ids that come and go
+            found_for.clear()
+        groups: dict[int, list[int]] = {}  # calibration id -> row indexes
         models: dict[int, Model] = {}
         rh_at: dict[tuple[str, float], float] = {}
-        for i, (ts, device_id, metric, _raw, value, _flags, _cal) in enumerate(rows):
-            if metric == "rh" and value is not None:
-                rh_at[(device_id, ts)] = value
+        model_for = self.model_for
+        for i, row in enumerate(rows):
+            value = row[4]
             if value is None:
                 continue
-            found = self.model_for(device_id, metric)
+            device_id, metric = row[1], row[2]
+            if metric == "rh":
+                rh_at[(device_id, row[0])] = value
+            key = (device_id, metric)
+            try:
+                found = found_for[key]
+            except KeyError:
+                found = found_for[key] = model_for(device_id, metric)
             if found is not None:
-                groups[found[0]].append(i)
-                models[found[0]] = found[1]
+                cal_id = found[0]
+                idx = groups.get(cal_id)
+                if idx is None:
+                    idx = groups[cal_id] = []
+                    models[cal_id] = found[1]
+                idx.append(i)
         if not groups:
             return rows
         out = list(rows)
+        nan, isnan = math.nan, math.isnan
         for cal_id, idx in groups.items():
             model = models[cal_id]
-            x = np.fromiter((rows[i][4] for i in idx), dtype=np.float64, count=len(idx))  # type: ignore[misc]
-            rh = np.fromiter(
-                (rh_at.get((rows[i][1], rows[i][0]), np.nan) for i in idx), dtype=np.float64, count=len(idx)
-            )
-            y = model.apply(x, rh)
-            for j, i in enumerate(idx):
+            x = np.array([rows[i][4] for i in idx], dtype=np.float64)
+            rh = None
+            if model.needs_rh:
+                rh = np.array([rh_at.get((rows[i][1], rows[i][0]), nan) for i in idx], dtype=np.float64)
+            for i, v in zip(idx, model.apply(x, rh).tolist(), strict=True):
                 ts, device_id, metric, raw, _value, flags, _cal = rows[i]
-                v = float(y[j])
-                out[i] = (ts, device_id, metric, raw, None if math.isnan(v) else v, flags, cal_id)
+                out[i] = (ts, device_id, metric, raw, None if isnan(v) else v, flags, cal_id)
         return out

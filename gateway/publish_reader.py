@@ -49,10 +49,13 @@ def take_publishes(buf: bytes, pos: int, mqtt5: bool, sink: Sink, limit: int) ->
         qos = (command >> 1) & 0x03
         if qos > 1:
             break
-        length = _varint(buf, pos + 1, end)
-        if length is None:
-            break
-        remaining, body = length
+        if pos + 2 < end and buf[pos + 1] < 0x80:  # one length byte: packets under 128 bytes
+            remaining, body = buf[pos + 1], pos + 2
+        else:
+            length = _varint(buf, pos + 1, end)
+            if length is None:
+                break
+            remaining, body = length
         stop = body + remaining
         if stop > end or remaining < 2:
             break
@@ -70,10 +73,13 @@ def take_publishes(buf: bytes, pos: int, mqtt5: bool, sink: Sink, limit: int) ->
             if mid == 0:
                 break  # a protocol error paho reports
         if mqtt5:
-            props = _varint(buf, cursor, stop)
-            if props is None:
-                break
-            cursor = props[1] + props[0]
+            if cursor < stop and buf[cursor] == 0:  # no properties, the usual case
+                cursor += 1
+            else:
+                props = _varint(buf, cursor, stop)
+                if props is None:
+                    break
+                cursor = props[1] + props[0]
         if cursor > stop:
             break
         sink(buf[body + 2 : topic_end].decode("utf-8", "replace"), buf[cursor:stop], mid, qos)

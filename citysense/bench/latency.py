@@ -79,7 +79,7 @@ def summarize(latencies_s: list[float]) -> LatencyStats:
 class CommitProbe:
     """The polling probe in its own process; `stop` returns (ts, latency) samples."""
 
-    def __init__(self, database_url: str, devices: list[str], since: float, interval_s: float = 0.01) -> None:
+    def __init__(self, database_url: str, devices: list[str], since: float, interval_s: float = 0.025) -> None:
         ctx = mp.get_context("spawn")
         self._stop = ctx.Event()
         self._out = ctx.Queue()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import deque
+from statistics import median
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.anomaly_flags import STUCK_REPEATS, AnomalyFlagger
+from gateway.anomaly_flags import MIN_HISTORY, SPIKE_FLOOR, SPIKE_MADS, STUCK_REPEATS, WINDOW, AnomalyFlagger
 from gateway.calibration_step import Calibrator
 from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
@@ -127,3 +131,37 @@ async def test_lass_reading_without_a_trusted_clock_sent_on_two_topics_is_kept_o
     prepared = await pipeline.prepare(messages)
     assert sorted(r[2] for r in prepared.batch.readings) == ["pm25", "t"]
     assert prepared.accepted["lass-duplicate"] == 1
+
+
+def _reference_flags(values: list[float], metric: str) -> list[int]:
+    """The stuck/spike rules written plainly (statistics.median, no shortcuts)."""
+    recent: deque[float] = deque(maxlen=WINDOW)
+    last: float | None = None
+    repeats = 0
+    out = []
+    for raw in values:
+        flags = 0
+        if last == raw and raw != 0.0:
+            repeats += 1
+            flags |= int(Flag.STUCK) if repeats >= STUCK_REPEATS - 1 else 0
+        else:
+            repeats = 0
+        floor = SPIKE_FLOOR.get(metric)
+        if floor is not None and len(recent) >= MIN_HISTORY:
+            med = median(recent)
+            mad = median([abs(v - med) for v in recent])
+            if abs(raw - med) > max(floor, SPIKE_MADS * mad):
+                flags |= int(Flag.SPIKE)
+        last = raw
+        recent.append(raw)
+        out.append(flags)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.integers(0, 400).map(float), st.sampled_from([0.0, 7.0, 7.0, 7.0, 900.0])), max_size=80),
+    st.sampled_from(["pm25", "t", "rh"]),
+)
+def test_fast_stuck_and_spike_flags_match_the_plain_rules(values: list[float], metric: str) -> None:
+    assert _series(values, metric) == _reference_flags(values, metric)
