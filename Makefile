@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --config-file firmware/mypy.ini
 
 bench: $(STAMP) system-deps
-	$(VENV)/bin/citysense bench ingest --duration 60
+	$(VENV)/bin/citysense bench ingest --duration 60 --profile
 	$(VENV)/bin/citysense bench soak --minutes 10 --rate 2000
 	$(VENV)/bin/citysense bench api
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ def ingest(
     publishers: Annotated[int, typer.Option(min=1, max=16, help="Load generator processes")] = 2,
     gateways: Annotated[int, typer.Option(min=1, max=8, help="Gateway processes (>1: shared subscription)")] = 1,
     quick: Annotated[bool, typer.Option(help="Small, < 60 s run for CI (overrides the sizes)")] = False,
+    profile: Annotated[bool, typer.Option(help="py-spy the gateway during the full-load window")] = False,
     out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
 ) -> None:
     """Gateway throughput and latency vs raw COPY, broker pass-through and a naive baseline."""
@@ -28,13 +30,13 @@ def ingest(
 
     setup_logging("WARNING")
     if quick:
-        options = IngestOptions.quick_run()
+        options = dataclasses.replace(IngestOptions.quick_run(), profile=profile)
     else:
         if devices < rate / 500:
             raise typer.BadParameter("need devices >= rate/500 so each device's timestamps stay >= 2 ms apart")
         options = IngestOptions(
             devices=devices, rate=rate, duration_s=duration, limit_s=limit_duration, publishers=publishers,
-            gateways=gateways,
+            gateways=gateways, profile=profile,
         )
     results = IngestBench(options).run()
     show(ingest_table(results))

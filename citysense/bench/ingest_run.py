@@ -29,6 +29,7 @@ from citysense.bench.latency import CommitProbe, summarize
 from citysense.bench.limits import CountingSubscriber, copy_limit
 from citysense.bench.loadgen import METRICS_PER_MESSAGE, BackgroundLoad, LoadResult, LoadSpec, device_id
 from citysense.bench.naive import NaiveSubscriber
+from citysense.bench.profile import Profiler
 from citysense.bench.servers import BenchServers, CpuMeter, GatewayGroup, with_children
 from citysense.settings import Settings
 
@@ -48,6 +49,7 @@ class IngestOptions:
     probes: int = 20
     gateways: int = 1
     quick: bool = False
+    profile: bool = False  # py-spy on the gateway during the full-load window
 
     @classmethod
     def quick_run(cls) -> IngestOptions:
@@ -82,7 +84,7 @@ class IngestBench:
 
     # -- gateway phases ---------------------------------------------------------------------
     def _gateway_phase(
-        self, gw: GatewayGroup, broker_pid: int | None, db: str, rate: float, seq_offset: int
+        self, gw: GatewayGroup, broker_pid: int | None, db: str, rate: float, seq_offset: int, profile: bool = False
     ) -> tuple[dict[str, Any], LoadResult]:
         o = self.o
         spec = LoadSpec(
@@ -100,6 +102,11 @@ class IngestBench:
         time.sleep(max(0.0, window_start - time.time()))
         meter.start()
         acked0, rows0, t0 = gw.metric(ACKED), gw.metric(ROWS), time.monotonic()
+        profiler = None
+        if profile:
+            pid = gw.members[0].proc.pid
+            window = load.started_at + o.duration_s - time.time()
+            profiler = Profiler(pid, window - 1.0, self.servers.root / "gateway-profile.txt")
         time.sleep(max(0.0, load.started_at + o.duration_s - time.time()))
         acked1, rows1, t1 = gw.metric(ACKED), gw.metric(ROWS), time.monotonic()
         cpu = meter.stop()
@@ -126,6 +133,8 @@ class IngestBench:
             "cpu_pct": cpu,
             "errors": result.errors,
         }
+        if profiler is not None:
+            phase["profile"] = profiler.summary()
         return phase, result
 
     def _run_gateway(self) -> None:
@@ -139,7 +148,7 @@ class IngestBench:
         try:
             gw.wait_ready()
             broker_pid = self.servers.broker_pid(broker)
-            full, load_a = self._gateway_phase(gw, broker_pid, db, o.rate, 0)
+            full, load_a = self._gateway_phase(gw, broker_pid, db, o.rate, 0, profile=o.profile)
             half_rate = 0.5 * min(o.rate, full["accepted_msg_s"] or o.rate)
             half, load_b = self._gateway_phase(gw, broker_pid, db, half_rate, 10_000_000)
         finally:

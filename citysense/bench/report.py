@@ -69,7 +69,10 @@ def ingest_table(r: dict[str, Any]) -> Table:
         f"gateway vs lower limit {_n(ratio['gateway_vs_lower_limit'], 2)}x; "
         f"targets: {', '.join(f'{k}={v}' for k, v in r['targets'].items())}"
     )
-    _ = gw
+    profile = gw.get("profile")
+    if profile and profile.get("self"):
+        top = ", ".join(f"{e['function']} {e['pct']}%" for e in profile["self"][:6])
+        table.caption += f"\ngateway profile (py-spy, self time, {profile['samples']} samples): {top}"
     return table
 
 
