@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
@@ -13,19 +16,10 @@ router = APIRouter(prefix="/v1", tags=["latest"])
 
 # One index probe per device (LATERAL ... LIMIT 1 on the unique (device_id, metric, time)
 # index) instead of a scan of the readings: constant work per device however long the history.
+# Rows, not JSON: building the GeoJSON with orjson here costs ~4 ms for 1,000 devices, where
+# json_build_object per feature in PostgreSQL took ~15 ms of the query's ~40 (bench api).
 _LATEST = """
-SELECT json_build_object(
-  'type', 'FeatureCollection',
-  'features', coalesce(json_agg(json_build_object(
-      'type', 'Feature',
-      'id', d.device_id,
-      'geometry', CASE WHEN d.lat IS NULL THEN NULL
-                  ELSE json_build_object('type', 'Point', 'coordinates', json_build_array(d.lon, d.lat)) END,
-      'properties', json_build_object(
-          'device_id', d.device_id, 'kind', d.kind, 'name', d.name, 'school', d.school,
-          'metric', %(metric)s::text, 'time', r.time, 'value', r.value, 'raw', r.raw, 'flags', r.flags,
-          'calibration_id', r.calibration_id)
-  ) ORDER BY d.device_id), '[]'::json))::text
+SELECT d.device_id, d.kind, d.name, d.school, d.lat, d.lon, r.time, r.value, r.raw, r.flags, r.calibration_id
 FROM devices d
 CROSS JOIN LATERAL (
   SELECT time, value, raw, flags, calibration_id FROM readings
@@ -34,7 +28,24 @@ CROSS JOIN LATERAL (
   ORDER BY time DESC LIMIT 1
 ) r
 WHERE d.retired_at IS NULL
+ORDER BY d.device_id
 """
+
+
+def feature_collection(metric: str, rows: list[tuple[Any, ...]]) -> bytes:
+    features = [
+        {
+            "type": "Feature",
+            "id": device_id,
+            "geometry": None if lat is None else {"type": "Point", "coordinates": [lon, lat]},
+            "properties": {
+                "device_id": device_id, "kind": kind, "name": name, "school": school, "metric": metric,
+                "time": time, "value": value, "raw": raw, "flags": flags, "calibration_id": calibration_id,
+            },
+        }
+        for device_id, kind, name, school, lat, lon, time, value, raw, flags, calibration_id in rows
+    ]
+    return orjson.dumps({"type": "FeatureCollection", "features": features})
 
 
 @router.get(
@@ -53,9 +64,7 @@ async def latest(
 
     async def compute() -> bytes:
         cur = await db.execute(_LATEST.encode(), {"metric": metric, "max_age": max_age_s})
-        row = await cur.fetchone()
-        text: str = row[0] if row else '{"type":"FeatureCollection","features":[]}'
-        return text.encode()
+        return feature_collection(metric, await cur.fetchall())
 
     cache: TtlCache = request.app.state.latest_cache
     body, age = await cache.get_or_compute((metric, max_age_s), compute)
