@@ -53,15 +53,25 @@ class AnomalyFlagger:
         return series
 
     def flag(self, rows: list[ReadingRow]) -> list[ReadingRow]:
-        """Rows with STUCK/SPIKE bits added; values are never changed."""
+        """Rows with STUCK/SPIKE bits added; values are never changed.
+
+        Hot path (every reading): names are bound locally and the lookup of `_get` is
+        inlined for the common case of a known series.
+        """
         out: list[ReadingRow] = []
+        append = out.append
+        known = self._series
         get = self._get
+        floors = SPIKE_FLOOR
         for row in rows:
-            ts, device_id, metric, raw, value, flags, cal = row
+            value = row[4]
+            metric = row[2]
             if value is None or metric in EXEMPT:
-                out.append(row)
+                append(row)
                 continue
-            series = get((device_id, metric))
+            raw = row[3]
+            key = (row[1], metric)
+            series = known.get(key) or get(key)
             extra = 0
             if series.last == raw and raw != 0.0:
                 series.repeats += 1
@@ -69,8 +79,8 @@ class AnomalyFlagger:
                     extra = _STUCK
             else:
                 series.repeats = 0
-            floor = SPIKE_FLOOR.get(metric)
             recent = series.recent
+            floor = floors.get(metric)
             if floor is not None and len(recent) >= MIN_HISTORY:
                 ordered = sorted(recent)
                 # the median lies between the extremes: within `floor` of both, no spike is possible
@@ -82,5 +92,9 @@ class AnomalyFlagger:
                         extra |= _SPIKE
             series.last = raw
             recent.append(raw)
-            out.append(row if not extra else (ts, device_id, metric, raw, value, flags | extra, cal))
+            if extra:
+                ts, device_id, _metric, _raw, _value, flags, cal = row
+                append((ts, device_id, metric, raw, value, flags | extra, cal))
+            else:
+                append(row)
         return out

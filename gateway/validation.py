@@ -55,6 +55,12 @@ def metric_value(name: object, value: object) -> tuple[str, float, float | None,
     Hot path (five calls per message): registry names skip the name pattern, which every
     registry name matches; flags are plain ints.
     """
+    if type(value) is float or type(value) is int:  # the common case: a plain in-range number
+        spec = METRICS.get(name) if type(name) is str else None
+        if spec is not None:
+            raw = float(value)
+            if spec.low <= raw <= spec.high:  # False for NaN and infinities: the checks below
+                return name, raw, raw, 0  # type: ignore[return-value]
     spec = METRICS.get(name) if isinstance(name, str) else None
     if spec is None and (not isinstance(name, str) or not METRIC_NAME.match(name)):
         raise DecodeError(f"metric name {str(name)[:40]!r} is not a lowercase identifier of <= {METRIC_NAME_MAX}")
