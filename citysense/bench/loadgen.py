@@ -138,6 +138,11 @@ class QosOnePublisher:
                 raise OSError("broker closed the connection")
             self._buf += chunk
         buf, pos = self._buf, 0
+        whole = len(buf) - len(buf) % 4
+        if whole and buf[0:whole:4].count(0x40) == whole // 4 and buf[1:whole:4].count(2) == whole // 4:
+            # only PUBACKs (4 bytes each) come back: count them at C speed, not packet by packet
+            self.acked += whole // 4
+            pos = whole
         while len(buf) - pos >= 2:
             kind, mult, length, i = buf[pos], 1, 0, pos + 1
             while i < len(buf):
