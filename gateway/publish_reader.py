@@ -49,8 +49,10 @@ def take_publishes(buf: bytes, pos: int, mqtt5: bool, sink: Sink, limit: int) ->
         qos = (command >> 1) & 0x03
         if qos > 1:
             break
-        if pos + 2 < end and buf[pos + 1] < 0x80:  # one length byte: packets under 128 bytes
+        if pos + 3 < end and buf[pos + 1] < 0x80:  # one length byte: packets under 128 bytes
             remaining, body = buf[pos + 1], pos + 2
+        elif pos + 3 < end and buf[pos + 2] < 0x80:  # two: under 16 KB, the usual reading
+            remaining, body = (buf[pos + 1] & 0x7F) | (buf[pos + 2] << 7), pos + 3
         else:
             length = _varint(buf, pos + 1, end)
             if length is None:
