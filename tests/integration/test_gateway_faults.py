@@ -198,7 +198,12 @@ def test_sigterm_flushes_and_exits_within_10_s(mosquitto: Any, database_url: str
     stream = v1_stream(devices=20, per_device=2000, prefix="st")
     expected = message_count(stream) * METRICS_PER_MESSAGE
     publish(mosquitto.port, stream)  # a backlog on the broker: the gateway is busy when SIGTERM comes
-    gw = start_gateway(mosquitto.url, database_url, CITYSENSE_MQTT_CLIENT_ID=client_id)
+    # small batches and queue, so the gateway's memory (queue + 4 batches in the pipeline) holds
+    # a fraction of the backlog and SIGTERM finds most of it still on the broker
+    gw = start_gateway(
+        mosquitto.url, database_url, CITYSENSE_MQTT_CLIENT_ID=client_id,
+        CITYSENSE_BATCH_MAX_MESSAGES="1000", CITYSENSE_QUEUE_MAX_MESSAGES="2000",
+    )
     wait_until(lambda: readings(database_url) > 0, 30, interval=0.02, what="the first committed batch")
     started = time.monotonic()
     code = gw.terminate(timeout=15)
