@@ -84,7 +84,8 @@ class AnomalyFlagger:
             if floor is not None and len(recent) >= MIN_HISTORY:
                 ordered = sorted(recent)
                 # the median lies between the extremes: within `floor` of both, no spike is possible
-                if not ordered[-1] - floor <= raw <= ordered[0] + floor:
+                # (differences, not sums: rounding keeps |raw - median| <= the larger difference)
+                if raw - ordered[0] > floor or ordered[-1] - raw > floor:
                     med = _median(ordered)
                     deviation = abs(raw - med)
                     # a spike exceeds max(floor, k * MAD) >= floor, so the MAD is needed only past the floor

@@ -88,7 +88,12 @@ class Calibrator:
         st = self.sensor_type.get(device_id)
         return self.by_type.get((st, metric)) if st else None
 
-    def apply(self, rows: list[ReadingRow]) -> list[ReadingRow]:
+    @staticmethod
+    def rh_index(rows: list[ReadingRow]) -> dict[tuple[str, float], float]:
+        """The humidity of each (device, time) among `rows`, for models that need it."""
+        return {(r[1], r[0]): r[4] for r in rows if r[2] == "rh" and r[4] is not None}
+
+    def apply(self, rows: list[ReadingRow], rh_at: dict[tuple[str, float], float] | None = None) -> list[ReadingRow]:
         """Rows with `value` and `calibration_id` set where a model applies.
 
         Hot path (every reading of every batch): the model of each (device, metric) is
@@ -102,15 +107,14 @@ class Calibrator:
             found_for.clear()
         groups: dict[int, list[int]] = {}  # calibration id -> row indexes
         models: dict[int, Model] = {}
-        rh_at: dict[tuple[str, float], float] = {}
+        if rh_at is None:
+            rh_at = self.rh_index(rows)
         model_for = self.model_for
         for i, row in enumerate(rows):
             value = row[4]
             if value is None:
                 continue
             device_id, metric = row[1], row[2]
-            if metric == "rh":
-                rh_at[(device_id, row[0])] = value
             key = (device_id, metric)
             try:
                 found = found_for[key]

@@ -71,8 +71,8 @@ class BufferedSocket:
         if pos >= len(buf):
             try:
                 buf = self.sock.recv(RECV_CHUNK)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                self.would_block = True
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                self.would_block = True  # (TLS wanting to write: paho has registered the writer)
                 raise
             if not buf:
                 return buf  # end of stream
@@ -188,7 +188,10 @@ class MqttSource:
             log.info("event=mqtt_subscribed topics=%d generation=%d", len(rcs), self.generation)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.queue.append(Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation))
+        # msg.topic raises on invalid UTF-8 (and paho would then retry the same packet forever);
+        # decoded as the PUBLISH parser does, the codec dead-letters it instead
+        topic = msg._topic.decode("utf-8", "replace")
+        self.queue.append(Inbound(topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), self.generation))
 
     def _on_socket_open(self, client: mqtt.Client, userdata: object, sock: Any) -> None:
         assert self._loop is not None
@@ -244,7 +247,8 @@ class MqttSource:
         budget = READ_BURST
         while budget > 0:
             # between packets (paho holds no partial one) with bytes buffered: the fast path
-            if sock.pending() and client._in_packet["command"] == 0:
+            in_packet = client._in_packet
+            if sock.pending() and in_packet["command"] == 0 and not in_packet["have_remaining"]:
                 room = min(budget, self.max_queue - len(self.queue))
                 start = sock.pos
                 n = len(self.queue)

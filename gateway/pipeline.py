@@ -155,23 +155,25 @@ class Pipeline:
                 continue
             decoded.append((msg, d))
         await self._apply_registry(batch, decoded, rejected)
-        # flags and calibration run on chunks of whole messages (a message's rh must reach its
-        # pm25), in arrival order, yielding between chunks (see YIELD_EVERY)
-        chunk: list[ReadingRow] = []
+        flagged: list[ReadingRow] = []
         for msg, d in decoded:
             if d.readings:
-                chunk.extend(d.readings)
-                if len(chunk) >= CHUNK_ROWS:
-                    batch.readings.extend(self.calibrator.apply(self.anomalies.flag(chunk)))
-                    chunk = []
-                    await asyncio.sleep(0)
+                flagged.extend(d.readings)
             if d.parking:
                 batch.parking.extend(d.parking)
             if d.status is not None:
                 batch.statuses.append(StatusRow(d.device_id, msg.received_at, d.status))
             accepted[d.codec] += 1
-        if chunk:
-            batch.readings.extend(self.calibrator.apply(self.anomalies.flag(chunk)))
+        # flags (in arrival order) and calibration run on chunks, yielding between them (see
+        # YIELD_EVERY); the humidity a pm25 model needs is looked up across the whole batch
+        for start in range(0, len(flagged), CHUNK_ROWS):
+            flagged[start : start + CHUNK_ROWS] = self.anomalies.flag(flagged[start : start + CHUNK_ROWS])
+            await asyncio.sleep(0)
+        if flagged:
+            rh_at = self.calibrator.rh_index(flagged)
+            for start in range(0, len(flagged), CHUNK_ROWS):
+                batch.readings.extend(self.calibrator.apply(flagged[start : start + CHUNK_ROWS], rh_at))
+                await asyncio.sleep(0)
         return Prepared(batch, messages, accepted, rejected, [nd.device_id for nd in batch.devices])
 
     async def _apply_registry(

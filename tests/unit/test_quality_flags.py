@@ -158,10 +158,22 @@ def _reference_flags(values: list[float], metric: str) -> list[int]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+DECIMALS = st.floats(min_value=0, max_value=1000, allow_nan=False, allow_infinity=False).map(lambda v: round(v, 1))
+
+
+@settings(max_examples=400, deadline=None)
 @given(
-    st.lists(st.one_of(st.integers(0, 400).map(float), st.sampled_from([0.0, 7.0, 7.0, 7.0, 900.0])), max_size=80),
+    st.lists(
+        st.one_of(st.integers(0, 400).map(float), DECIMALS, st.sampled_from([0.0, 7.0, 7.0, 7.0, 900.0])), max_size=80
+    ),
     st.sampled_from(["pm25", "t", "rh"]),
 )
 def test_fast_stuck_and_spike_flags_match_the_plain_rules(values: list[float], metric: str) -> None:
     assert _series(values, metric) == _reference_flags(values, metric)
+
+
+def test_spike_exactly_one_rounding_step_past_the_floor_is_still_a_spike() -> None:
+    # 514.2 - 464.2 is 50.000000000000057 in binary floating point: past the pm25 floor of 50
+    for base in (464.2, 483.103):
+        values = [base] * 8 + [base + 50.0]
+        assert _series(values, "pm25") == _reference_flags(values, "pm25")
