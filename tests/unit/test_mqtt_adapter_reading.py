@@ -11,25 +11,15 @@ import contextlib
 import pytest
 
 from gateway.mqtt_adapter import RECV_CHUNK, MqttSource
+from tests.mqtt_packets import publish
 
 N = 6000
-
-
-def _length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _publish(i: int, mqtt5: bool) -> bytes:
     topic = f"citysense/v1/airbox/box-{i % 37:03d}/up".encode()
     payload = b'{"n":%d,"pad":"%s"}' % (i, b"x" * (i % 200))  # lengths cross the 128-byte varint step
-    body = len(topic).to_bytes(2, "big") + topic + (i % 65535 + 1).to_bytes(2, "big") + (b"\x00" if mqtt5 else b"")
-    body += payload
-    return b"\x32" + _length(len(body)) + body
+    return publish(topic, payload, 1, i % 65535 + 1, b"" if mqtt5 else None)
 
 
 async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:

@@ -10,25 +10,7 @@ from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway.publish_reader import take_publishes
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def publish(topic: bytes, payload: bytes, qos: int, mid: int, props: bytes | None) -> bytes:
-    body = len(topic).to_bytes(2, "big") + topic
-    if qos:
-        body += mid.to_bytes(2, "big")
-    if props is not None:
-        body += _varint(len(props)) + props
-    return bytes([0x30 | (qos << 1)]) + _varint(len(body + payload)) + body + payload
-
+from tests.mqtt_packets import publish
 
 # PINGRESP, SUBACK, PUBACK: packets only paho handles
 OTHER_PACKETS = [b"\xd0\x00", b"\x90\x03\x00\x01\x01", b"\x40\x02\x00\x07"]
