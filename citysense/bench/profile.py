@@ -9,29 +9,23 @@ Prometheus and executor threads idle and would only dilute the figures.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from citysense.installed_tools import installed_tool
 
 MAIN_THREAD_MARK = "Runner.run"  # asyncio.run's frame: the event loop's thread
 # frames on (nearly) every stack, left out of the cumulative table: the event loop and the CLI
 FRAMEWORK = ("asyncio/", "typer/", "_click/", "click/", "<frozen runpy>", "citysense/cli.py", "citysense/__main__.py")
 
 
-def py_spy() -> str | None:
-    """The py-spy executable next to this interpreter, else on PATH."""
-    beside = Path(sys.executable).with_name("py-spy")
-    return str(beside) if beside.exists() else shutil.which("py-spy")
-
-
 class Profiler:
     """`py-spy record` on one process for a fixed time, raw (collapsed) stacks to a file."""
 
     def __init__(self, pid: int, seconds: float, out: Path, rate_hz: int = 100) -> None:
-        exe = py_spy()
+        exe = installed_tool("py-spy")
         if exe is None:
             raise RuntimeError("py-spy is not installed (pip install py-spy)")
         self.out = out
