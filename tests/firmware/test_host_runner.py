@@ -47,12 +47,7 @@ class Listener:
         return [check_v1(t, p) for t, p, _ in msgs if t == f"citysense/v1/{kind}/{dev}/up"]
 
     def wait(self, cond: Any, timeout: float = 15.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return True
-            time.sleep(0.05)
-        return False
+        return hostrun_wait(cond, timeout)
 
     def close(self) -> None:
         self.client.loop_stop()

@@ -36,31 +36,27 @@ async def _session(url: str, client_id: str, want: int, ack: bool, timeout: floa
     return got
 
 
-def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
 def test_backlog_read_with_connack_is_acknowledged_exactly_once(mosquitto: Any) -> None:
     client_id = "adapter-backlog"
-    assert _run(_session(mosquitto.url, client_id, 0, ack=True, timeout=1.0)) == []  # creates the session
+    assert asyncio.run(_session(mosquitto.url, client_id, 0, ack=True, timeout=1.0)) == []  # creates the session
     stream = v1_stream(devices=10, per_device=1500, prefix="ad")
     total = message_count(stream)
     publish(mosquitto.port, stream)  # queued by the broker for the offline session
-    first = _run(_session(mosquitto.url, client_id, total, ack=True))
+    first = asyncio.run(_session(mosquitto.url, client_id, total, ack=True))
     assert len(first) == total
     assert len({(m.topic, m.payload) for m in first}) == total
     assert all(m.qos == 1 and m.generation == 1 for m in first)
     # acknowledged means gone: a new connection on the same session gets nothing back
-    assert _run(_session(mosquitto.url, client_id, 1, ack=True, timeout=3.0)) == []
+    assert asyncio.run(_session(mosquitto.url, client_id, 1, ack=True, timeout=3.0)) == []
 
 
 def test_unacknowledged_messages_come_back_on_the_next_connection(mosquitto: Any) -> None:
     client_id = "adapter-redeliver"
-    _run(_session(mosquitto.url, client_id, 0, ack=True, timeout=1.0))
+    asyncio.run(_session(mosquitto.url, client_id, 0, ack=True, timeout=1.0))
     stream = v1_stream(devices=4, per_device=500, prefix="ar")
     total = message_count(stream)
     publish(mosquitto.port, stream)
-    unacked = _run(_session(mosquitto.url, client_id, total, ack=False))
-    again = _run(_session(mosquitto.url, client_id, total, ack=True))
+    unacked = asyncio.run(_session(mosquitto.url, client_id, total, ack=False))
+    again = asyncio.run(_session(mosquitto.url, client_id, total, ack=True))
     assert len(unacked) == len(again) == total
     assert {(m.topic, m.payload) for m in again} == {(m.topic, m.payload) for m in unacked}
