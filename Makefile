@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,embedded]'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
 # Debian's mosquitto (broker of record in tests) and client tools; PostgreSQL comes from
@@ -33,7 +33,8 @@ test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check citysense gateway ingest calibration api tests
+	$(VENV)/bin/ruff check contracts calibration ingest gateway api citysense devtools tests
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VENV)/bin/ruff check firmware/host
 	$(VENV)/bin/mypy --config-file firmware/mypy.ini

@@ -14,8 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.response_cache import TtlCache
 from api.routes import admin, aqi, devices, export, flags, health, latest, map_page, parking, readings, series, stream
-from citysense import __version__
-from citysense.settings import Settings, get_settings
+from contracts.settings import Settings, get_settings
+from contracts.version import __version__
 
 
 async def _backend(pool: AsyncConnectionPool) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import HTTPException, Query
 
-from gateway.metric_registry import METRICS
+from contracts.metrics import METRICS
 
 DeviceId = Annotated[
     str, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Device id", examples=["tp-school-0042"])

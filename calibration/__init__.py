@@ -2,5 +2,5 @@
 
 The gateway calls `calibration.models` on every reading; the CLI (`citysense calibrate`)
 fits models against reference stations, re-applies them to stored raw data and checks drift.
-Only `calibration.store` touches the database.
+Only `ingest.calibration_store` touches the database.
 """

@@ -1,3 +1,5 @@
 """citysense: open city sensing from low-cost air boxes and parking sensors to open data."""
 
-__version__ = "0.1.0"
+from contracts.version import __version__
+
+__all__ = ["__version__"]

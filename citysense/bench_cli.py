@@ -24,9 +24,9 @@ def ingest(
     out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
 ) -> None:
     """Gateway throughput and latency vs raw COPY, broker pass-through and a naive baseline."""
-    from citysense.bench.ingest_run import IngestBench, IngestOptions  # noqa: PLC0415
-    from citysense.bench.report import ingest_table, show, write_json  # noqa: PLC0415
     from citysense.logging_setup import setup_logging  # noqa: PLC0415
+    from devtools.bench.ingest_run import IngestBench, IngestOptions  # noqa: PLC0415
+    from devtools.bench.report import ingest_table, show, write_json  # noqa: PLC0415
 
     setup_logging("WARNING")
     if quick:
@@ -51,9 +51,9 @@ def soak(
     out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
 ) -> None:
     """Steady load for many minutes: is the gateway's memory flat, is anything lost?"""
-    from citysense.bench.report import write_json  # noqa: PLC0415
-    from citysense.bench.soak_run import SoakOptions, run_soak  # noqa: PLC0415
     from citysense.logging_setup import setup_logging  # noqa: PLC0415
+    from devtools.bench.report import write_json  # noqa: PLC0415
+    from devtools.bench.soak_run import SoakOptions, run_soak  # noqa: PLC0415
 
     setup_logging("WARNING")
     if devices < rate / 500:
@@ -77,9 +77,9 @@ def api(
     out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
 ) -> None:
     """Generate devices x days of pm25/t/rh per minute, then time the API's main reads over HTTP."""
-    from citysense.bench.api_run import ApiBench, ApiOptions  # noqa: PLC0415
-    from citysense.bench.report import api_table, show, write_json  # noqa: PLC0415
     from citysense.logging_setup import setup_logging  # noqa: PLC0415
+    from devtools.bench.api_run import ApiBench, ApiOptions  # noqa: PLC0415
+    from devtools.bench.report import api_table, show, write_json  # noqa: PLC0415
 
     setup_logging("WARNING")
     results = ApiBench(ApiOptions(devices=devices, days=days, requests=requests)).run()

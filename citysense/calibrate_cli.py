@@ -24,10 +24,10 @@ from calibration.drift import DriftConfig, Site, detect_drift
 from calibration.evaluation import Agreement
 from calibration.fitting import MIN_POINTS_DEFAULT, FitError, FitKind, align, fit
 from calibration.models import CalibrationModelError
-from calibration.plots import plot_fit
 from calibration.reference_import import ReferenceFormatError, read_reference
 from calibration.series import to_datetime
-from calibration.store import (
+from contracts.settings import get_settings
+from ingest.calibration_store import (
     StoreError,
     count_rows,
     get_device,
@@ -36,8 +36,7 @@ from calibration.store import (
     list_calibrations,
     list_devices,
 )
-from calibration.store import recalibrate as run_recalibration
-from citysense.settings import get_settings
+from ingest.calibration_store import recalibrate as run_recalibration
 
 app = typer.Typer(
     help="Calibrate sensors: fit against a reference station, re-apply to history, find drifting devices.",
@@ -133,6 +132,10 @@ def fit_command(
         table.add_row(*_agreement_row("calibrated", result.after))
         console.print(table)
         picture = plot or Path(f"fit-{device}.png")
+        try:
+            from calibration.plots import plot_fit  # noqa: PLC0415  (matplotlib is the `plots` extra)
+        except ImportError as exc:
+            fail(f"the plot needs matplotlib: pip install 'citysense[plots]' ({exc})")
         plot_fit(result, picture, title=f"{device} vs {reference.name}")
         console.print(f"plot: {picture}", markup=False)
         if not save:

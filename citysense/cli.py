@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from citysense.logging_setup import setup_logging
-from citysense.settings import Settings, get_settings
+from contracts.settings import Settings, get_settings
 
 app = typer.Typer(
     help="citysense: open city sensing. Air boxes and parking sensors -> MQTT -> PostgreSQL/TimescaleDB -> API.",
@@ -49,7 +49,7 @@ def demo(
     host_devices: Annotated[int, typer.Option(min=0, max=20, help="Devices running the real firmware")] = 3,
 ) -> None:
     """Start broker, database, gateway, API and a simulated fleet; Ctrl-C stops everything."""
-    from citysense.demo_stack import run_demo  # noqa: PLC0415 - heavy imports only for this command
+    from devtools.demo_stack import run_demo  # noqa: PLC0415 - heavy imports only for this command
 
     settings = _settings()
     try:
@@ -97,8 +97,8 @@ def simulate(
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
 ) -> None:
     """Publish a simulated fleet to CITYSENSE_MQTT_URL."""
-    from citysense.simulator.fleet import make_airboxes, make_parking  # noqa: PLC0415
-    from citysense.simulator.publisher import FleetPublisher  # noqa: PLC0415
+    from devtools.simulator.fleet import make_airboxes, make_parking  # noqa: PLC0415
+    from devtools.simulator.publisher import FleetPublisher  # noqa: PLC0415
 
     settings = _settings()
     stop = threading.Event()
@@ -176,7 +176,7 @@ def device_broker_files(
                                                   hide_input=True)] = "",
 ) -> None:
     """Export Mosquitto password and ACL files from the registered devices."""
-    from citysense.broker_files import write_broker_files  # noqa: PLC0415
+    from ingest.broker_files import write_broker_files  # noqa: PLC0415
 
     settings = _settings()
     if not gateway_password:
@@ -193,7 +193,7 @@ def device_config(
     kind: Annotated[str, typer.Option(help="airbox or parking")] = "airbox",
 ) -> None:
     """Publish a retained config message that the device applies at its next connection."""
-    from citysense.device_config import parse_assignments, publish_config  # noqa: PLC0415
+    from gateway.device_config import parse_assignments, publish_config  # noqa: PLC0415
 
     settings = _settings()
     try:

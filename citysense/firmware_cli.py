@@ -26,8 +26,8 @@ from typing import Annotated
 
 import typer
 
-from citysense.installed_tools import installed_tool
-from citysense.processes import stop_process
+from devtools.installed_tools import installed_tool
+from devtools.processes import stop_process
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 HOST_DIR = FIRMWARE_DIR / "host"

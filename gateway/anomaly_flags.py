@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 
-from gateway.quality_flags import Flag
-from gateway.records import ReadingRow
+from contracts.flags import Flag
+from contracts.records import ReadingRow
 
 STUCK_REPEATS = 20
 WINDOW = 9

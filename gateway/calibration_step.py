@@ -20,8 +20,8 @@ import orjson
 import psycopg
 
 from calibration.models import CalibrationModelError, Model, parse_model
-from calibration.store import ensure_default_calibration
-from gateway.records import ReadingRow
+from contracts.records import ReadingRow
+from ingest.calibration_store import ensure_default_calibration
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from citysense.mqtt_url import parse_mqtt_url
+from contracts.urls import parse_mqtt_url
 from gateway.publish_reader import take_publishes
 
 log = logging.getLogger(__name__)

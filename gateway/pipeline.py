@@ -21,14 +21,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from contracts.flags import Flag
+from contracts.records import Decoded, DecodeError, ReadingRow
 from gateway import telemetry
 from gateway.anomaly_flags import AnomalyFlagger
 from gateway.calibration_step import Calibrator
 from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_adapter import Inbound, MqttSource
-from gateway.quality_flags import Flag
-from gateway.records import Decoded, DecodeError, ReadingRow
 from ingest.batch_writer import Batch, BatchWriter, NewDevice, Rejected, StatusRow, WriteResult
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import threading
 
 from prometheus_client import start_http_server
 
-from citysense.settings import Settings
+from contracts.settings import Settings
 from gateway import telemetry
 from gateway.calibration_step import Calibrator
 from gateway.device_registry import DeviceRegistry

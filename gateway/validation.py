@@ -1,29 +1,17 @@
-"""Checks shared by every codec: ids, clocks and metric values, each failing with a reason."""
+"""Checks shared by every codec: clocks and metric values, each failing with a reason."""
 
 from __future__ import annotations
 
 import math
-import re
 
-from gateway.metric_registry import METRIC_NAME_MAX, METRICS, SENTINELS
-from gateway.quality_flags import Flag
-from gateway.records import DecodeError
-
-V1_DEVICE_ID = re.compile(r"^[a-z0-9-]{3,64}\Z")  # \Z, not $: "$" also matches before a final newline
-ANY_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
-METRIC_NAME = re.compile(rf"^[a-z][a-z0-9_]{{0,{METRIC_NAME_MAX - 1}}}\Z")
+from contracts.flags import Flag
+from contracts.metrics import METRIC_NAME, METRIC_NAME_MAX, METRICS, SENTINELS
+from contracts.records import DecodeError
 
 MAX_FUTURE_S = 600.0  # device clocks may run a little fast
 MAX_AGE_S = 14 * 86400.0  # a device queue holds about a day; older than two weeks is a broken clock
 EARLIEST_PLAUSIBLE_TS = 1_577_836_800.0  # 2020-01-01: earlier means an unset RTC (MicroPython boots at 2000)
 
-
-def check_device_id(device_id: object, pattern: re.Pattern[str] = V1_DEVICE_ID) -> str:
-    if not isinstance(device_id, str):
-        raise DecodeError(f"device id must be a string, got {type(device_id).__name__}")
-    if not pattern.match(device_id):
-        raise DecodeError(f"device id {device_id[:80]!r} does not match {pattern.pattern}")
-    return device_id
 
 
 def resolve_time(ts: object, received_at: float) -> tuple[float, int]:

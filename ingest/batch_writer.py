@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from gateway.records import ParkingRow, ReadingRow
+from contracts.records import ParkingRow, ReadingRow
 
 log = logging.getLogger(__name__)
 

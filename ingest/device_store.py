@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 import psycopg
 
-_ID = re.compile(r"^[a-z0-9-]{3,64}$")
+from contracts.ids import KINDS, V1_DEVICE_ID
+from ingest.broker_files import mosquitto_hash
 
 
 def token_hash(token: str) -> str:
     """Mosquitto's own hash of the device token, so the broker's password file is an export."""
-    from citysense.broker_files import mosquitto_hash  # noqa: PLC0415
-
     return mosquitto_hash(token)
 
 
@@ -21,9 +18,9 @@ def register_device(
     lat: float | None, lon: float | None, sensor_type: str | None, owner: str | None, token: str,
 ) -> None:
     """Create or claim a device (an auto-registered id becomes registered, keeping its data)."""
-    if not _ID.match(device_id):
+    if not V1_DEVICE_ID.match(device_id):
         raise ValueError(f"device id {device_id!r} must match [a-z0-9-]{{3,64}}")
-    if kind not in ("airbox", "parking"):
+    if kind not in KINDS:
         raise ValueError(f"kind must be airbox or parking, got {kind!r}")
     if (lat is None) != (lon is None):
         raise ValueError("give both --lat and --lon, or neither")

@@ -19,10 +19,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from citysense.local_broker import LocalMosquitto
-from citysense.local_postgres import LocalPostgres
-from citysense.ports import free_port
-from citysense.processes import stop_process
+from devtools.local_broker import LocalMosquitto
+from devtools.local_postgres import LocalPostgres
+from devtools.ports import free_port
+from devtools.processes import stop_process
 from ingest.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent

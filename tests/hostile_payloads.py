@@ -83,7 +83,7 @@ STATUS_KEYS = st.lists(st.sampled_from(("online", "fw", "ip", "rssi", "heap", "q
 
 @st.composite
 def status_document(draw: st.DrawFn) -> dict[str, object]:
-    doc = {k: draw(STATUS_VALUE) for k in draw(STATUS_KEYS)}
+    doc: dict[str, object] = {k: draw(STATUS_VALUE) for k in draw(STATUS_KEYS)}
     if draw(st.integers(0, 3)) > 0:
         doc["online"] = draw(st.booleans())
     return doc

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from gateway.metric_registry import METRICS
-from gateway.quality_flags import FLAG_DOCS
+from contracts.flags import FLAG_DOCS
+from contracts.metrics import METRICS
 
 router = APIRouter(prefix="/v1", tags=["reference"])
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from contracts.limits import MAX_PAYLOAD_BYTES
+from contracts.records import Decoded, DecodeError
 from gateway.codecs.lass import decode_lass
 from gateway.codecs.status import decode_status
 from gateway.codecs.v1 import decode_v1
-from gateway.records import Decoded, DecodeError
 
 Codec = Callable[[str, bytes, float], Decoded]
-
-MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 def codec_for(topic: str) -> tuple[str, Codec]:

@@ -11,9 +11,10 @@ import calendar
 import math
 import re
 
-from gateway.quality_flags import Flag
-from gateway.records import Decoded, DecodeError, ReadingRow
-from gateway.validation import ANY_DEVICE_ID, check_device_id, metric_value, resolve_time
+from contracts.flags import Flag
+from contracts.ids import ANY_DEVICE_ID, check_device_id
+from contracts.records import Decoded, DecodeError, ReadingRow
+from gateway.validation import metric_value, resolve_time
 
 KNOWN_SENSOR_KEYS = {"s_d0": "pm25", "s_d1": "pm10", "s_d2": "pm1", "s_t0": "t", "s_h0": "rh"}
 METADATA_KEYS = frozenset(

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from gateway.codecs.topics import split_v1_topic
-from gateway.records import Decoded, DecodeError
+from contracts.records import Decoded, DecodeError
+from contracts.topics import split_v1_topic
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # the device_status columns are integer
 _FIELDS: dict[str, type | tuple[type, ...]] = {

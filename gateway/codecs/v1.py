@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from gateway.codecs.topics import split_v1_topic
-from gateway.quality_flags import Flag
-from gateway.records import Decoded, DecodeError, ParkingRow, ReadingRow
+from contracts.flags import Flag
+from contracts.records import Decoded, DecodeError, ParkingRow, ReadingRow
+from contracts.topics import split_v1_topic
 from gateway.validation import metric_value, resolve_time
 
 MAX_METRICS = 32

@@ -20,8 +20,8 @@ import session as fw_session
 from v1_payload import check_v1
 
 from citysense import firmware_cli
-from citysense.local_broker import LocalMosquitto
-from citysense.ports import free_port
+from devtools.local_broker import LocalMosquitto
+from devtools.ports import free_port
 
 
 class Listener:

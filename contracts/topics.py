@@ -1,0 +1,29 @@
+"""Parsing of citysense v1 topics: citysense/v1/{kind}/{device}/{up|status|config}."""
+
+from __future__ import annotations
+
+from contracts.ids import KINDS, V1_DEVICE_ID, check_device_id
+from contracts.records import DecodeError
+
+_PARSED: dict[tuple[str, str], tuple[str, str]] = {}
+_PARSED_MAX = 100_000  # one entry per valid topic seen; cleared when full
+
+
+def split_v1_topic(topic: str, leaf: str) -> tuple[str, str]:
+    """(kind, device_id) of a valid topic; valid topics are remembered, since a fleet
+    repeats the same few thousand topics and the id pattern is checked once per topic."""
+    key = (topic, leaf)
+    found = _PARSED.get(key)
+    if found is not None:
+        return found
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] != "citysense" or parts[1] != "v1" or parts[4] != leaf:
+        raise DecodeError(f"topic {topic[:120]!r} is not citysense/v1/{{kind}}/{{device}}/{leaf}")
+    kind = parts[2]
+    if kind not in KINDS:
+        raise DecodeError(f"unknown device kind {kind[:40]!r} in topic (expected airbox or parking)")
+    found = (kind, check_device_id(parts[3], V1_DEVICE_ID))
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[key] = found
+    return found

@@ -1,0 +1,331 @@
+"""`citysense bench ingest`: the gateway against its limits and a naive baseline, in one run.
+
+Phases, each on fresh servers' state where it matters:
+1. gateway at the offered rate: sustained accepted msg/s (PUBACKs sent after commit, from
+   the gateway's own counter over the steady window), latency, CPU of every component;
+2. gateway at half the rate it sustained in 1: the latency that matters in production;
+   then every message the broker accepted must be a stored row (no loss);
+3. limit (a): asyncpg binary COPY of the very rows phase 1-2 stored, into an empty table;
+4. limit (b): the same payload stream through a fresh Mosquitto to a counting paho subscriber;
+5. naive: one autocommit INSERT per message, same stream, fresh broker and database.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import paho.mqtt
+import psutil
+import psycopg
+
+from contracts.settings import Settings
+from devtools.bench.latency import CommitProbe, summarize
+from devtools.bench.limits import CountingSubscriber, copy_limit
+from devtools.bench.loadgen import METRICS_PER_MESSAGE, BackgroundLoad, LoadResult, LoadSpec, device_id
+from devtools.bench.naive import NaiveSubscriber
+from devtools.bench.profile import Profiler
+from devtools.bench.servers import BenchServers, CpuMeter, GatewayGroup, with_children
+
+log = logging.getLogger(__name__)
+
+ACKED = "citysense_gateway_messages_acked_total"
+ROWS = "citysense_gateway_rows_written_total"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    devices: int = 1000
+    rate: float = 12_000.0
+    duration_s: float = 30.0
+    limit_s: float = 10.0
+    publishers: int = 2
+    probes: int = 20
+    gateways: int = 1
+    quick: bool = False
+    profile: bool = False  # py-spy on the gateway during the full-load window
+
+    @classmethod
+    def quick_run(cls) -> IngestOptions:
+        return cls(devices=50, rate=2000.0, duration_s=6.0, limit_s=3.0, publishers=1, probes=5, quick=True)
+
+
+def _count(url: str, sql: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql.encode()).fetchone()
+        return int(row[0]) if row else 0
+
+
+def _wait(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+class IngestBench:
+    def __init__(self, options: IngestOptions) -> None:
+        self.o = options
+        self.servers = BenchServers(fsync=True)
+        self.settings = Settings()
+        self.batch_messages = self.settings.batch_max_messages
+        self.results: dict[str, Any] = {}
+        self._acked_before: float = 0.0
+        self.broker_port = 0
+        self.gateway_db = ""
+
+    # -- gateway phases ---------------------------------------------------------------------
+    def _gateway_phase(
+        self, gw: GatewayGroup, broker_pid: int | None, db: str, rate: float, seq_offset: int, profile: bool = False
+    ) -> tuple[dict[str, Any], LoadResult]:
+        o = self.o
+        spec = LoadSpec(
+            "127.0.0.1", self.broker_port, o.devices, rate, o.duration_s, processes=o.publishers, seq_offset=seq_offset
+        )
+        probe = CommitProbe(db, [device_id(i) for i in range(min(o.probes, o.devices))], since=time.time() - 1)
+        load = BackgroundLoad(spec)
+        warmup = max(1.0, 0.2 * o.duration_s)
+        meter = CpuMeter({
+            "gateway": gw.processes,
+            "broker": lambda: with_children(broker_pid),
+            "postgres": lambda: with_children(self.servers.postgres_pid()),
+        })
+        window_start = load.started_at + warmup
+        time.sleep(max(0.0, window_start - time.time()))
+        meter.start()
+        acked0, rows0, t0 = gw.metric(ACKED), gw.metric(ROWS), time.monotonic()
+        profiler = None
+        if profile:
+            pid = gw.members[0].proc.pid
+            window = load.started_at + o.duration_s - time.time()
+            profiler = Profiler(pid, window - 1.0, self.servers.root / "gateway-profile.txt")
+        time.sleep(max(0.0, load.started_at + o.duration_s - time.time()))
+        acked1, rows1, t1 = gw.metric(ACKED), gw.metric(ROWS), time.monotonic()
+        cpu = meter.stop()
+        result = load.join()
+        window_end = result.last_send
+        drained = _wait(lambda: gw.metric(ACKED) >= self._acked_before + result.acked, 30 + result.published / 2000)
+        samples = probe.stop()
+        self._acked_before = gw.metric(ACKED)
+        latency = summarize([lat for ts, lat in samples if window_start <= ts <= window_end])
+        publish_span = max(1e-9, result.last_send - result.first_send)
+        cpu["load generator"] = round(100 * result.cpu_s / publish_span, 1)
+        cpu["latency probe"] = round(100 * probe.cpu_s / max(1e-9, time.time() - load.started_at), 1)
+        accepted = (acked1 - acked0) / (t1 - t0)
+        phase = {
+            "offered_msg_s": round(rate, 1),
+            "published_msg_s": round(result.rate, 1),
+            "publisher_max_lag_s": round(result.max_lag_s, 3),
+            "accepted_msg_s": round(accepted, 1),
+            "readings_s": round((rows1 - rows0) / (t1 - t0), 1),
+            "window_s": round(t1 - t0, 2),
+            "published": result.published,
+            "drained": drained,
+            "latency_ms": asdict(latency),
+            "cpu_pct": cpu,
+            "errors": result.errors,
+        }
+        if profiler is not None:
+            phase["profile"] = profiler.summary()
+        return phase, result
+
+    def _run_gateway(self) -> None:
+        o = self.o
+        broker = self.servers.start_broker("gateway")
+        self.broker_port = broker.port
+        db = self.servers.database("bench_gateway")
+        register_devices(db, o.devices)
+        gw = GatewayGroup(o.gateways, broker.url, db, self.servers.root)
+        self._acked_before = 0.0
+        try:
+            gw.wait_ready()
+            broker_pid = self.servers.broker_pid(broker)
+            full, load_a = self._gateway_phase(gw, broker_pid, db, o.rate, 0, profile=o.profile)
+            half_rate = 0.5 * min(o.rate, full["accepted_msg_s"] or o.rate)
+            half, load_b = self._gateway_phase(gw, broker_pid, db, half_rate, 10_000_000)
+        finally:
+            acked = gw.metric(ACKED)
+            gw.stop()
+        published = load_a.acked + load_b.acked
+        stored = _count(db, "SELECT count(*) FROM readings")
+        rejected = _count(db, "SELECT count(*) FROM rejected_messages")
+        self.results["gateway"] = full
+        self.results["gateway_half_rate"] = half
+        self.results["loss"] = {
+            "published_and_broker_acked": published,
+            "gateway_acked": int(acked),
+            "readings_expected": published * METRICS_PER_MESSAGE,
+            "readings_stored": stored,
+            "rejected_messages": rejected,
+            "lost_messages": max(0, published - stored // METRICS_PER_MESSAGE),
+        }
+        self.gateway_db = db
+        broker.stop()
+
+    # -- limits and baseline ------------------------------------------------------------------
+    def _run_copy(self) -> None:
+        target = self.servers.database("bench_copy")
+        batch_rows = self.batch_messages * METRICS_PER_MESSAGE
+        meter = CpuMeter({
+            "bench (asyncpg)": lambda: [psutil.Process()],
+            "postgres": lambda: with_children(self.servers.postgres_pid()),
+        })
+        meter.start()
+        limit = copy_limit(self.gateway_db, target, batch_rows)
+        cpu = meter.stop()
+        self.results["limit_copy"] = {
+            "rows": limit.rows, "batch_rows": batch_rows, "seconds": round(limit.seconds, 3),
+            "rows_s": round(limit.rows_s, 1), "msg_s": round(limit.rows_s / METRICS_PER_MESSAGE, 1),
+            "cpu_pct": cpu, "note": "CPU includes fetching the rows from the gateway's database",
+        }
+
+    def _run_subscriber_phase(self, name: str, make: Any, rate: float | None) -> dict[str, Any]:
+        o = self.o
+        broker = self.servers.start_broker(name)
+        sub = make(broker)
+        broker_pid = self.servers.broker_pid(broker)
+        meter = CpuMeter({
+            "subscriber": lambda: with_children(sub.process.pid),
+            "broker": lambda: with_children(broker_pid),
+            "postgres": lambda: with_children(self.servers.postgres_pid()),
+        })
+        spec = LoadSpec("127.0.0.1", broker.port, o.devices, rate, o.limit_s, processes=o.publishers)
+        meter.start()
+        load = BackgroundLoad(spec).join()
+        res = sub.result(timeout=o.limit_s + 150)
+        cpu = meter.stop()
+        cpu["load generator"] = round(100 * load.cpu_s / max(1e-9, load.last_send - load.first_send), 1)
+        broker.stop()
+        return {
+            "msg_s": round(res.rate, 1), "messages": res.messages, "published_msg_s": round(load.rate, 1),
+            "readings_s": round(res.rate * METRICS_PER_MESSAGE, 1) if res.extra or name == "naive" else None,
+            "subscriber_cpu_pct": round(100 * res.cpu_s / max(1e-9, res.last - res.first), 1),
+            "cpu_pct": cpu, "errors": load.errors,
+        }
+
+    def _run_passthrough(self) -> None:
+        window = self.o.limit_s
+
+        def make(broker: Any) -> CountingSubscriber:
+            return CountingSubscriber("127.0.0.1", broker.port, "citysense/v1/+/+/up", window)
+
+        self.results["limit_passthrough"] = self._run_subscriber_phase("passthrough", make, None)
+
+    def _run_naive(self) -> None:
+        db = self.servers.database("bench_naive")
+        window = self.o.limit_s
+
+        def make(broker: Any) -> NaiveSubscriber:
+            return NaiveSubscriber("127.0.0.1", broker.port, "citysense/v1/+/+/up", db, window)
+
+        rate = min(self.o.rate, 4000.0)  # far above what one INSERT per commit sustains
+        phase = self._run_subscriber_phase("naive", make, rate)
+        phase["readings_stored"] = _count(db, "SELECT count(*) FROM readings")
+        self.results["naive"] = phase
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        o = self.o
+        started = time.time()
+        self.results = {
+            "kind": "ingest",
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "options": asdict(o),
+            "gateway_settings": {
+                "batch_max_messages": self.batch_messages,
+                "batch_max_delay_ms": self.settings.batch_max_delay_ms,
+                "queue_max_messages": self.settings.queue_max_messages,
+                "mqtt_protocol": self.settings.mqtt_protocol,
+            },
+            "machine": machine_facts(),
+        }
+        try:
+            self.servers.start_postgres()
+            self.results["machine"]["postgres"] = _count_text(self.servers.pg.admin_url, "SHOW server_version")
+            for name, phase in (
+                ("gateway", self._run_gateway), ("raw COPY limit", self._run_copy),
+                ("broker pass-through limit", self._run_passthrough), ("naive baseline", self._run_naive),
+            ):
+                t0 = time.monotonic()
+                phase()
+                log.warning("event=bench_phase_done phase=%r seconds=%.1f", name, time.monotonic() - t0)
+        finally:
+            self.servers.close()
+        self.results["ratios"] = ratios(self.results)
+        self.results["targets"] = targets(self.results)
+        self.results["elapsed_s"] = round(time.time() - started, 1)
+        return self.results
+
+
+def register_devices(url: str, devices: int) -> None:
+    """Register the simulated boxes as a city does at install (PMS5003, so the default
+    calibration applies): the gateway does its full production work on every reading."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            b"INSERT INTO devices (device_id, kind, name, lat, lon, sensor_type, registered, owner) "
+            b"SELECT 'bench-' || lpad(i::text, 5, '0'), 'airbox', 'Bench box ' || i, "
+            b"25.0 + mod(i, 40) * 0.004, 121.45 + (i / 40) * 0.006, 'pms5003', true, 'bench' "
+            b"FROM generate_series(0, %s - 1) AS i",
+            (devices,),
+        )
+
+
+def _count_text(url: str, sql: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql.encode()).fetchone()
+        return str(row[0]) if row else ""
+
+
+def machine_facts() -> dict[str, Any]:
+    try:
+        mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        mosq = "unknown"
+    try:
+        uvloop_version = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
+        uvloop_version = "not installed"
+    return {
+        "cpus": os.cpu_count(), "python": platform.python_version(), "paho_mqtt": paho.mqtt.__version__,
+        "mosquitto": mosq, "uvloop": uvloop_version, "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def ratios(r: dict[str, Any]) -> dict[str, float | None]:
+    gw = r.get("gateway", {}).get("accepted_msg_s")
+    copy = r.get("limit_copy", {}).get("msg_s")
+    passthrough = r.get("limit_passthrough", {}).get("msg_s")
+    lower = min(x for x in (copy, passthrough) if x) if (copy or passthrough) else None
+    return {
+        "gateway_vs_copy_limit": _ratio(gw, copy),
+        "gateway_vs_passthrough_limit": _ratio(gw, passthrough),
+        "gateway_vs_lower_limit": _ratio(gw, lower),
+        "gateway_vs_naive": _ratio(gw, r.get("naive", {}).get("msg_s")),
+    }
+
+
+def targets(r: dict[str, Any]) -> dict[str, bool | None]:
+    ratio = r["ratios"]
+    p99 = r.get("gateway_half_rate", {}).get("latency_ms", {}).get("p99_ms")
+    loss = r.get("loss", {})
+    return {
+        "sustained_ge_10k_msg_s": (r.get("gateway", {}).get("accepted_msg_s") or 0) >= 10_000,
+        "ge_half_of_lower_limit": None if ratio["gateway_vs_lower_limit"] is None
+        else ratio["gateway_vs_lower_limit"] >= 0.5,
+        "ge_10x_naive": None if ratio["gateway_vs_naive"] is None else ratio["gateway_vs_naive"] >= 10,
+        "p99_lt_1s_at_half_rate": None if p99 is None else p99 < 1000,
+        "no_loss": loss.get("lost_messages") == 0 and loss.get("readings_stored") == loss.get("readings_expected"),
+    }

@@ -1,0 +1,58 @@
+"""`citysense bench ingest --quick` runs end to end and its JSON holds every figure, with no loss.
+
+Not a timing test: the figures depend on the machine; only their presence and the
+exactly-once count are asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devtools.local_broker import mosquitto_path
+
+REPO = Path(__file__).resolve().parents[3]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed"),
+]
+
+
+def test_quick_ingest_bench_writes_complete_json_and_loses_nothing(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "citysense", "bench", "ingest", "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = list(tmp_path.glob("ingest-*-quick.json"))
+    assert len(files) == 1, proc.stdout[-2000:]
+    r = json.loads(files[0].read_text())
+
+    for phase in ("gateway", "gateway_half_rate"):
+        p = r[phase]
+        assert p["accepted_msg_s"] > 0 and p["readings_s"] > 0
+        assert p["drained"] is True
+        assert p["latency_ms"]["samples"] > 0
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            assert p["latency_ms"][q] is not None
+        assert {"gateway", "broker", "postgres", "load generator"} <= set(p["cpu_pct"])
+    assert r["limit_copy"]["rows_s"] > 0 and r["limit_copy"]["msg_s"] > 0
+    assert r["limit_passthrough"]["msg_s"] > 0
+    assert r["naive"]["msg_s"] > 0 and r["naive"]["readings_stored"] > 0
+    assert set(r["ratios"]) == {
+        "gateway_vs_copy_limit", "gateway_vs_passthrough_limit", "gateway_vs_lower_limit", "gateway_vs_naive",
+    }
+    assert all(v is not None and v > 0 for v in r["ratios"].values())
+
+    loss = r["loss"]
+    assert loss["published_and_broker_acked"] > 0
+    assert loss["lost_messages"] == 0
+    assert loss["readings_stored"] == loss["readings_expected"]
+    assert loss["gateway_acked"] == loss["published_and_broker_acked"]
+    assert loss["rejected_messages"] == 0
+    assert r["targets"]["no_loss"] is True
