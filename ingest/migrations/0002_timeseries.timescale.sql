@@ -1,5 +1,5 @@
 -- TimescaleDB 2.x: every TimescaleDB-specific statement of the project lives in *.timescale.sql
--- files (schema) and ingest/timescale_jobs.py (foreground jobs). Written from the 2.x API reference:
+-- files (schema) and ingest/maintenance.py (foreground jobs). Written from the 2.x API reference:
 -- create_hypertable(by_range), compression settings, add_compression_policy, add_retention_policy,
 -- continuous aggregates with real-time aggregation (materialized_only = false).
 
