@@ -1,11 +1,14 @@
 """`citysense demo`: broker, database, gateway, API and a simulated fleet on one laptop.
 
-Each service is a child process in its own session so that Ctrl-C stops them in order
-(fleet, gateway, API, broker, database) and nothing is left running.
+Each service is a child process in its own session so that Ctrl-C, SIGTERM or SIGHUP stop
+them in order (fleet, gateway, API, broker, database) and nothing is left running: also when
+SIGINT was ignored at start (a background job of a non-interactive shell ignores it) and when
+stdout is a closed pipe (every line the demo prints may fail; stopping must not).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,7 +29,33 @@ from devtools.simulator.fleet import make_airboxes, make_parking
 from devtools.simulator.publisher import register_fleet
 from ingest.migrate import migrate
 
-console = Console()
+
+class _DemoConsole(Console):
+    """Rich's console, except that a broken pipe silences it instead of exiting the process
+    (rich's default raises SystemExit, which would skip stopping the children)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+console = _DemoConsole()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class DemoStopped(BaseException):
+    """Raised in the main thread by a stop signal, so start-up waits unwind into the clean-up too."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise DemoStopped(signal.Signals(signum).name)
+
+
+def _say(text: str) -> None:
+    """Print to the terminal; a closed stdout (the reader went away) must not stop the clean-up."""
+    with contextlib.suppress(OSError, ValueError):  # BrokenPipeError, or a closed file
+        console.print(text)
 
 
 def _pick_port(preferred: int) -> int:
@@ -57,18 +86,20 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
     else:
         broker = LocalAmqtt(data / "amqtt", mqtt_port)
         protocol = "3.1.1"
-    console.print(f"[bold]citysense demo[/] data in {data}")
-    console.print(f"starting {type(broker).__name__[5:].lower()} broker on 127.0.0.1:{mqtt_port} ...")
-    broker.start()
+    _say(f"[bold]citysense demo[/] data in {data}")
+    _say(f"starting {type(broker).__name__[5:].lower()} broker on 127.0.0.1:{mqtt_port} ...")
     pg = LocalPostgres(data / "pg", _pick_port(5432))
-    console.print(f"starting PostgreSQL ({pg.bindir}) on 127.0.0.1:{pg.port} ...")
     children: list[Child] = []
     stopper = threading.Event()
+    for signum in STOP_SIGNALS:  # explicit handlers: an inherited SIG_IGN for SIGINT is overridden too
+        signal.signal(signum, _raise_stop)
     try:
+        broker.start()
+        _say(f"starting PostgreSQL ({pg.bindir}) on 127.0.0.1:{pg.port} ...")
         pg.start()
         db_url = pg.create_database("citysense")
         backend, applied = migrate(db_url)
-        console.print(f"database ready: backend={backend}, migrations applied now: {applied or 'none'}")
+        _say(f"database ready: backend={backend}, migrations applied now: {applied or 'none'}")
         boxes, spots = make_airboxes(airboxes), make_parking(parking)
         register_fleet(db_url, boxes, spots)
         api_port = _pick_port(settings.api_port)
@@ -97,7 +128,7 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
             )
         api = f"http://127.0.0.1:{api_port}"
         _wait_http(f"{api}/v1/health", 30)
-        console.print(
+        _say(
             f"\n[bold green]citysense is running[/] (ready in {time.monotonic() - started:.0f} s)\n"
             f"  API            {api}   (docs {api}/docs)\n"
             f"  live map       {api}/map\n"
@@ -111,22 +142,23 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
             + (f", {host_devices} running the real firmware" if host_devices else "")
             + "\nPress Ctrl-C to stop."
         )
-        signal.signal(signal.SIGTERM, lambda *_: stopper.set())
         while not stopper.is_set():
             for child in children:
                 if child.proc.poll() is not None:
-                    console.print(f"[red]{child.name} exited with {child.proc.returncode}; see {child.log_path}[/]")
+                    _say(f"[red]{child.name} exited with {child.proc.returncode}; see {child.log_path}[/]")
                     stopper.set()
             stopper.wait(1.0)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DemoStopped):
         pass
     finally:
-        console.print("stopping ...")
+        for signum in STOP_SIGNALS:  # a second signal must not interrupt the clean-up half-way
+            signal.signal(signum, signal.SIG_IGN)
+        _say("stopping ...")
         _stop_all([c for c in children if c.name in ("fleet", "firmware")])  # producers first
         _stop_all([c for c in children if c.name not in ("fleet", "firmware")])  # then gateway and API
         broker.stop()
         pg.stop()
-        console.print("stopped.")
+        _say("stopped.")
 
 
 def _stop_all(children: list[Child], timeout: float = 12.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import paho.mqtt.client as mqtt
+import psutil
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -43,24 +45,51 @@ def test_gateway_stores_readings_through_the_amqtt_broker(
         broker.stop()
 
 
-@pytest.mark.slow
-def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> None:
+def _demo_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     env.update(CITYSENSE_DATA_DIR=str(tmp_path / "data"), CITYSENSE_API_PORT=str(free_port()), PYTHONPATH=str(REPO))
+    return env
+
+
+def _stop_demo_tree(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 90) -> str:
+    """Stop the demo in every outcome: its signal first, then, if it hangs, every process it started.
+
+    The demo's children run in sessions of their own, so killing the demo alone would leave a
+    second stack running; psutil finds them by parentage before anything is killed.
+    """
+    tree = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out = proc.communicate(timeout=timeout)[0] or ""
+    except subprocess.TimeoutExpired:
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        proc.kill()
+        out = proc.communicate()[0] or ""
+        pytest.fail(f"demo did not stop within {timeout:.0f} s of {signal.Signals(sig).name}: {out[-2000:]}")
+    return out
+
+
+def _wait_for_api(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(r"API\s+(http://127\.0\.0\.1:\d+)", line)
+        if m:
+            return m.group(1)
+    pytest.fail("demo did not print the API URL")
+
+
+@pytest.mark.slow
+def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> None:
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "citysense", "demo", "--interval", "5"], env=env, cwd=tmp_path,
+        [sys.executable, "-m", "citysense", "demo", "--interval", "5"], env=_demo_env(tmp_path), cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        api = None
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            m = re.search(r"API\s+(http://127\.0\.0\.1:\d+)", line)
-            if m:
-                api = m.group(1)
-                break
-        assert api, "demo did not print the API URL"
+        api = _wait_for_api(proc)
 
         def map_full() -> bool:
             fc = httpx.get(f"{api}/v1/latest", params={"metric": "pm25"}, timeout=5).json()
@@ -70,7 +99,36 @@ def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> 
         assert httpx.get(f"{api}/v1/health", timeout=5).json()["status"] == "ok"
         print(f"demo: 200 boxes on the map after {time.monotonic() - started:.1f} s")
     finally:
-        proc.send_signal(signal.SIGINT)
-        out = proc.communicate(timeout=90)[0]
+        out = _stop_demo_tree(proc, signal.SIGINT)
     assert proc.returncode == 0, out[-2000:]
     assert "stopped." in out
+
+
+@pytest.mark.slow
+def test_demo_stops_every_child_on_sigterm_with_sigint_ignored_and_stdout_closed(tmp_path: Path) -> None:
+    """As a background job of a script: SIGINT ignored, and the reader of stdout gone before SIGTERM."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the child, as a shell would
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "citysense", "demo", "--interval", "5", "--airboxes", "5", "--parking", "2"],
+            env=_demo_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        _wait_for_api(proc)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 5, [c.name() for c in children]  # broker, database, gateway, API, fleet...
+        assert proc.stdout is not None
+        proc.stdout.close()  # every later print of the demo meets a broken pipe
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        _gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"still running after the demo stopped: {[c.pid for c in alive]}"
+    finally:
+        if proc.poll() is None:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+            proc.kill()
+            proc.wait()
