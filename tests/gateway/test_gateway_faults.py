@@ -8,6 +8,7 @@ time) count must equal it too.
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -79,7 +80,10 @@ def test_gateway_survives_kill_9_mid_stream(mosquitto: Any, database_url: str, s
 @pytest.mark.slow
 def test_no_loss_across_mosquitto_restart(mosquitto: Any, database_url: str, start_gateway: Any) -> None:
     """Messages queued for the gateway's session survive the broker restart (persistence on),
-    and the gateway reconnects by itself to drain them and to receive what comes after."""
+    and the gateway reconnects by itself to drain them and to receive what comes after.
+
+    The gateway is paused (SIGSTOP) from its first commit until the broker is back, so however
+    fast this machine drains a backlog, the restart meets messages still queued and in flight."""
     client_id = "fault-gw-broker-restart"
     gw = start_gateway(mosquitto.url, database_url, CITYSENSE_MQTT_CLIENT_ID=client_id)
     _wait_connected(gw)
@@ -90,8 +94,13 @@ def test_no_loss_across_mosquitto_restart(mosquitto: Any, database_url: str, sta
     publish(mosquitto.port, before)
     gw = start_gateway(mosquitto.url, database_url, CITYSENSE_MQTT_CLIENT_ID=client_id)
     wait_until(lambda: readings(database_url) > 0, 30, interval=0.02, what="the first committed batch")
-    mosquitto.restart()
-    at_restart = readings(database_url)
+    assert gw.proc is not None
+    gw.proc.send_signal(signal.SIGSTOP)
+    try:
+        at_restart = readings(database_url)
+        mosquitto.restart()
+    finally:
+        gw.proc.send_signal(signal.SIGCONT)
     print(f"broker restarted at {at_restart}/{expected} rows")
     assert at_restart < message_count(before) * METRICS_PER_MESSAGE, "drained before the restart: proves nothing"
     wait_until(lambda: gw.log().count("event=mqtt_connected") >= 2, 30, what="the gateway to reconnect")
