@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -97,7 +98,9 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
         broker.start()
         _say(f"starting PostgreSQL ({pg.bindir}) on 127.0.0.1:{pg.port} ...")
         pg.start()
-        db_url = pg.create_database("citysense")
+        # the role and database the CLI's default URL names, so `citysense ...` in another shell
+        # reaches the demo with nothing exported (when the default ports were free)
+        db_url = pg.create_database("citysense", owner="citysense")
         backend, applied = migrate(db_url)
         _say(f"database ready: backend={backend}, migrations applied now: {applied or 'none'}")
         boxes, spots = make_airboxes(airboxes), make_parking(parking)
@@ -107,7 +110,7 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
         env.update(
             CITYSENSE_MQTT_URL=broker.url, CITYSENSE_DATABASE_URL=db_url, CITYSENSE_MQTT_PROTOCOL=protocol,
             CITYSENSE_API_PORT=str(api_port), CITYSENSE_GATEWAY_METRICS_PORT=str(_pick_port(9108)),
-            CITYSENSE_MQTT_CLIENT_ID="citysense-demo-gateway",
+            CITYSENSE_MQTT_CLIENT_ID="citysense-demo-gateway", CITYSENSE_ADMIN_TOKEN=admin_token(settings, data),
         )
         py = sys.executable
         children.append(Child("gateway", [py, "-m", "citysense", "gateway"], env, data / "gateway.log"))
@@ -137,9 +140,11 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
             f"  gateway stats  http://127.0.0.1:{env['CITYSENSE_GATEWAY_METRICS_PORT']}/metrics\n"
             f"  MQTT broker    {broker.url}\n"
             f"  PostgreSQL     {db_url}\n"
+            f"  admin token    {env['CITYSENSE_ADMIN_TOKEN']}   (kept in {data}/admin-token)\n"
             f"  logs           {data}/*.log\n"
             f"  fleet          {airboxes} air boxes + {parking} parking sensors every {interval_s:g} s"
             + (f", {host_devices} running the real firmware" if host_devices else "")
+            + _exports_needed(env)
             + "\nPress Ctrl-C to stop."
         )
         while not stopper.is_set():
@@ -159,6 +164,29 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
         broker.stop()
         pg.stop()
         _say("stopped.")
+
+
+def admin_token(settings: Settings, data: Path) -> str:
+    """The demo's admin token: CITYSENSE_ADMIN_TOKEN if set, else one made once and kept in the data folder."""
+    if settings.admin_token:
+        return settings.admin_token
+    path = data / "admin-token"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _exports_needed(env: dict[str, str]) -> str:
+    """What another shell must export to reach this demo: nothing, unless a default port was taken."""
+    lines = [
+        f"  export {name}={env[name]}"
+        for name, field in (("CITYSENSE_DATABASE_URL", "database_url"), ("CITYSENSE_MQTT_URL", "mqtt_url"))
+        if env[name] != Settings.model_fields[field].default
+    ]
+    if not lines:
+        return ""
+    return "\nA default port was taken; in another shell, before `citysense ...`:\n" + "\n".join(lines)
 
 
 def _stop_all(children: list[Child], timeout: float = 12.0) -> None:

@@ -173,13 +173,23 @@ class LocalPostgres:
         sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode]
         stop_process(self._proc, sig, timeout)
 
-    def create_database(self, name: str, template: str | None = None) -> str:
+    def create_database(self, name: str, template: str | None = None, owner: str | None = None) -> str:
+        """Create `name` once and return its URL; with `owner`, a login role of that name owns it
+        and the URL names that role (the demo's is the one the CLI's default URL names). The
+        role is a superuser: this server trusts loopback anyway, and a data folder made by an
+        older demo holds objects of the bootstrap superuser that the role must still write."""
+        ident = psycopg.sql.Identifier
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            if owner is not None and not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (owner,)).fetchone():
+                conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(ident(owner)))
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if not exists:
-                tmpl = f" TEMPLATE {psycopg.sql.Identifier(template).as_string(conn)}" if template else ""
-                conn.execute(f"CREATE DATABASE {psycopg.sql.Identifier(name).as_string(conn)}{tmpl}".encode())
-        return self.url(name)
+                tmpl = f" TEMPLATE {ident(template).as_string(conn)}" if template else ""
+                owned = f" OWNER {ident(owner).as_string(conn)}" if owner else ""
+                conn.execute(f"CREATE DATABASE {ident(name).as_string(conn)}{tmpl}{owned}".encode())
+        if owner is None:
+            return self.url(name)
+        return f"postgresql://{owner}@127.0.0.1:{self.port}/{name}"
 
     def remove(self) -> None:
         self.stop()
