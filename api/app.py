@@ -16,12 +16,15 @@ from api.response_cache import TtlCache
 from api.routes import admin, aqi, devices, export, flags, health, latest, map_page, parking, readings, series, stream
 from contracts.settings import Settings, get_settings
 from contracts.version import __version__
+from ingest.backend import recorded_backend_async
 
 
-async def _backend(pool: AsyncConnectionPool) -> str:
+async def _backend(pool: AsyncConnectionPool) -> str | None:
+    """The backend recorded at the first migration (None: schema missing), never guessed from
+    the extension list: a fallback schema in a database that later got the extension stays
+    plain PostgreSQL (its aggregates are materialized views, not continuous ones)."""
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
-        return "timescaledb" if await cur.fetchone() else "postgresql"
+        return await recorded_backend_async(conn)
 
 
 def _explain(errors: list[Any]) -> str:

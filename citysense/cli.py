@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from citysense.logging_setup import setup_logging
 from contracts.settings import Settings, get_settings
@@ -37,7 +38,7 @@ def _settings() -> Settings:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {escape(message)}")  # escaped: an id pattern like [a-z0-9-]{3,64} stays
     return typer.Exit(code)
 
 
@@ -123,7 +124,7 @@ def db_migrate() -> None:
 
     settings = _settings()
     try:
-        backend, applied = migrate(settings.database_url)
+        backend, applied = migrate(settings.database_url, require_timescaledb=settings.require_timescaledb)
     except Exception as exc:  # noqa: BLE001
         raise fail(f"migration failed: {exc}") from None
     console.print(f"backend={backend} applied={','.join(applied) or 'nothing (up to date)'}")
@@ -132,11 +133,15 @@ def db_migrate() -> None:
 @db_app.command("maintain")
 def db_maintain() -> None:
     """Run aggregate refresh, compression and retention now, in the foreground."""
+    from ingest.backend import BackendError  # noqa: PLC0415
     from ingest.maintenance import run_maintenance  # noqa: PLC0415
 
     settings = _settings()
-    for line in run_maintenance(settings.database_url, settings.retention_days):
-        console.print(line)
+    try:
+        for line in run_maintenance(settings.database_url, settings.retention_days):
+            console.print(line, markup=False)
+    except BackendError as exc:
+        raise fail(str(exc)) from None
 
 
 @device_app.command("register")

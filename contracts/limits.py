@@ -4,3 +4,13 @@ from __future__ import annotations
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 """Largest MQTT payload the gateway decodes; larger ones are dead-lettered with their size."""
+
+MAX_READING_AGE_S = 14 * 86400.0
+"""Oldest device time the gateway trusts (a device queue holds about a day; two weeks is a broken
+clock): older readings get the receive time and CLOCK_SKEW. The aggregates' refresh window and
+the compression delay are derived from it, so every reading the gateway accepts is aggregated."""
+
+AGGREGATE_REFRESH_DAYS = 16
+"""How far back aggregates are refreshed and before which raw chunks may be compressed: the
+accepted lateness (14 days) plus two days of margin for a replay that arrives late itself.
+ingest/migrations/0005_late_data_windows.timescale.sql states the same number (tested)."""

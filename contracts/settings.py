@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.limits import AGGREGATE_REFRESH_DAYS
+
 
 class Settings(BaseSettings):
     """Runtime configuration; defaults suit a laptop running `make demo`."""
@@ -44,8 +46,20 @@ class Settings(BaseSettings):
     )
     admin_token: str = Field("", description="Bearer token for admin endpoints (registration); empty = admin off")
     data_dir: Path = Field(Path(".citysense"), description="Where the embedded stack keeps its data")
-    retention_days: int = Field(365, ge=1, description="Raw readings older than this are dropped (aggregates kept)")
+    retention_days: int = Field(
+        365, gt=AGGREGATE_REFRESH_DAYS,
+        description="Raw readings older than this are dropped (aggregates kept); longer than the refresh window",
+    )
     log_level: str = Field("INFO", description="Logging level")
+    require_timescaledb: bool = Field(
+        False, description="Refuse to migrate onto plain PostgreSQL (production: fail instead of falling back)"
+    )
+    test_pg_bin: Path | None = Field(
+        None, description="PostgreSQL server bin directory for `make test` and `citysense bench` (default: Debian's)"
+    )
+    test_pg_preload: str = Field(
+        "", description="shared_preload_libraries of those servers: 'timescaledb' runs them on TimescaleDB"
+    )
 
     @field_validator("mqtt_url")
     @classmethod

@@ -86,11 +86,17 @@ def _demote(user: pwd.struct_passwd | None) -> Callable[[], None] | None:
 class LocalPostgres:
     """A PostgreSQL server owned by this process tree, in `datadir`, on 127.0.0.1:`port`."""
 
-    def __init__(self, datadir: Path, port: int, *, fsync: bool = True) -> None:
+    def __init__(
+        self, datadir: Path, port: int, *, fsync: bool = True, bindir: Path | None = None,
+        preload: str | None = None,
+    ) -> None:
+        """`bindir` picks the server (default: Debian's newest, else the wheel's); `preload` is its
+        shared_preload_libraries, e.g. "timescaledb" to run the suite and the bench on TimescaleDB."""
         self.datadir = Path(datadir).absolute()
         self.port = port
         self.fsync = fsync
-        self.bindir = find_bindir()
+        self.bindir = Path(bindir) if bindir else find_bindir()
+        self.preload = preload
         self.user = _server_user()
         self.superuser = self.user.pw_name if self.user else pwd.getpwuid(os.geteuid()).pw_name
         self._proc: subprocess.Popen[bytes] | None = None
@@ -141,6 +147,12 @@ class LocalPostgres:
             "-c", "full_page_writes=" + ("on" if self.fsync else "off"),
             "-c", "max_wal_size=2GB", "-c", "logging_collector=off", "-c", "log_min_messages=warning",
         ]
+        if self.preload:
+            args += ["-c", f"shared_preload_libraries={self.preload}"]
+            if "timescaledb" in self.preload:
+                # no background scheduler (nothing may depend on it: `db maintain` runs the jobs, and a
+                # scheduler holds template databases open) and no telemetry (this machine is offline)
+                args += ["-c", "timescaledb.max_background_workers=0", "-c", "timescaledb.telemetry_level=off"]
         log_file = open(self.datadir.parent / f"postgres-{self.port}.log", "ab")  # noqa: SIM115
         self._proc = subprocess.Popen(
             args, preexec_fn=_demote(self.user), stdout=log_file, stderr=subprocess.STDOUT,  # noqa: PLW1509

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 from contracts.flags import Flag
+from contracts.limits import MAX_READING_AGE_S
 from contracts.metrics import METRIC_NAME, METRIC_NAME_MAX, METRICS, SENTINELS
 from contracts.records import DecodeError
 
 MAX_FUTURE_S = 600.0  # device clocks may run a little fast
-MAX_AGE_S = 14 * 86400.0  # a device queue holds about a day; older than two weeks is a broken clock
 EARLIEST_PLAUSIBLE_TS = 1_577_836_800.0  # 2020-01-01: earlier means an unset RTC (MicroPython boots at 2000)
 
 
@@ -25,7 +25,7 @@ def resolve_time(ts: object, received_at: float) -> tuple[float, int]:
     value = float(ts)
     if value > 1e11:  # milliseconds sent by mistake: recognisable, not guessable beyond that
         raise DecodeError(f"ts {ts!r} looks like milliseconds; send Unix seconds")
-    if value < EARLIEST_PLAUSIBLE_TS or value > received_at + MAX_FUTURE_S or value < received_at - MAX_AGE_S:
+    if value < EARLIEST_PLAUSIBLE_TS or value > received_at + MAX_FUTURE_S or value < received_at - MAX_READING_AGE_S:
         return float(int(received_at)), int(Flag.CLOCK_SKEW)
     return value, 0
 

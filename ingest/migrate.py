@@ -1,10 +1,11 @@
 """Apply the SQL migrations in order, once each, with the TimescaleDB parts guarded.
 
 A migration is `NNNN_name.sql` (always applied) or a pair `NNNN_name.timescale.sql` /
-`NNNN_name.postgres.sql` of which exactly one is applied, chosen by whether the
-`timescaledb` extension can be created. Versions are recorded in `schema_migrations`
-so a second run changes nothing; an advisory lock keeps two gateways starting at once
-from racing.
+`NNNN_name.postgres.sql` of which exactly one is applied, chosen by the backend
+(ingest/backend.py decides it once and records it). Versions are recorded in
+`schema_migrations` so a second run changes nothing; an advisory lock keeps two gateways
+starting at once from racing. After migrations were applied the aggregates get one full
+refresh, so history already in the tables is aggregated before anything reads it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
 
 import psycopg
 
+from ingest.aggregates import refresh_range
+from ingest.backend import Backend, BackendError, choose_backend, create_extension, recorded_backend, server_support
+
 log = logging.getLogger(__name__)
 
-Backend = Literal["timescaledb", "postgresql"]
 _LOCK_KEY = 7_042_025_001
 
 
@@ -56,31 +58,11 @@ def plan(backend: Backend) -> list[Migration]:
     return out
 
 
-def detect_backend(conn: psycopg.Connection) -> Backend:
-    """Create the timescaledb extension if the server has it; say clearly when it does not."""
-    try:
-        with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg.Error as exc:
-        log.warning(
-            "event=timescaledb_unavailable fallback=postgresql reason=%r "
-            "(hypertables, compression and continuous aggregates are off; plain tables and "
-            "materialized views are used instead)",
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-        )
-        return "postgresql"
-    log.info("event=timescaledb_available backend=timescaledb")
-    return "timescaledb"
+def migrate(database_url: str, *, require_timescaledb: bool = False) -> tuple[Backend, list[str]]:
+    """Bring the schema up to date; returns the backend and the versions applied now.
 
-
-def current_backend(conn: psycopg.Connection) -> Backend:
-    """What an already migrated database runs on (used by the API's health check)."""
-    row = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-    return "timescaledb" if row else "postgresql"
-
-
-def migrate(database_url: str) -> tuple[Backend, list[str]]:
-    """Bring the schema up to date; returns the backend and the versions applied now."""
+    Raises BackendError (one sentence) when the database cannot run on the backend it needs.
+    """
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
@@ -90,7 +72,18 @@ def migrate(database_url: str) -> tuple[Backend, list[str]]:
                 " version text PRIMARY KEY, backend text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            backend = detect_backend(conn)
+            recorded = recorded_backend(conn)
+            support = server_support(conn)
+            backend = choose_backend(recorded, support, require_timescaledb=require_timescaledb)
+            if backend == "timescaledb" and not support.created:
+                try:
+                    create_extension(database_url)
+                except BackendError as exc:
+                    if recorded is not None or require_timescaledb:
+                        raise
+                    log.warning("event=timescaledb_unavailable fallback=postgresql reason=%r", str(exc))
+                    backend = "postgresql"
+            log.info("event=backend backend=%s recorded=%s", backend, recorded or "none (first migration)")
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
             for migration in plan(backend):
                 if migration.version in done:
@@ -103,6 +96,8 @@ def migrate(database_url: str) -> tuple[Backend, list[str]]:
                     )
                 log.info("event=migration_applied version=%s backend=%s", migration.version, backend)
                 applied_now.append(migration.version)
+            if applied_now:
+                refresh_range(conn, None, None)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return backend, applied_now

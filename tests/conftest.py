@@ -19,10 +19,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from contracts.settings import Settings
 from devtools.local_broker import LocalMosquitto
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port
 from devtools.processes import stop_process
+from ingest.backend import Backend, current_backend
 from ingest.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,13 +34,26 @@ _db_counter = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """The session's server: Debian's PostgreSQL, or the one CITYSENSE_TEST_PG_BIN names, with
+    CITYSENSE_TEST_PG_PRELOAD=timescaledb to run the whole suite on TimescaleDB."""
+    settings = Settings()
     base = Path(f"/tmp/citysense-test-pg-{os.getpid()}")
-    server = LocalPostgres(base / "data", free_port(), fsync=False)
-    server.start()
-    url = server.create_database(TEMPLATE)
-    migrate(url)
-    yield server
-    server.remove()
+    server = LocalPostgres(
+        base / "data", free_port(), fsync=False, bindir=settings.test_pg_bin, preload=settings.test_pg_preload or None
+    )
+    try:
+        server.start()
+        migrate(server.create_database(TEMPLATE))
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def backend(pg_server: LocalPostgres) -> Backend:
+    """The backend the suite runs on, read from the migrated template (never assumed)."""
+    with psycopg.connect(pg_server.url(TEMPLATE)) as conn:
+        return current_backend(conn)
 
 
 @pytest.fixture

@@ -182,7 +182,7 @@ class ApiBench:
     def run(self) -> dict[str, Any]:
         started = time.time()
         try:
-            self.servers.start_postgres()
+            backend = self.servers.start_postgres()
             url = self.servers.database("bench_api")
             data = self._generate(url)
             queries = self._reads(url)
@@ -190,7 +190,7 @@ class ApiBench:
             self.servers.close()
         check = queries.pop("_check")
         return {
-            "kind": "api", "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "kind": "api", "backend": backend, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "options": asdict(self.o), "data": data, "queries": queries, "check": check,
             "elapsed_s": round(time.time() - started, 1),
         }

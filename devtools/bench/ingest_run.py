@@ -248,7 +248,7 @@ class IngestBench:
             "machine": machine_facts(),
         }
         try:
-            self.servers.start_postgres()
+            self.results["machine"]["backend"] = self.servers.start_postgres()
             self.results["machine"]["postgres"] = _count_text(self.servers.pg.admin_url, "SHOW server_version")
             for name, phase in (
                 ("gateway", self._run_gateway), ("raw COPY limit", self._run_copy),

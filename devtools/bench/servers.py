@@ -21,10 +21,12 @@ from pathlib import Path
 
 import psutil
 
+from contracts.settings import Settings
 from devtools.local_broker import LocalMosquitto
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port, wait_for_port
 from devtools.processes import stop_process
+from ingest.backend import Backend
 from ingest.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -135,13 +137,21 @@ class BenchServers:
     """A temporary folder with one PostgreSQL (fsync on) and brokers started on demand."""
 
     def __init__(self, *, fsync: bool = True) -> None:
+        """The server is the suite's: CITYSENSE_TEST_PG_BIN / CITYSENSE_TEST_PG_PRELOAD pick it
+        (e.g. TimescaleDB), and the report says which backend ran."""
+        settings = Settings()
         self.root = Path(tempfile.mkdtemp(prefix="citysense-bench-"))
-        self.pg = LocalPostgres(self.root / "pg" / "data", free_port(), fsync=fsync)
+        self.pg = LocalPostgres(
+            self.root / "pg" / "data", free_port(), fsync=fsync, bindir=settings.test_pg_bin,
+            preload=settings.test_pg_preload or None,
+        )
         self.brokers: list[LocalMosquitto] = []
 
-    def start_postgres(self) -> None:
+    def start_postgres(self) -> Backend:
+        """Start the server and migrate the template; returns the backend the bench runs on."""
         self.pg.start()
-        migrate(self.pg.create_database(TEMPLATE))
+        backend, _applied = migrate(self.pg.create_database(TEMPLATE))
+        return backend
 
     def database(self, name: str) -> str:
         """A fresh migrated database cloned from the template."""

@@ -136,9 +136,9 @@ def test_stream_sends_server_sent_events(http: TestClient) -> None:
     assert text.count("event: reading") == 3
 
 
-def test_health_says_which_backend(http: TestClient) -> None:
+def test_health_says_which_backend(http: TestClient, backend: str) -> None:
     body = http.get("/v1/health").json()
-    assert body["backend"] == "postgresql" and body["devices"] == 5
+    assert body["backend"] == backend and body["devices"] == 5
 
 
 def test_map_page_and_reference_endpoints(http: TestClient) -> None:

@@ -21,24 +21,27 @@ def test_plan_picks_one_variant_per_backend() -> None:
     assert "timescaledb" not in pg_sql.replace("TimescaleDB", "")
 
 
-def test_second_migration_changes_nothing_and_fallback_is_logged(
-    database_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="ingest.migrate"):
-        backend, applied = migrate(database_url)
-    assert backend == "postgresql" and applied == []  # the template was migrated already
-    assert "fallback=postgresql" in caplog.text
+def test_second_migration_changes_nothing(database_url: str, backend: str) -> None:
+    assert migrate(database_url) == (backend, [])  # the template was migrated already
     with psycopg.connect(database_url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-        assert versions == ["0001_core", "0002_timeseries"]
+        assert versions == [m.version for m in plan(backend)]  # type: ignore[arg-type]
         for table in ("devices", "readings", "parking_events", "rejected_messages", "calibrations", "readings_1h"):
             assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (table,)
 
 
-def test_fresh_database_migrates_from_scratch(pg_server: object) -> None:
+def test_fresh_database_migrates_from_scratch_and_logs_a_fallback(
+    pg_server: object, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
     url = pg_server.create_database("fresh_migrate_test")  # type: ignore[attr-defined]
-    _backend, applied = migrate(url)
-    assert applied == ["0001_core", "0002_timeseries"]
-    assert migrate(url)[1] == []
-    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:  # type: ignore[attr-defined]
-        conn.execute("DROP DATABASE fresh_migrate_test WITH (FORCE)")
+    try:
+        with caplog.at_level(logging.WARNING, logger="ingest.backend"):
+            got, applied = migrate(url)
+        assert got == backend
+        assert applied == [m.version for m in plan(backend)]  # type: ignore[arg-type]
+        if backend == "postgresql":
+            assert "fallback=postgresql" in caplog.text
+        assert migrate(url)[1] == []
+    finally:
+        with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:  # type: ignore[attr-defined]
+            conn.execute("DROP DATABASE fresh_migrate_test WITH (FORCE)")
