@@ -38,6 +38,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/ruff check firmware/host
 	$(VENV)/bin/mypy --config-file firmware/mypy.ini
+	$(PY) firmware/host/mpy_typeshed.py --board esp32
+	$(VENV)/bin/mypy --config-file firmware/mypy-device.ini
 
 bench: $(STAMP) system-deps
 	$(VENV)/bin/citysense bench ingest --duration 60 --profile

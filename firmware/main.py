@@ -23,11 +23,19 @@ from session import Session
 from watchdog import Watchdog, reset_cause
 from wifi import SetupPortal, Station
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from airbox.app import AirBox
+    from fwtypes import PMSensor, THSensor
+    from parking.app import ParkingSensor
+
 
 SETUP_TIMEOUT_MS = 10 * 60 * 1000
 
 
-def setup_mode(cfg, reason, wdt=None):
+def setup_mode(cfg: Config, reason: str, wdt: "Watchdog | None" = None) -> None:
     """Serve the setup form for up to 10 minutes, then reset (to try the saved or old settings)."""
     import socket
 
@@ -38,10 +46,11 @@ def setup_mode(cfg, reason, wdt=None):
     machine.reset()
 
 
-def build_airbox(cfg, device):
+def build_airbox(cfg: Config, device: Device) -> "AirBox":
     from airbox.app import AirBox
 
-    pm = th = None
+    pm: "PMSensor | None" = None
+    th: "THSensor | None" = None
     i2c = machine.I2C(cfg["i2c_id"], sda=machine.Pin(cfg["i2c_sda"]), scl=machine.Pin(cfg["i2c_scl"]))
     if cfg["pm_sensor"]:
         from drivers import pms5003
@@ -64,13 +73,13 @@ def build_airbox(cfg, device):
     return AirBox(device, cfg, pm, th)
 
 
-def build_parking(cfg, device):
+def build_parking(cfg: Config, device: Device) -> "ParkingSensor":
     from drivers.qmc5883l import QMC5883L
     from parking.app import ParkingSensor
 
     i2c = machine.I2C(cfg["i2c_id"], sda=machine.Pin(cfg["i2c_sda"]), scl=machine.Pin(cfg["i2c_scl"]))
     mag = QMC5883L(i2c)
-    battery = None
+    battery: "Callable[[], int] | None" = None
     if cfg["batt_adc_pin"] >= 0:
         adc = machine.ADC(machine.Pin(cfg["batt_adc_pin"]))
         try:
@@ -78,7 +87,7 @@ def build_parking(cfg, device):
         except (AttributeError, ValueError):
             pass
 
-        def battery():  # battery through a 1:2 divider (two equal resistors)
+        def battery() -> int:  # battery through a 1:2 divider (two equal resistors)
             try:
                 return adc.read_uv() * 2 // 1000  # ESP32: calibrated microvolts
             except AttributeError:
@@ -87,7 +96,7 @@ def build_parking(cfg, device):
     return ParkingSensor(device, cfg, mag, battery)
 
 
-def main():
+def main() -> None:
     cause = reset_cause(machine)
     log("boot", reset=cause)
     cfg = Config("config.json")
@@ -120,7 +129,7 @@ def main():
     gc.collect()
     log("running", kind=cfg["kind"], free=mem_free())
 
-    def stop():
+    def stop() -> bool:
         if not station.isconnected() and not station.ensure():
             if station.failures >= cfg["wifi_max_failures"]:
                 setup_mode(cfg, "lost WiFi '%s'" % cfg["wifi_ssid"], wdt)

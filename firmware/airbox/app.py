@@ -12,13 +12,31 @@ RAM: the app object and a 3-int sum.
 from clock import ticks_add, ticks_diff, ticks_ms
 from log import log
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import Callable, TypeVar
+
+    from config import Config
+    from device import Device
+    from fwtypes import PMSensor, THSensor, Ticks
+
+    T = TypeVar("T")
+
 IDLE = 0
 SETTLING = 1
 SAMPLING = 2
 
 
 class AirBox:
-    def __init__(self, device, cfg, pm=None, th=None, frame_gap_ms=1000, interval_ms=None):
+    def __init__(
+        self,
+        device: "Device",
+        cfg: "Config",
+        pm: "PMSensor | None" = None,
+        th: "THSensor | None" = None,
+        frame_gap_ms: int = 1000,
+        interval_ms: "int | None" = None,
+    ) -> None:
         self.device = device
         self.cfg = cfg
         self.pm = pm
@@ -26,7 +44,7 @@ class AirBox:
         self.frame_gap_ms = frame_gap_ms
         self.interval_ms = interval_ms  # host runs: sub-second intervals; None = config
         self.state = IDLE
-        self.next_ms = ticks_ms()
+        self.next_ms: "Ticks" = ticks_ms()
         self.cycle_start = self.next_ms
         self.cycles = 0
         self.pm_misses = 0
@@ -38,20 +56,20 @@ class AirBox:
             self._pm_call("init", pm.passive)
             self._pm_call("sleep", pm.sleep)
 
-    def _pm_call(self, what, fn):
+    def _pm_call(self, what: str, fn: "Callable[[], T]") -> "T | None":
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - one sensor must not stop the loop
             self.device.error("pm_" + what + "_failed", exc)
             return None
 
-    def reconfigure(self):
+    def reconfigure(self) -> None:
         """Called after a remote config change: the next cycle uses the new interval."""
         self.interval_ms = None
         if self.state == IDLE:
             self.next_ms = ticks_ms()
 
-    def tick(self):
+    def tick(self) -> int:
         """Advance the cycle; return how many ms the caller may sleep."""
         now = ticks_ms()
         wait = ticks_diff(self.next_ms, now)
@@ -71,8 +89,9 @@ class AirBox:
             self._sum[0] = self._sum[1] = self._sum[2] = 0
             self._got = 0
             self._tries = 0
-        # SAMPLING: one frame per turn
-        values = self._pm_call("read", self.pm.read)
+        # SAMPLING: one frame per turn (only a box with a PM sensor gets here)
+        pm = self.pm
+        values = self._pm_call("read", pm.read) if pm is not None else None
         self._tries += 1
         if values is not None:
             self._sum[0] += values[0]
@@ -86,8 +105,8 @@ class AirBox:
         self.next_ms = ticks_add(now, self.frame_gap_ms)
         return self.frame_gap_ms
 
-    def _finish(self):
-        m = {}
+    def _finish(self) -> None:
+        m: "dict[str, int | float]" = {}
         if self.pm is not None:
             self._pm_call("sleep", self.pm.sleep)
             if self._got:

@@ -8,6 +8,12 @@ RAM: the calibration tuple (18 ints) and an 8-byte buffer.
 
 import struct
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from fwtypes import Buffer, I2CBus, SleepMs
+
+    Calibration = tuple[int, ...]  # T1..T3, P1..P9, H1..H6
+
 ADDRESS = 0x76
 CHIP_ID = 0x60
 REG_ID = 0xD0
@@ -22,13 +28,13 @@ class BME280Error(Exception):
     pass
 
 
-def _tdiv(a, b):
+def _tdiv(a: int, b: int) -> int:
     """C-style integer division (truncates toward zero)."""
     q = abs(a) // abs(b)
     return q if (a >= 0) == (b >= 0) else -q
 
 
-def parse_calibration(block1, block2):
+def parse_calibration(block1: "Buffer", block2: "Buffer") -> "Calibration":
     """Return the calibration tuple (T1..T3, P1..P9, H1..H6) from the two register blocks."""
     t1, t2, t3, p1, p2, p3, p4, p5, p6, p7, p8, p9 = struct.unpack_from("<HhhHhhhhhhhh", block1, 0)
     h1 = block1[25]
@@ -47,7 +53,7 @@ def parse_calibration(block1, block2):
     return (t1, t2, t3, p1, p2, p3, p4, p5, p6, p7, p8, p9, h1, h2, h3, h4, h5, h6)
 
 
-def parse_raw(data):
+def parse_raw(data: "Buffer") -> "tuple[int, int, int]":
     """Return (adc_p, adc_t, adc_h) from the 8 data bytes."""
     adc_p = (data[0] << 12) | (data[1] << 4) | (data[2] >> 4)
     adc_t = (data[3] << 12) | (data[4] << 4) | (data[5] >> 4)
@@ -55,7 +61,7 @@ def parse_raw(data):
     return adc_p, adc_t, adc_h
 
 
-def compensate_t(cal, adc_t):
+def compensate_t(cal: "Calibration", adc_t: int) -> "tuple[int, int]":
     """Return (t_fine, temperature in 0.01 degC)."""
     t1, t2, t3 = cal[0], cal[1], cal[2]
     var1 = (((adc_t >> 3) - (t1 << 1)) * t2) >> 11
@@ -64,7 +70,7 @@ def compensate_t(cal, adc_t):
     return t_fine, (t_fine * 5 + 128) >> 8
 
 
-def compensate_p(cal, adc_p, t_fine):
+def compensate_p(cal: "Calibration", adc_p: int, t_fine: int) -> int:
     """Return pressure in Pa as Q24.8 (divide by 256), or 0 if undefined."""
     p1, p2, p3, p4, p5, p6, p7, p8, p9 = cal[3:12]
     var1 = t_fine - 128000
@@ -82,7 +88,7 @@ def compensate_p(cal, adc_p, t_fine):
     return ((p + var1 + var2) >> 8) + (p7 << 4)
 
 
-def compensate_h(cal, adc_h, t_fine):
+def compensate_h(cal: "Calibration", adc_h: int, t_fine: int) -> int:
     """Return relative humidity in %RH as Q22.10 (divide by 1024)."""
     h1, h2, h3, h4, h5, h6 = cal[12:18]
     v = t_fine - 76800
@@ -97,7 +103,7 @@ def compensate_h(cal, adc_h, t_fine):
     return v >> 12
 
 
-def compensate(cal, adc_p, adc_t, adc_h):
+def compensate(cal: "Calibration", adc_p: int, adc_t: int, adc_h: int) -> "tuple[float, float, float]":
     """Return (t degC, p hPa, rh %) as floats."""
     t_fine, t = compensate_t(cal, adc_t)
     p = compensate_p(cal, adc_p, t_fine)
@@ -108,7 +114,7 @@ def compensate(cal, adc_p, adc_t, adc_h):
 class BME280:
     """Forced-mode reads, oversampling x1 for T, P and H."""
 
-    def __init__(self, i2c, sleep_ms, address=ADDRESS):
+    def __init__(self, i2c: "I2CBus", sleep_ms: "SleepMs", address: int = ADDRESS) -> None:
         self.i2c = i2c
         self.sleep_ms = sleep_ms
         self.address = address
@@ -120,7 +126,7 @@ class BME280:
         )
         self.buf = bytearray(8)
 
-    def read(self):
+    def read(self) -> "tuple[float, float, float]":
         self.i2c.writeto_mem(self.address, REG_CTRL_HUM, b"\x01")
         self.i2c.writeto_mem(self.address, REG_CTRL_MEAS, b"\x25")  # T x1, P x1, forced
         self.sleep_ms(10)

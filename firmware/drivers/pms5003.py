@@ -16,6 +16,12 @@ field does not match the chip, and frames with a wrong checksum.
 
 import struct
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from fwtypes import Buffer, OutputPin, SleepMs, UARTPort
+
+    PM = tuple[int, int, int]  # pm1, pm25, pm10 in ug/m3
+
 START1 = 0x42
 START2 = 0x4D
 PMS5003_FRAME = 32
@@ -27,7 +33,7 @@ CMD_MODE = 0xE1  # data 0 = passive, 1 = active
 CMD_SLEEP = 0xE4  # data 0 = sleep, 1 = wake
 
 
-def checksum(buf, start, end):
+def checksum(buf: "Buffer", start: int, end: int) -> int:
     """Sum of the bytes buf[start:end], modulo 2**16."""
     s = 0
     for i in range(start, end):
@@ -35,7 +41,7 @@ def checksum(buf, start, end):
     return s & 0xFFFF
 
 
-def command(cmd, data):
+def command(cmd: int, data: int) -> bytes:
     """Build the 7-byte command frame for `cmd` with a 16-bit `data` word."""
     frame = bytearray(7)
     frame[0] = START1
@@ -49,7 +55,12 @@ def command(cmd, data):
     return bytes(frame)
 
 
-def build_frame(pm_atm, pm_cf1=None, counts=(0, 0, 0, 0, 0, 0), frame_len=PMS5003_FRAME):
+def build_frame(
+    pm_atm: "PM",
+    pm_cf1: "PM | None" = None,
+    counts: "tuple[int, ...]" = (0, 0, 0, 0, 0, 0),
+    frame_len: int = PMS5003_FRAME,
+) -> bytes:
     """Build a valid frame (used by tests and the host's fake UART).
 
     `pm_atm` is (pm1, pm25, pm10) atmospheric; `pm_cf1` defaults to the same.
@@ -71,7 +82,7 @@ def build_frame(pm_atm, pm_cf1=None, counts=(0, 0, 0, 0, 0, 0), frame_len=PMS500
     return bytes(buf)
 
 
-def frame_status(buf, start, avail, frame_len):
+def frame_status(buf: "Buffer", start: int, avail: int, frame_len: int) -> str:
     """Check the bytes at buf[start:start+avail] for a frame.
 
     Returns 'ok', 'short' (could be a frame, more bytes needed), 'header'
@@ -97,14 +108,16 @@ def frame_status(buf, start, avail, frame_len):
     return "ok"
 
 
-def parse_frame(buf, start=0):
+def parse_frame(buf: "Buffer", start: int = 0) -> "PM":
     """Return (pm1, pm25, pm10) atmospheric ug/m3 from a checked frame."""
-    return struct.unpack_from(">HHH", buf, start + 10)
+    pm1, pm25, pm10 = struct.unpack_from(">HHH", buf, start + 10)
+    return pm1, pm25, pm10
 
 
-def parse_frame_cf1(buf, start=0):
+def parse_frame_cf1(buf: "Buffer", start: int = 0) -> "PM":
     """Return (pm1, pm25, pm10) CF=1 ("standard particle") from a checked frame."""
-    return struct.unpack_from(">HHH", buf, start + 4)
+    pm1, pm25, pm10 = struct.unpack_from(">HHH", buf, start + 4)
+    return pm1, pm25, pm10
 
 
 class FrameScanner:
@@ -114,7 +127,7 @@ class FrameScanner:
     the bytes seen so far, or None; counters say what was thrown away.
     """
 
-    def __init__(self, frame_len=PMS5003_FRAME):
+    def __init__(self, frame_len: int = PMS5003_FRAME) -> None:
         self.frame_len = frame_len
         self.buf = bytearray(2 * frame_len)
         self.n = 0
@@ -122,17 +135,17 @@ class FrameScanner:
         self.bad_checksum = 0
         self.garbage = 0
 
-    def reset(self):
+    def reset(self) -> None:
         self.n = 0
 
-    def _drop(self, count):
+    def _drop(self, count: int) -> None:
         buf = self.buf
         n = self.n
         for i in range(count, n):
             buf[i - count] = buf[i]
         self.n = n - count
 
-    def feed(self, data):
+    def feed(self, data: "Buffer") -> "PM | None":
         result = None
         pos = 0
         size = len(data)
@@ -152,9 +165,9 @@ class FrameScanner:
                 self.garbage += 1
         return result
 
-    def _scan(self):
+    def _scan(self) -> "PM | None":
         """Consume from the head of the buffer; return a frame's values or None."""
-        found = None
+        found: "PM | None" = None
         while self.n > 0:
             status = frame_status(self.buf, 0, self.n, self.frame_len)
             if status == "short":
@@ -182,33 +195,33 @@ class PMS5003:
 
     frame_len = PMS5003_FRAME
 
-    def __init__(self, uart, sleep_ms, set_pin=None):
+    def __init__(self, uart: "UARTPort", sleep_ms: "SleepMs", set_pin: "OutputPin | None" = None) -> None:
         self.uart = uart
         self.sleep_ms = sleep_ms
         self.set_pin = set_pin
         self.scanner = FrameScanner(self.frame_len)
         self.asleep = False
 
-    def _flush(self):
+    def _flush(self) -> None:
         while self.uart.any():
             if not self.uart.read():
                 break
         self.scanner.reset()
 
-    def passive(self):
+    def passive(self) -> None:
         self.uart.write(command(CMD_MODE, 0))
         self.sleep_ms(50)
         self._flush()
 
-    def sleep(self):
+    def sleep(self) -> None:
         self.uart.write(command(CMD_SLEEP, 0))
         self.asleep = True
 
-    def wake(self):
+    def wake(self) -> None:
         self.uart.write(command(CMD_SLEEP, 1))
         self.asleep = False
 
-    def read(self, timeout_ms=1500):
+    def read(self, timeout_ms: int = 1500) -> "PM | None":
         """Request one frame and return (pm1, pm25, pm10) or None on timeout."""
         self._flush()
         self.uart.write(command(CMD_READ, 0))
@@ -233,20 +246,20 @@ class PMS3003(PMS5003):
 
     frame_len = PMS3003_FRAME
 
-    def passive(self):
+    def passive(self) -> None:
         self._flush()
 
-    def sleep(self):
+    def sleep(self) -> None:
         if self.set_pin is not None:
             self.set_pin.value(0)
         self.asleep = True
 
-    def wake(self):
+    def wake(self) -> None:
         if self.set_pin is not None:
             self.set_pin.value(1)
         self.asleep = False
 
-    def read(self, timeout_ms=2500):
+    def read(self, timeout_ms: int = 2500) -> "PM | None":
         self._flush()
         waited = 0
         while waited <= timeout_ms:

@@ -8,6 +8,10 @@ thin class. RAM: a 9-byte buffer. Refuses (returns None for) an overflowed sampl
 
 import struct
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from fwtypes import Buffer, I2CBus
+
 ADDRESS = 0x0D
 REG_DATA = 0x00
 REG_STATUS = 0x06
@@ -35,28 +39,31 @@ class QMC5883LError(Exception):
     pass
 
 
-def parse_sample(buf):
+def parse_sample(buf: "Buffer") -> "tuple[int, int, int, int]":
     """Return (x, y, z, status) raw counts from the 7 bytes starting at register 0x00."""
     x, y, z = struct.unpack_from("<hhh", buf, 0)
     return x, y, z, buf[6]
 
 
-def parse_temperature(buf):
+def parse_temperature(buf: "Buffer") -> float:
     """Return the relative temperature in degC from bytes 7..8 of a 9-byte read."""
-    return struct.unpack_from("<h", buf, 7)[0] / 100.0
+    raw: int = struct.unpack_from("<h", buf, 7)[0]
+    return raw / 100.0
 
 
-def to_microtesla(raw, rng=RNG_2G):
+def to_microtesla(raw: int, rng: int = RNG_2G) -> float:
     return raw * 100.0 / LSB_PER_GAUSS[rng]
 
 
-def from_microtesla(ut, rng=RNG_2G):
+def from_microtesla(ut: float, rng: int = RNG_2G) -> int:
     """Counts for a field in uT, clamped to int16 (for tests and fakes)."""
     v = int(round(ut * LSB_PER_GAUSS[rng] / 100.0))
     return max(-32768, min(32767, v))
 
 
-def encode_sample(x_ut, y_ut, z_ut, temp_c=25.0, rng=RNG_2G, status=STATUS_DRDY):
+def encode_sample(
+    x_ut: float, y_ut: float, z_ut: float, temp_c: float = 25.0, rng: int = RNG_2G, status: int = STATUS_DRDY
+) -> bytes:
     """Inverse of parsing: the 9 register bytes for a field in uT (tests, fakes)."""
     out = bytearray(9)
     struct.pack_into(
@@ -67,14 +74,14 @@ def encode_sample(x_ut, y_ut, z_ut, temp_c=25.0, rng=RNG_2G, status=STATUS_DRDY)
     return bytes(out)
 
 
-def control1(mode=MODE_CONTINUOUS, odr=ODR_10HZ, rng=RNG_8G, osr=OSR_512):
+def control1(mode: int = MODE_CONTINUOUS, odr: int = ODR_10HZ, rng: int = RNG_8G, osr: int = OSR_512) -> int:
     return osr | rng | odr | mode
 
 
 class QMC5883L:
     """Continuous mode. read() returns (x, y, z) in uT and the temperature, or None."""
 
-    def __init__(self, i2c, address=ADDRESS, rng=RNG_8G, odr=ODR_10HZ):
+    def __init__(self, i2c: "I2CBus", address: int = ADDRESS, rng: int = RNG_8G, odr: int = ODR_10HZ) -> None:
         self.i2c = i2c
         self.address = address
         self.rng = rng
@@ -82,12 +89,12 @@ class QMC5883L:
         self.overflows = 0
         self.init(odr)
 
-    def init(self, odr=ODR_10HZ):
+    def init(self, odr: int = ODR_10HZ) -> None:
         self.i2c.writeto_mem(self.address, REG_CTRL2, b"\x80")  # soft reset
         self.i2c.writeto_mem(self.address, REG_SET_RESET, b"\x01")
         self.i2c.writeto_mem(self.address, REG_CTRL1, bytes([control1(odr=odr, rng=self.rng)]))
 
-    def read(self):
+    def read(self) -> "tuple[tuple[float, float, float], float] | None":
         self.i2c.readfrom_mem_into(self.address, REG_DATA, self.buf)
         x, y, z, status = parse_sample(self.buf)
         if status & STATUS_OVL:

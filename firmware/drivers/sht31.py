@@ -5,6 +5,10 @@ CRC; CRC-8 polynomial 0x31, init 0xFF (datasheet 4.12; crc8(0xBE, 0xEF) = 0x92).
 RAM: a 6-byte buffer. Refuses a reading whose CRC does not match.
 """
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from fwtypes import Buffer, I2CBus, SleepMs
+
 ADDRESS = 0x44
 CMD_SINGLE_HIGH = b"\x24\x00"  # single shot, high repeatability, no clock stretching
 CMD_SOFT_RESET = b"\x30\xa2"
@@ -14,7 +18,7 @@ class SHT31Error(Exception):
     pass
 
 
-def crc8(data, start=0, end=None):
+def crc8(data: "Buffer", start: int = 0, end: "int | None" = None) -> int:
     if end is None:
         end = len(data)
     crc = 0xFF
@@ -28,7 +32,7 @@ def crc8(data, start=0, end=None):
     return crc
 
 
-def parse_measurement(buf):
+def parse_measurement(buf: "Buffer") -> "tuple[float, float]":
     """Return (t_celsius, rh_percent) from the 6 bytes; raise SHT31Error on a bad CRC."""
     if len(buf) < 6:
         raise SHT31Error("short read: %d of 6 bytes" % len(buf))
@@ -45,7 +49,7 @@ def parse_measurement(buf):
     return t, rh
 
 
-def encode_measurement(t, rh):
+def encode_measurement(t: float, rh: float) -> bytes:
     """Inverse of parse_measurement (for tests and the host's fake chip)."""
     raw_t = int(round((t + 45.0) * 65535.0 / 175.0))
     raw_rh = int(round(rh * 65535.0 / 100.0))
@@ -60,13 +64,13 @@ def encode_measurement(t, rh):
 
 
 class SHT31:
-    def __init__(self, i2c, sleep_ms, address=ADDRESS):
+    def __init__(self, i2c: "I2CBus", sleep_ms: "SleepMs", address: int = ADDRESS) -> None:
         self.i2c = i2c
         self.sleep_ms = sleep_ms
         self.address = address
         self.buf = bytearray(6)
 
-    def read(self):
+    def read(self) -> "tuple[float, float]":
         """Return (t, rh); raise SHT31Error or OSError when the chip does not answer."""
         self.i2c.writeto(self.address, CMD_SINGLE_HIGH)
         self.sleep_ms(16)

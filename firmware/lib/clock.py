@@ -8,24 +8,35 @@ Falls back to CPython's time module so the same code runs on the host.
 
 import time
 
-try:
-    ticks_ms = time.ticks_ms
-    ticks_diff = time.ticks_diff
-    ticks_add = time.ticks_add
-    sleep_ms = time.sleep_ms
-except AttributeError:  # CPython (host runner, tests)
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    # mypy checks the firmware against MicroPython's time (firmware/mypy-device.ini); the
+    # CPython fallback below exists for the host runner and tests only.
+    from time import sleep_ms as sleep_ms
+    from time import ticks_add as ticks_add
+    from time import ticks_diff as ticks_diff
+    from time import ticks_ms as ticks_ms
 
-    def ticks_ms():
-        return int(time.monotonic() * 1000)
+    from fwtypes import NTPModule, Ticks
+else:
+    try:
+        ticks_ms = time.ticks_ms
+        ticks_diff = time.ticks_diff
+        ticks_add = time.ticks_add
+        sleep_ms = time.sleep_ms
+    except AttributeError:  # CPython (host runner, tests)
 
-    def ticks_diff(a, b):
-        return a - b
+        def ticks_ms():
+            return int(time.monotonic() * 1000)
 
-    def ticks_add(a, b):
-        return a + b
+        def ticks_diff(a, b):
+            return a - b
 
-    def sleep_ms(ms):
-        time.sleep(ms / 1000.0)
+        def ticks_add(a, b):
+            return a + b
+
+        def sleep_ms(ms):
+            time.sleep(ms / 1000.0)
 
 
 EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
@@ -35,14 +46,14 @@ PLAUSIBLE_AFTER = 1735689600  # 2025-01-01: an RTC showing a later date was set 
 class Clock:
     """NTP-synced wall clock. `ntp` is the `ntptime` module (or a fake)."""
 
-    def __init__(self, ntp=None, host=None):
+    def __init__(self, ntp: "NTPModule | None" = None, host: "str | None" = None) -> None:
         self.ntp = ntp
         self.host = host
         self.synced = False
-        self.last_sync_ms = None
-        self.last_try_ms = None
+        self.last_sync_ms: "Ticks | None" = None
+        self.last_try_ms: "Ticks | None" = None
 
-    def sync(self):
+    def sync(self) -> bool:
         """Try one NTP sync; return True on success. Never raises."""
         if self.ntp is None:
             return False
@@ -60,7 +71,7 @@ class Clock:
         self.last_sync_ms = ticks_ms()
         return True
 
-    def due_for_sync(self, every_ms=6 * 3600 * 1000, retry_ms=60000):
+    def due_for_sync(self, every_ms: int = 6 * 3600 * 1000, retry_ms: int = 60000) -> bool:
         if self.ntp is None:
             return False
         now = ticks_ms()
@@ -68,7 +79,7 @@ class Clock:
             return False
         return self.last_sync_ms is None or ticks_diff(now, self.last_sync_ms) >= every_ms
 
-    def unix(self):
+    def unix(self) -> int:
         now = int(time.time()) + EPOCH_OFFSET
         if self.synced or now >= PLAUSIBLE_AFTER:
             return now

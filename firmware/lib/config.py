@@ -15,9 +15,15 @@ import os
 from flashfile import recover, replace
 from log import log
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import Any
+
 SCHEMA = 1
 
-DEFAULTS = {
+# Values are int, float or str as RULES says; mypy sees them as `object` and the
+# typed reads go through Config.__getitem__ (see there).
+DEFAULTS: "dict[str, object]" = {
     "schema": SCHEMA,
     "version": 0,
     "id": "",
@@ -60,7 +66,7 @@ DEFAULTS = {
 }
 
 # key -> (type, minimum, maximum); strings use (str, min length, max length).
-RULES = {
+RULES: "dict[str, tuple[type, int | float, int | float]]" = {
     "schema": (int, 1, SCHEMA),
     "version": (int, 0, 2**31 - 1),
     "id": (str, 0, 64),
@@ -113,7 +119,7 @@ class ConfigError(ValueError):
     pass
 
 
-def valid_device_id(value):
+def valid_device_id(value: str) -> bool:
     """True for ids matching [a-z0-9-]{3,64} (the MQTT contract)."""
     if not 3 <= len(value) <= 64:
         return False
@@ -123,7 +129,7 @@ def valid_device_id(value):
     return True
 
 
-def check(cfg):
+def check(cfg: "dict[str, object]") -> None:
     """Raise ConfigError naming every bad field; coerce ints given for float fields."""
     problems = []
     for key, value in cfg.items():
@@ -138,14 +144,19 @@ def check(cfg):
         if isinstance(value, bool) or not isinstance(value, kind):
             problems.append("'%s' must be %s, got %r" % (key, kind.__name__, value))
             continue
-        size = len(value) if kind is str else value
+        if isinstance(value, str):
+            size: "int | float" = len(value)
+        elif isinstance(value, (int, float)):
+            size = value
+        else:  # not reached: RULES has only str, int and float fields
+            continue
         if size < lo or size > hi:
             what = "length" if kind is str else "value"
             problems.append("'%s' %s %r outside %r..%r" % (key, what, size, lo, hi))
         elif key in CHOICES and value not in CHOICES[key]:
             problems.append("'%s' must be one of %s" % (key, ", ".join(CHOICES[key])))
     dev = cfg.get("id", "")
-    if dev and not valid_device_id(dev):
+    if isinstance(dev, str) and dev and not valid_device_id(dev):  # a non-str id was refused above
         problems.append("'id' %r must match [a-z0-9-]{3,64}" % dev)
     low = cfg.get("th_low_ut", DEFAULTS["th_low_ut"])
     high = cfg.get("th_high_ut", DEFAULTS["th_high_ut"])
@@ -155,7 +166,7 @@ def check(cfg):
         raise ConfigError("; ".join(problems))
 
 
-def _migrate(data):
+def _migrate(data: "dict[str, object]") -> "dict[str, object]":
     """Bring an older file format up to SCHEMA (only schema 1 exists so far)."""
     data.setdefault("schema", SCHEMA)
     return data
@@ -164,23 +175,28 @@ def _migrate(data):
 class Config:
     """Merged view (defaults + file). Read with cfg["key"]."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.stored = {}
-        self.error = None
+        self.stored: "dict[str, object]" = {}
+        self.error: "str | None" = None
         self.load()
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> "Any":
+        """The value of `key`: of the type RULES gives it, which check() enforced on load and update.
+
+        Typed `Any` because the type depends on the key (a TypedDict would write every
+        key a second time, beside RULES); the callers use the value as RULES says.
+        """
         if key in self.stored:
             return self.stored[key]
         return DEFAULTS[key]
 
-    def get(self, key, default=None):
+    def get(self, key: str, default: object = None) -> object:
         if key in self.stored:
             return self.stored[key]
         return DEFAULTS.get(key, default)
 
-    def load(self):
+    def load(self) -> None:
         recover(self.path)
         try:
             with open(self.path) as f:
@@ -204,13 +220,13 @@ class Config:
             except OSError:
                 pass
 
-    def save(self):
+    def save(self) -> None:
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.stored, f)
         replace(tmp, self.path)
 
-    def update(self, changes, allowed=None):
+    def update(self, changes: "dict[str, object]", allowed: "tuple[str, ...] | None" = None) -> None:
         """Validate and apply `changes`; on error nothing changes (ConfigError)."""
         if allowed is not None:
             for key in changes:
@@ -222,7 +238,7 @@ class Config:
         self.stored = merged
         self.save()
 
-    def apply_remote(self, payload):
+    def apply_remote(self, payload: bytes) -> bool:
         """Apply a retained config message (bytes). Returns True if something changed.
 
         Raises ConfigError with the reason when the message is refused.
@@ -241,5 +257,5 @@ class Config:
         self.update(data, REMOTE_KEYS)
         return True
 
-    def is_provisioned(self):
+    def is_provisioned(self) -> bool:
         return bool(self["id"] and self["wifi_ssid"] and self["mqtt_host"])

@@ -15,10 +15,22 @@ import json
 from clock import ticks_diff, ticks_ms
 from log import log
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from clock import Clock
+    from config import Config
+    from flashqueue import FlashQueue
+    from fwtypes import Application, SleepMs, Ticks
+    from seq import SeqCounter
+    from session import Session
+    from watchdog import Watchdog
+
 FW_VERSION = "0.1.0"
 
 
-def dumps(obj):
+def dumps(obj: object) -> str:
     """Compact JSON on both runtimes (CPython adds spaces by default)."""
     try:
         return json.dumps(obj, separators=(",", ":"))
@@ -26,15 +38,26 @@ def dumps(obj):
         return json.dumps(obj)
 
 
-def mem_free():
+def mem_free() -> int:
     fn = getattr(gc, "mem_free", None)  # MicroPython only; 0 on the host
-    return fn() if fn is not None else 0
+    return int(fn()) if fn is not None else 0
 
 MAX_BATCHES_PER_SERVICE = 4
 
 
 class Device:
-    def __init__(self, cfg, session, queue, seq, clock, watchdog, reset="unknown", net_info=None, on_config=None):
+    def __init__(
+        self,
+        cfg: "Config",
+        session: "Session",
+        queue: "FlashQueue",
+        seq: "SeqCounter",
+        clock: "Clock",
+        watchdog: "Watchdog",
+        reset: str = "unknown",
+        net_info: "Callable[[], tuple[str, int | None]] | None" = None,
+        on_config: "Callable[[], None] | None" = None,
+    ) -> None:
         self.cfg = cfg
         self.session = session
         self.queue = queue
@@ -44,11 +67,11 @@ class Device:
         self.reset = reset
         self.net_info = net_info
         self.on_config = on_config
-        self.id = cfg["id"]
+        self.id: str = cfg["id"]
         self.errors = 0
         self.cfg_error = ""
         self.started_ms = ticks_ms()
-        self.last_status_ms = None
+        self.last_status_ms: "Ticks | None" = None
         self.status_now = True
         self.want_setup = ""
         self.sent = 0
@@ -56,14 +79,14 @@ class Device:
 
     # ---- readings --------------------------------------------------------
 
-    def item(self, m, ev=None):
+    def item(self, m: "dict[str, int | float]", ev: "str | None" = None) -> str:
         """The JSON text of one reading without `v` and `id` (a batch item)."""
         text = '{"seq":%d,"ts":%d,"m":%s' % (self.seq.take(), self.clock.unix(), dumps(m))
         if ev:
             text += ',"ev":"' + ev + '"'
         return text + "}"
 
-    def record(self, m, ev=None):
+    def record(self, m: "dict[str, int | float]", ev: "str | None" = None) -> bool:
         item = self.item(m, ev)
         if self.session.connected and len(self.queue) == 0:
             if self.session.publish(self.session.t_up, '{"v":1,"id":"' + self.id + '",' + item[1:]):
@@ -75,7 +98,7 @@ class Device:
             self.error("queue_push_failed", exc)
         return False
 
-    def flush(self):
+    def flush(self) -> None:
         """Send up to a few batches of queued readings, oldest first."""
         for _ in range(MAX_BATCHES_PER_SERVICE):
             if not self.session.connected or len(self.queue) == 0:
@@ -94,21 +117,22 @@ class Device:
             self.queue.ack(last)
             self.watchdog.feed()
 
-    def error(self, event, exc):
+    def error(self, event: str, exc: BaseException) -> None:
         self.errors += 1
         log(event, reason=repr(exc))
 
     # ---- status and config ----------------------------------------------
 
-    def status(self):
+    def status(self) -> str:
         gc.collect()
-        ip, rssi = "", None
+        ip: str = ""
+        rssi: "int | None" = None
         if self.net_info is not None:
             try:
                 ip, rssi = self.net_info()
             except Exception:  # noqa: BLE001
                 pass
-        doc = {
+        doc: "dict[str, object]" = {
             "online": True,
             "fw": FW_VERSION,
             "ip": ip,
@@ -126,7 +150,7 @@ class Device:
             doc["cfg_error"] = self.cfg_error
         return dumps(doc)
 
-    def _on_message(self, topic, msg):
+    def _on_message(self, topic: "str | bytes", msg: bytes) -> None:
         if isinstance(topic, bytes):
             topic = topic.decode()
         if topic != self.session.t_config:
@@ -147,7 +171,7 @@ class Device:
 
     # ---- the loop's housekeeping -----------------------------------------
 
-    def service(self):
+    def service(self) -> None:
         """Call often (every loop turn): network, queue replay, status, watchdog."""
         self.watchdog.feed()
         was = self.session.connected
@@ -170,11 +194,17 @@ class Device:
                 self.last_status_ms = now
         self.watchdog.feed()
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         self.session.close('{"online":false}')
 
 
-def run_loop(device, app, sleep_ms, should_stop=None, max_cycles=None):
+def run_loop(
+    device: Device,
+    app: "Application",
+    sleep_ms: "SleepMs",
+    should_stop: "Callable[[], bool] | None" = None,
+    max_cycles: "int | None" = None,
+) -> None:
     """The main loop: service the device, advance the app, sleep briefly; never raises."""
     while True:
         if should_stop is not None and should_stop():

@@ -9,7 +9,7 @@ file is removed first (a power cut in that instant leaves the temp file, which
 import os
 
 
-def replace(tmp, path):
+def replace(tmp: str, path: str) -> None:
     try:
         os.rename(tmp, path)
     except OSError:
@@ -20,7 +20,7 @@ def replace(tmp, path):
         os.rename(tmp, path)
 
 
-def recover(path):
+def recover(path: str) -> None:
     """If only `<path>.tmp` survived a power cut, make it the file again."""
     try:
         os.stat(path)

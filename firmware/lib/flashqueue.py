@@ -24,10 +24,11 @@ RAM: one slot buffer plus a few ints; `peek` returns at most `max_items` bytes o
 import os
 import struct
 
-try:
-    from binascii import crc32
-except ImportError:  # pragma: no cover - every target port has binascii
-    from zlib import crc32  # type: ignore
+from binascii import crc32  # ESP32, RP2, the WebAssembly port and CPython all have it
+
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import IO
 
 from flashfile import recover, replace
 from log import log
@@ -36,7 +37,7 @@ MAGIC = 0x51
 HEADER = 10
 
 
-def _exists(path):
+def _exists(path: str) -> bool:
     try:
         os.stat(path)
         return True
@@ -44,7 +45,7 @@ def _exists(path):
         return False
 
 
-def _size(path):
+def _size(path: str) -> int:
     try:
         return os.stat(path)[6]
     except OSError:
@@ -52,7 +53,7 @@ def _size(path):
 
 
 class FlashQueue:
-    def __init__(self, path, capacity=1536, slot_size=160):
+    def __init__(self, path: str, capacity: int = 1536, slot_size: int = 160) -> None:
         if slot_size < 32 or slot_size > 265:
             raise ValueError("slot_size must be 32..265 bytes")
         self.path = path
@@ -69,7 +70,7 @@ class FlashQueue:
 
     # ---- recovery -------------------------------------------------------
 
-    def _prepare_file(self):
+    def _prepare_file(self) -> None:
         want = self.capacity * self.slot_size
         have = _size(self.path)
         if have == want:
@@ -89,7 +90,7 @@ class FlashQueue:
                 f.write(zeros[:n])
                 left -= n
 
-    def _load_ack(self):
+    def _load_ack(self) -> int:
         recover(self.ack_path)
         if not _exists(self.ack_path):
             return 0
@@ -104,13 +105,13 @@ class FlashQueue:
             log("queue_ack_corrupt", path=self.ack_path, reason=repr(exc))
             return 0
 
-    def _save_ack(self):
+    def _save_ack(self) -> None:
         tmp = self.ack_path + ".tmp"
         with open(tmp, "w") as f:
             f.write("%d %d" % (self.acked, self.acked ^ 0x5A5A5A5A))
         replace(tmp, self.ack_path)
 
-    def _slot_wid(self, f, slot):
+    def _slot_wid(self, f: "IO[bytes]", slot: int) -> int:
         """Return the write id of a valid slot, or 0 if it is empty or corrupt."""
         buf = self.buf
         f.seek(slot * self.slot_size)
@@ -121,6 +122,8 @@ class FlashQueue:
         if length == 0 or length > self.slot_size - HEADER:
             self.corrupt += 1
             return 0
+        wid: int
+        crc: int
         wid, crc = struct.unpack_from("<II", buf, 2)
         mv = memoryview(buf)
         if crc32(mv[HEADER : HEADER + length], crc32(mv[1:6])) & 0xFFFFFFFF != crc:
@@ -128,7 +131,7 @@ class FlashQueue:
             return 0
         return wid
 
-    def _scan(self):
+    def _scan(self) -> None:
         top = 0
         with open(self.path, "rb") as f:
             for slot in range(self.capacity):
@@ -143,15 +146,15 @@ class FlashQueue:
 
     # ---- public API ------------------------------------------------------
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.head - 1 - self._tail_floor()
 
-    def _tail_floor(self):
+    def _tail_floor(self) -> int:
         """Highest write id that is no longer pending (acked or overwritten)."""
         floor = self.head - 1 - self.capacity
         return self.acked if self.acked > floor else floor
 
-    def push(self, payload):
+    def push(self, payload: "bytes | str") -> int:
         """Append one record (bytes or str). Overwrites the oldest when full."""
         if isinstance(payload, str):
             payload = payload.encode()
@@ -175,9 +178,9 @@ class FlashQueue:
         self.head = wid + 1
         return wid
 
-    def peek(self, max_items=20, max_bytes=2048):
+    def peek(self, max_items: int = 20, max_bytes: int = 2048) -> "tuple[int, list[bytes]]":
         """Return (last_write_id, [payload bytes, ...]) of the oldest pending records."""
-        items = []
+        items: "list[bytes]" = []
         last = self._tail_floor()
         total = 0
         with open(self.path, "rb") as f:
@@ -194,7 +197,7 @@ class FlashQueue:
                 wid += 1
         return last, items
 
-    def ack(self, last_wid):
+    def ack(self, last_wid: int) -> None:
         """Mark every record up to `last_wid` as delivered."""
         if last_wid > self.acked:
             self.acked = last_wid

@@ -5,14 +5,14 @@ RAM: a few hundred bytes of code; nothing retained. The host runner replaces
 """
 
 
-def _print_sink(line):
+def _print_sink(line: str) -> None:
     print(line)
 
 
 sink = _print_sink
 
 
-def log(event, **fields):
+def log(event: str, **fields: object) -> None:
     """Emit `event=<event>` followed by the fields in a stable order."""
     parts = ["event=" + event]
     for key in sorted(fields):

@@ -12,14 +12,14 @@ from log import log
 
 
 class SeqCounter:
-    def __init__(self, path, block=100):
+    def __init__(self, path: str, block: int = 100) -> None:
         self.path = path
         self.block = block
         self.next = self._load()
         self.reserved = self.next
         self._reserve()
 
-    def _load(self):
+    def _load(self) -> int:
         recover(self.path)
         try:
             with open(self.path) as f:
@@ -34,7 +34,7 @@ class SeqCounter:
             log("seq_file_corrupt", path=self.path, reason=repr(exc))
             return 0
 
-    def _reserve(self):
+    def _reserve(self) -> None:
         self.reserved = self.next + self.block
         tmp = self.path + ".tmp"
         try:
@@ -44,7 +44,7 @@ class SeqCounter:
         except OSError as exc:
             log("seq_save_failed", reason=repr(exc))
 
-    def take(self):
+    def take(self) -> int:
         value = self.next
         self.next += 1
         if self.next >= self.reserved:

@@ -17,6 +17,12 @@ RAM: the umqtt client (~1 KB) plus topic strings.
 from clock import ticks_diff, ticks_ms
 from log import log
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from fwtypes import MQTTClient, MQTTClientClass, Ticks
+
 CONNACK_REASONS = {
     1: "unacceptable protocol version",
     2: "client id rejected",
@@ -28,14 +34,23 @@ BACKOFF_MIN_MS = 1000
 BACKOFF_MAX_MS = 300000
 
 
-def topic_base(kind, device_id):
+def topic_base(kind: str, device_id: str) -> str:
     return "citysense/v1/" + kind + "/" + device_id + "/"
 
 
 class Session:
     def __init__(
-        self, client_class, device_id, kind, host, port=1883, user="", password="", keepalive=60, on_message=None
-    ):
+        self,
+        client_class: "MQTTClientClass",
+        device_id: str,
+        kind: str,
+        host: str,
+        port: int = 1883,
+        user: str = "",
+        password: str = "",
+        keepalive: int = 60,
+        on_message: "Callable[[str | bytes, bytes], None] | None" = None,
+    ) -> None:
         self.client_class = client_class
         self.device_id = device_id
         self.host = host
@@ -48,23 +63,23 @@ class Session:
         self.t_up = base + "up"
         self.t_status = base + "status"
         self.t_config = base + "config"
-        self.client = None
+        self.client: "MQTTClient | None" = None
         self.connected = False
         self.auth_failures = 0
         self.failures = 0
         self.backoff_ms = 0
-        self.last_try_ms = None
+        self.last_try_ms: "Ticks | None" = None
         self.last_io_ms = ticks_ms()
         self.last_error = ""
 
-    def _callback(self, topic, msg):
+    def _callback(self, topic: bytes, msg: bytes) -> None:
         if self.on_message is not None:
             try:
                 self.on_message(topic, msg)
             except Exception as exc:  # noqa: BLE001 - a bad message must not kill the session
                 log("message_handler_failed", reason=repr(exc))
 
-    def connect(self):
+    def connect(self) -> bool:
         """One connection attempt; returns True when connected."""
         self.last_try_ms = ticks_ms()
         client = self.client_class(
@@ -88,7 +103,7 @@ class Session:
         log("mqtt_connected", host=self.host, port=self.port)
         return True
 
-    def _failed(self, exc):
+    def _failed(self, exc: Exception) -> None:
         code = exc.args[0] if exc.args else None
         if type(exc).__name__ == "MQTTException" and code in CONNACK_REASONS:
             reason = CONNACK_REASONS[code]
@@ -104,13 +119,15 @@ class Session:
             self.backoff_ms = BACKOFF_MIN_MS
         log("mqtt_connect_failed", reason=reason, retry_ms=self.backoff_ms, failures=self.failures)
 
-    def _close(self, client):
+    def _close(self, client: "MQTTClient") -> None:
         try:
-            client.sock.close()
+            sock = client.sock
+            if sock is not None:
+                sock.close()
         except Exception:  # noqa: BLE001
             pass
 
-    def drop(self, reason):
+    def drop(self, reason: str) -> None:
         """Forget a broken connection; the next poll() reconnects after backoff."""
         if self.client is not None:
             self._close(self.client)
@@ -122,41 +139,43 @@ class Session:
         self.backoff_ms = self.backoff_ms or BACKOFF_MIN_MS
         self.last_try_ms = ticks_ms()
 
-    def due(self):
+    def due(self) -> bool:
         if self.last_try_ms is None:
             return True
         return ticks_diff(ticks_ms(), self.last_try_ms) >= self.backoff_ms
 
-    def poll(self):
+    def poll(self) -> bool:
         """Reconnect when due, read pending messages, keep the connection alive."""
-        if not self.connected:
+        client = self.client
+        if not self.connected or client is None:
             if self.due():
                 self.connect()
             return self.connected
         try:
-            self.client.check_msg()
+            client.check_msg()
             if self.keepalive and ticks_diff(ticks_ms(), self.last_io_ms) >= self.keepalive * 500:
-                self.client.ping()
+                client.ping()
                 self.last_io_ms = ticks_ms()
         except Exception as exc:  # noqa: BLE001
             self.drop(repr(exc))
         return self.connected
 
-    def publish(self, topic, payload, retain=False):
+    def publish(self, topic: str, payload: "str | bytes", retain: bool = False) -> bool:
         """Publish with QoS 1 (waits for PUBACK). Returns True on success."""
-        if not self.connected:
+        client = self.client
+        if not self.connected or client is None:
             return False
         if isinstance(payload, str):
             payload = payload.encode()  # umqtt.simple sends len(msg) bytes: must be bytes
         try:
-            self.client.publish(topic, payload, retain, 1)
+            client.publish(topic, payload, retain, 1)
         except Exception as exc:  # noqa: BLE001
             self.drop(repr(exc))
             return False
         self.last_io_ms = ticks_ms()
         return True
 
-    def close(self, status_payload=None):
+    def close(self, status_payload: "str | None" = None) -> None:
         if self.connected and status_payload is not None:
             self.publish(self.t_status, status_payload, True)
         if self.client is not None:

@@ -7,12 +7,16 @@ feed at least every few seconds and blocking calls are kept short.
 
 from log import log
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from fwtypes import MachineModule, WDTHandle
+
 RP2_MAX_MS = 8388
 
 
 class Watchdog:
-    def __init__(self, machine, timeout_ms):
-        self.wdt = None
+    def __init__(self, machine: "MachineModule | None", timeout_ms: int) -> None:
+        self.wdt: "WDTHandle | None" = None
         if not timeout_ms or machine is None:
             return
         try:
@@ -24,12 +28,12 @@ class Watchdog:
         except Exception as exc:  # noqa: BLE001
             log("watchdog_unavailable", reason=repr(exc))
 
-    def feed(self):
+    def feed(self) -> None:
         if self.wdt is not None:
             self.wdt.feed()
 
 
-def reset_cause(machine):
+def reset_cause(machine: "MachineModule | None") -> str:
     """A short name for machine.reset_cause(): power_on, hard, wdt, deepsleep, soft, unknown."""
     if machine is None:
         return "unknown"

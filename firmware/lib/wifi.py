@@ -14,6 +14,13 @@ Form parsing is pure (`parse_form`). RAM: one 1 KB request buffer.
 from clock import sleep_ms, ticks_diff, ticks_ms
 from log import log
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from config import Config
+    from fwtypes import NetworkModule, SocketModule, StreamSocket, Ticks, WLANInterface
+
 BACKOFF_MIN_MS = 2000
 BACKOFF_MAX_MS = 120000
 CONNECT_WAIT_MS = 6000
@@ -21,7 +28,9 @@ FORM_FIELDS = ("wifi_ssid", "wifi_password", "id", "mqtt_host", "mqtt_port", "mq
 
 
 class Station:
-    def __init__(self, network, ssid, password, feed=None):
+    def __init__(
+        self, network: "NetworkModule", ssid: str, password: str, feed: "Callable[[], None] | None" = None
+    ) -> None:
         self.network = network
         self.ssid = ssid
         self.password = password
@@ -29,24 +38,24 @@ class Station:
         self.wlan = network.WLAN(network.STA_IF)
         self.failures = 0
         self.backoff_ms = 0
-        self.last_try_ms = None
+        self.last_try_ms: "Ticks | None" = None
 
-    def isconnected(self):
+    def isconnected(self) -> bool:
         try:
             return self.wlan.isconnected()
         except Exception:  # noqa: BLE001
             return False
 
-    def info(self):
+    def info(self) -> "tuple[str, int | None]":
         """(ip, rssi) for the status message."""
         ip = self.wlan.ifconfig()[0]
         try:
-            rssi = self.wlan.status("rssi")
+            rssi: "int | None" = self.wlan.status("rssi")
         except Exception:  # noqa: BLE001
             rssi = None
         return ip, rssi
 
-    def ensure(self):
+    def ensure(self) -> bool:
         """Return True when connected; otherwise try again when the backoff allows."""
         if self.isconnected():
             self.failures = 0
@@ -78,7 +87,7 @@ class Station:
         return False
 
 
-def url_decode(text):
+def url_decode(text: str) -> str:
     """Decode application/x-www-form-urlencoded text (+ and %XX, UTF-8)."""
     out = bytearray()
     raw = text.replace("+", " ").encode()
@@ -97,11 +106,11 @@ def url_decode(text):
     return str(out, "utf-8")
 
 
-def parse_form(body):
+def parse_form(body: "bytes | str") -> "dict[str, object]":
     """Return {field: value} for the setup form's known fields (bytes or str body)."""
     if isinstance(body, bytes):
         body = body.decode()
-    fields = {}
+    fields: "dict[str, object]" = {}
     for pair in body.split("&"):
         if "=" not in pair:
             continue
@@ -111,7 +120,7 @@ def parse_form(body):
             fields[key] = url_decode(value).strip()
     if "mqtt_port" in fields:
         try:
-            fields["mqtt_port"] = int(fields["mqtt_port"] or "1883")
+            fields["mqtt_port"] = int(str(fields["mqtt_port"]) or "1883")
         except ValueError:
             fields["mqtt_port"] = -1  # refused by config validation with a clear message
     return fields
@@ -130,20 +139,20 @@ PAGE = (
 )
 
 
-def _escape(text):
+def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace("'", "&#39;")
 
 
 class SetupPortal:
     """Serve the setup form until valid answers are saved. `socket` is the socket module."""
 
-    def __init__(self, cfg, socket, reason=""):
+    def __init__(self, cfg: "Config", socket: "SocketModule", reason: str = "") -> None:
         self.cfg = cfg
         self.socket = socket
         self.reason = reason
         self.done = False
 
-    def open_access_point(self, network, password="citysense"):
+    def open_access_point(self, network: "NetworkModule", password: str = "citysense") -> "WLANInterface":
         ap = network.WLAN(network.AP_IF)
         ap.active(True)
         name = "citysense-" + (self.cfg["id"][-6:] or "new")
@@ -154,12 +163,12 @@ class SetupPortal:
         log("setup_mode", ap=name, reason=self.reason)
         return ap
 
-    def page(self, message):
+    def page(self, message: str) -> str:
         c = self.cfg
         note = "<p><b>%s</b></p>" % _escape(message) if message else ""
         return PAGE % (note, _escape(c["wifi_ssid"]), _escape(c["id"]), _escape(c["mqtt_host"]), c["mqtt_port"])
 
-    def handle(self, request):
+    def handle(self, request: bytes) -> "tuple[str, str]":
         """Return (status line, html) for one raw HTTP request; save the form on POST."""
         parts = request.split(b"\r\n\r\n", 1)
         head = parts[0]
@@ -179,7 +188,13 @@ class SetupPortal:
             return "200 OK", self.page("Saved. The device restarts now.")
         return "200 OK", self.page(self.reason)
 
-    def serve(self, port=80, stop=None, feed=None, timeout_ms=None):
+    def serve(
+        self,
+        port: int = 80,
+        stop: "Callable[[], bool] | None" = None,
+        feed: "Callable[[], None] | None" = None,
+        timeout_ms: "int | None" = None,
+    ) -> bool:
         """Accept connections until the form was saved, `stop()` says so, or the timeout.
 
         The timeout lets a device whose router was only down for a while go back
@@ -217,7 +232,7 @@ class SetupPortal:
             s.close()
         return self.done
 
-    def _read_request(self, conn):
+    def _read_request(self, conn: "StreamSocket") -> bytes:
         data = b""
         while b"\r\n\r\n" not in data and len(data) < 2048:
             chunk = conn.recv(512)

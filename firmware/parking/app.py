@@ -15,9 +15,25 @@ from log import log
 
 from parking.detector import make_detector
 
+TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    from config import Config
+    from device import Device
+    from fwtypes import Magnetometer, Ticks
+
 
 class ParkingSensor:
-    def __init__(self, device, cfg, mag, battery_mv=None, baseline_path="baseline.json", tick_ms=None):
+    def __init__(
+        self,
+        device: "Device",
+        cfg: "Config",
+        mag: "Magnetometer",
+        battery_mv: "Callable[[], int] | None" = None,
+        baseline_path: str = "baseline.json",
+        tick_ms: "int | None" = None,
+    ) -> None:
         self.device = device
         self.cfg = cfg
         self.mag = mag
@@ -25,22 +41,22 @@ class ParkingSensor:
         self.baseline_path = baseline_path
         self.tick_ms = tick_ms  # host runs replay traces faster than sample_ms
         self.detector = self._new_detector()
-        self.next_ms = ticks_ms()
+        self.next_ms: "Ticks" = ticks_ms()
         self.last_heartbeat_ms = ticks_ms()
         self.cycles = 0
         self.misses = 0
-        self.temp = None
+        self.temp: "float | None" = None
         self.field = 0.0
         self.booted = False
         self._load_baseline()
 
-    def _new_detector(self):
+    def _new_detector(self) -> "Any":  # parking.detector is not type-checked yet: see firmware/mypy-device.ini
         c = self.cfg
         return make_detector(
             c["sample_ms"], c["th_high_ut"], c["th_low_ut"], c["debounce"], c["learn_samples"], c["baseline_alpha"]
         )
 
-    def reconfigure(self):
+    def reconfigure(self) -> None:
         """New thresholds from the server: keep the learnt baseline and state."""
         old = self.detector
         self.detector = self._new_detector()
@@ -49,7 +65,7 @@ class ParkingSensor:
             self.detector.state = old.state
             self.detector.car = old.car
 
-    def _load_baseline(self):
+    def _load_baseline(self) -> None:
         try:
             with open(self.baseline_path) as f:
                 b = json.load(f)
@@ -60,15 +76,15 @@ class ParkingSensor:
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             log("baseline_file_corrupt", reason=repr(exc))
 
-    def _save_baseline(self):
+    def _save_baseline(self) -> None:
         try:
             with open(self.baseline_path, "w") as f:
                 json.dump([round(v, 2) for v in self.detector.base], f)
         except OSError as exc:
             self.device.error("baseline_save_failed", exc)
 
-    def _metrics(self, heartbeat=False):
-        m = {"occupied": self.detector.occupied, "mag": round(self.detector.deviation, 1)}
+    def _metrics(self, heartbeat: bool = False) -> "dict[str, int | float]":
+        m: "dict[str, int | float]" = {"occupied": self.detector.occupied, "mag": round(self.detector.deviation, 1)}
         if self.battery_mv is not None:
             try:
                 m["batt_mv"] = int(self.battery_mv())
@@ -81,7 +97,7 @@ class ParkingSensor:
             m["mag_base"] = round((b[0] * b[0] + b[1] * b[1] + b[2] * b[2]) ** 0.5, 1)
         return m
 
-    def tick(self):
+    def tick(self) -> int:
         now = ticks_ms()
         wait = ticks_diff(self.next_ms, now)
         if wait > 0:

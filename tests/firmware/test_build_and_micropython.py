@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -44,8 +45,55 @@ def test_build_fails_with_the_compiler_message(tmp_path: Path) -> None:
 def test_firmware_does_not_import_host_only_code() -> None:
     for src in firmware_cli.device_sources():
         text = src.read_text()
-        for forbidden in ("import typing", "from typing", "dataclass", "import fakehw", "import hostrun", "=}"):
+        for forbidden in ("dataclass", "import fakehw", "import hostrun", "=}"):
             assert forbidden not in text, f"{src}: {forbidden}"
+
+
+TYPE_ONLY_MODULES = ("typing", "fwtypes")  # MicroPython has no typing; fwtypes is a .pyi with no .py
+
+
+def _imported_modules(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name.split(".")[0] for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [node.module.split(".")[0]]
+    return []
+
+
+def _type_only_imports_at_run_time(body: list[ast.stmt]) -> list[int]:
+    """Line numbers of typing/fwtypes imports that MicroPython would execute."""
+    lines: list[int] = []
+    for node in body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            lines += _type_only_imports_at_run_time(node.orelse)
+            continue
+        if any(name in TYPE_ONLY_MODULES for name in _imported_modules(node)):
+            lines.append(node.lineno)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.stmt):
+                lines += _type_only_imports_at_run_time([child])
+    return lines
+
+
+def test_typing_is_imported_only_under_type_checking_which_the_module_sets_false() -> None:
+    for src in firmware_cli.device_sources():
+        tree = ast.parse(src.read_text())
+        assert _type_only_imports_at_run_time(tree.body) == [], f"{src}: typing/fwtypes imported at run time"
+        uses = any(isinstance(n, ast.Name) and n.id == "TYPE_CHECKING" for n in ast.walk(tree))
+        sets_false = any(
+            isinstance(n, ast.Assign)
+            and [t.id for t in n.targets if isinstance(t, ast.Name)] == ["TYPE_CHECKING"]
+            and isinstance(n.value, ast.Constant)
+            and n.value.value is False
+            for n in tree.body
+        )
+        assert sets_false or not uses, f"{src}: uses TYPE_CHECKING without `TYPE_CHECKING = False`"
+
+
+def test_the_run_time_import_check_finds_a_bare_typing_import() -> None:
+    source = "TYPE_CHECKING = False\nif TYPE_CHECKING:\n    import typing\ndef f():\n    from typing import Any\n"
+    tree = ast.parse(source)
+    assert _type_only_imports_at_run_time(tree.body) == [5]
 
 
 def _run_wasm(*args: str) -> str:

@@ -44,6 +44,18 @@ def test_config_validation_names_every_bad_field():
     assert "unknown field 'foo'" in text
 
 
+def test_config_file_with_a_non_string_id_is_set_aside_not_a_crash():
+    # check() used to call valid_device_id(5) after noting the wrong type: a TypeError
+    # that Config.load does not catch, so such a file crash-looped the board.
+    exc = raises(config.ConfigError, config.check, {"id": 5})
+    assert "'id' must be str" in str(exc)
+    path = tmp_dir() + "/config.json"
+    _write(path, '{"id": 5}')
+    cfg = config.Config(path)
+    assert cfg.error is not None and "'id' must be str" in cfg.error
+    assert not cfg.is_provisioned()
+
+
 def test_config_refuses_thresholds_in_the_wrong_order():
     exc = raises(config.ConfigError, config.check, {"th_low_ut": 20.0, "th_high_ut": 10.0})
     assert "th_low_ut" in str(exc)
