@@ -23,6 +23,11 @@ class Flag(IntFlag):
     UNREGISTERED_DEVICE = 1 << 10  # device not registered by an owner (open-data auto registration)
 
 
+NO_VALUE = Flag.SENTINEL | Flag.OUT_OF_RANGE | Flag.UNKNOWN_METRIC
+"""A reading with any of these bits has no calibrated `value` (NULL), live and in history:
+the raw number is not a measurement of the registered quantity (a "no value" marker, a
+physically impossible number, or a metric no model is defined for). `raw` keeps it."""
+
 FLAG_DOCS: dict[Flag, str] = {
     Flag.OUT_OF_RANGE: "value outside the metric's physical range",
     Flag.SENTINEL: "sentinel value meaning 'no measurement'",
