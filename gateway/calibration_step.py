@@ -71,14 +71,18 @@ class Calibrator:
         """Reload every stored version and device type (the TTL fallback, and at start-up)."""
         generation = self._generation
         state = await asyncio.to_thread(self._load, None)
-        self._device_versions = {d: self._versions(r) for d, r in state.device_records.items()}
-        self._type_versions = {t: self._versions(r) for t, r in state.type_records.items()}
-        self._sensor_type = state.sensor_types
-        self._histories = {}
-        self._loaded_at = time.monotonic()
+        self.install(state)
         if self._generation == generation:  # nothing forgotten while we read: all is current
             self._forgot_all = False
             self._forgotten.clear()
+
+    def install(self, state: CalibrationState) -> None:
+        """Use `state` (every stored version) from now on, replacing all that is cached."""
+        self._device_versions = {d: self._versions(r) for d, r in state.device_records.items()}
+        self._type_versions = {t: self._versions(r) for t, r in state.type_records.items()}
+        self._sensor_type = dict(state.sensor_types)
+        self._histories = {}
+        self._loaded_at = time.monotonic()
 
     async def refresh_if_stale(self) -> None:
         if time.monotonic() - self._loaded_at > self.refresh_s:

@@ -341,12 +341,17 @@ def count_rows(
     return int(row[0]) if row else 0
 
 
-def engine_rows(rows: Sequence[tuple[Any, ...]], metric: str) -> list[EngineRow]:
-    """The engine's input from `_SELECT_BATCH` rows (time, raw, flags, rh raw, rh flags)."""
-    return [
+def recalibrated(
+    rows: Sequence[tuple[Any, ...]], metric: str, own: Sequence[ModelVersion], defaults: Sequence[ModelVersion]
+) -> tuple[list[float | None], list[int | None]]:
+    """New values and calibration ids of one device's `_SELECT_BATCH` rows (time, raw, flags,
+    rh raw, rh flags) of one metric: the engine, given its versions and its type's defaults."""
+    engine_rows: list[EngineRow] = [
         (at.timestamp(), metric, raw, flags, humidity_input(rh_raw, rh_flags or 0))
         for at, raw, flags, rh_raw, rh_flags in rows
     ]
+    calibrated = calibrate_device(engine_rows, own, defaults)
+    return [value for value, _ in calibrated], [cid for _, cid in calibrated]
 
 
 def model_versions(records: Sequence[CalibrationRecord]) -> list[ModelVersion]:
@@ -391,9 +396,7 @@ def recalibrate(
         if not rows:
             break
         times = [row[0] for row in rows]
-        calibrated = calibrate_device(engine_rows(rows, metric), own, defaults)
-        out = [value for value, _ in calibrated]
-        cids = [cid for _, cid in calibrated]
+        out, cids = recalibrated(rows, metric, own, defaults)
         used.update(cid for cid in cids if cid is not None)
         with conn.cursor() as cur:
             cur.execute(
