@@ -85,7 +85,7 @@ class ModelHistory:
         """Interval starts (the first is -inf) and the choice over each interval."""
         candidates = self._ranked.get(metric, [])
         edges = {v.valid_from for _, v in candidates} | {v.valid_to for _, v in candidates}
-        starts = [-math.inf] + sorted(e for e in edges if math.isfinite(e))
+        starts = [-math.inf, *sorted(e for e in edges if math.isfinite(e))]
         out_starts: list[float] = []
         choices: list[Choice | None] = []
         for start in starts:
@@ -126,7 +126,7 @@ def calibrate(rows: Sequence[EngineRow], histories: Sequence[ModelHistory]) -> l
         if metric not in metrics:
             continue
         choice = histories[i].choose(metric, row[0])
-        key = (None, metric) if choice is None else (choice[0], metric)
+        key: tuple[int | None, str] = (None, metric) if choice is None else (choice[0], metric)
         idx = groups.get(key)
         if idx is None:
             idx = groups[key] = []

@@ -121,11 +121,11 @@ class Calibrator:
             self._type_versions[sensor_type] = self._versions(state.type_records.get(sensor_type, []))
         for device_id in devices:
             self._device_versions[device_id] = self._versions(state.device_records.get(device_id, []))
-            sensor_type = state.sensor_types.get(device_id)
-            if sensor_type is None:
+            device_type = state.sensor_types.get(device_id)
+            if device_type is None:
                 self._sensor_type.pop(device_id, None)
             else:
-                self._sensor_type[device_id] = sensor_type
+                self._sensor_type[device_id] = device_type
         # the defaults of the types just read may have changed for every device of those types
         loaded = set(devices)
         self._histories = {

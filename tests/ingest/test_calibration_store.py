@@ -13,12 +13,12 @@ import pytest
 from calibration.engine import ModelHistory
 from ingest.calibration_store import (
     count_rows,
-    model_versions,
     ensure_default_calibration,
     get_device,
     hourly_series,
     insert_calibration,
     list_calibrations,
+    model_versions,
     recalibrate,
 )
 
