@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from calibration.models import IdentityModel, Model
+from calibration.models import Model
 from contracts.flags import NO_VALUE
 from contracts.metrics import METRICS
+from contracts.records import ReadingRow
 
-# (time in Unix seconds, metric, raw, flags, rh of the same device and time or NaN)
+# one device's reading: (time in Unix seconds, metric, raw, flags, rh of the same time or NaN)
 EngineRow = tuple[float, str, float, int, float]
 # (value or None, calibration id or None)
 Calibrated = tuple[float | None, int | None]
@@ -43,8 +45,8 @@ Calibrated = tuple[float | None, int | None]
 Choice = tuple[int, Model]
 
 _NO_VALUE = int(NO_VALUE)
-_IDENTITY = IdentityModel()
 _DEVICE_LEVEL, _TYPE_LEVEL = 1, 0  # higher wins
+_VARIES: Any = object()  # not in ModelHistory.fixed: ask `choose`
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class ModelHistory:
     `choose` is on the hot path; the time line of each metric is built once, on first use.
     """
 
-    __slots__ = ("_ranked", "_timelines")
+    __slots__ = ("_ranked", "_timelines", "fixed")
 
     def __init__(self, device_models: Iterable[ModelVersion], type_defaults: Iterable[ModelVersion] = ()) -> None:
         self._ranked: dict[str, list[tuple[int, ModelVersion]]] = {}
@@ -80,6 +82,9 @@ class ModelHistory:
             for version in versions:
                 self._ranked.setdefault(version.metric, []).append((level, version))
         self._timelines: dict[str, tuple[list[float], list[Choice | None]]] = {}
+        # metrics whose choice does not depend on time (one interval), filled by `choose`:
+        # the engine's hot loop reads it before calling `choose`
+        self.fixed: dict[str, Choice | None] = {}
 
     def _timeline(self, metric: str) -> tuple[list[float], list[Choice | None]]:
         """Interval starts (the first is -inf) and the choice over each interval."""
@@ -103,49 +108,75 @@ class ModelHistory:
         timeline = self._timelines.get(metric)
         if timeline is None:
             timeline = self._timelines[metric] = self._timeline(metric)
+            if len(timeline[1]) == 1:
+                self.fixed[metric] = timeline[1][0]
         starts, choices = timeline
         if len(choices) == 1:
             return choices[0]
         return choices[bisect_right(starts, at) - 1]
 
 
-def calibrate(rows: Sequence[EngineRow], histories: Sequence[ModelHistory]) -> list[Calibrated]:
-    """Value and calibration id of each row; `histories[i]` is the history of row i's device.
+def calibrate(
+    rows: Sequence[ReadingRow], histories: Mapping[str, ModelHistory], rh_at: Mapping[tuple[str, float], float]
+) -> list[ReadingRow]:
+    """`rows` with `value` and `calibration_id` set from raw and flags (the incoming value is ignored).
 
-    Rows may come from many devices (a live batch); each model runs once, vectorised, on
-    all rows it applies to.
+    Rows may come from many devices (a live batch): `histories[device_id]` is each device's
+    history, `rh_at[(device_id, time)]` the `humidity_input` at that time. Hot path: one
+    bisect per reading, and each model runs once, vectorised, on all rows it applies to.
     """
-    out: list[Calibrated] = [(None, None)] * len(rows)
-    groups: dict[tuple[int | None, str], list[int]] = {}
-    models: dict[tuple[int | None, str], Model] = {}
+    out = list(rows)
+    isnan = math.isnan
+    groups: dict[int, list[int]] = {}
+    models: dict[int, tuple[Model, bool]] = {}  # id -> (model, clip at zero)
     metrics = METRICS
-    for i, row in enumerate(rows):
-        if row[3] & _NO_VALUE:
+    for i, r in enumerate(rows):
+        ts, device_id, metric, raw, given, flags, given_id = r
+        spec = metrics.get(metric)
+        if flags & _NO_VALUE or spec is None:
+            if given is not None or given_id is not None:
+                out[i] = (ts, device_id, metric, raw, None, flags, None)
             continue
-        metric = row[1]
-        if metric not in metrics:
+        history = histories[device_id]
+        choice = history.fixed.get(metric, _VARIES)
+        if choice is _VARIES:
+            choice = history.choose(metric, ts)
+        if choice is None:  # identity without an id, as IdentityModel.apply would give
+            value = None if isnan(raw) else raw if raw >= 0.0 or spec.can_be_negative else 0.0
+            if given != value or given_id is not None:  # rows are rebuilt only where they change
+                out[i] = (ts, device_id, metric, raw, value, flags, None)
             continue
-        choice = histories[i].choose(metric, row[0])
-        key: tuple[int | None, str] = (None, metric) if choice is None else (choice[0], metric)
-        idx = groups.get(key)
+        cal_id = choice[0]
+        idx = groups.get(cal_id)
         if idx is None:
-            idx = groups[key] = []
-            models[key] = _IDENTITY if choice is None else choice[1]
+            idx = groups[cal_id] = []
+            models[cal_id] = (choice[1], not spec.can_be_negative)
         idx.append(i)
-    for key, idx in groups.items():
-        cal_id, metric = key
-        model = models[key]
-        x = np.array([rows[i][2] for i in idx], dtype=np.float64)
-        rh = np.array([rows[i][4] for i in idx], dtype=np.float64) if model.needs_rh else None
-        values = model.apply(x, rh, clip_at_zero=not metrics[metric].can_be_negative).tolist()
-        for i, v in zip(idx, values, strict=True):
-            out[i] = (None if math.isnan(v) else v, cal_id)
+    nan = math.nan
+    for cal_id, idx in groups.items():
+        model, clip = models[cal_id]
+        x = np.array([rows[i][3] for i in idx], dtype=np.float64)
+        rh = None
+        if model.needs_rh:
+            rh = np.array([rh_at.get((rows[i][1], rows[i][0]), nan) for i in idx], dtype=np.float64)
+        for i, v in zip(idx, model.apply(x, rh, clip_at_zero=clip).tolist(), strict=True):
+            ts, device_id, metric, raw, _value, flags, _cid = rows[i]
+            out[i] = (ts, device_id, metric, raw, None if isnan(v) else v, flags, cal_id)
     return out
 
 
 def calibrate_device(
     rows: Sequence[EngineRow], device_models: Iterable[ModelVersion], type_defaults: Iterable[ModelVersion] = ()
 ) -> list[Calibrated]:
-    """`calibrate` for rows of one device, given its versions and its sensor type's defaults."""
-    history = ModelHistory(device_models, type_defaults)
-    return calibrate(rows, [history] * len(rows))
+    """(value, calibration id) of each row of one device, given its versions and its type's defaults.
+
+    The device has one humidity per time: rows of one time giving two different rh are refused.
+    """
+    readings: list[ReadingRow] = [(ts, "", metric, raw, None, flags, None) for ts, metric, raw, flags, _rh in rows]
+    rh_at: dict[tuple[str, float], float] = {}
+    for ts, _metric, _raw, _flags, rh in rows:
+        known = rh_at.setdefault(("", ts), rh)
+        if known != rh and not (math.isnan(known) and math.isnan(rh)):
+            raise ValueError(f"two humidities ({known!r}, {rh!r}) for one time {ts!r}")
+    history = {"": ModelHistory(device_models, type_defaults)}
+    return [(r[4], r[6]) for r in calibrate(readings, history, rh_at)]

@@ -19,10 +19,11 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import psycopg
 
-from calibration.engine import EngineRow, ModelHistory, ModelVersion, calibrate, humidity_input
+from calibration.engine import ModelHistory, ModelVersion, calibrate, humidity_input
 from calibration.models import CalibrationModelError
 from contracts.records import ReadingRow
 from ingest.calibration_store import CalibrationRecord, CalibrationState, load_calibration_state
@@ -33,6 +34,21 @@ HISTORY_CACHE_MAX = 500_000  # device histories kept; ids that come and go must 
 RELOAD_RETRY_S = 5.0  # after a failed reload of forgotten devices, calibrate with what we have this long
 
 
+class DeviceHistories(dict[str, ModelHistory]):
+    """Memoised `ModelHistory` per device id; a missing one is built on first use (so the hot
+    path is one dict lookup), and the whole memo is dropped when it reaches HISTORY_CACHE_MAX."""
+
+    def __init__(self, build: Callable[[str], ModelHistory]) -> None:
+        super().__init__()
+        self.build = build
+
+    def __missing__(self, device_id: str) -> ModelHistory:
+        if len(self) >= HISTORY_CACHE_MAX:
+            self.clear()
+        history = self[device_id] = self.build(device_id)
+        return history
+
+
 class Calibrator:
     def __init__(self, database_url: str, refresh_s: float = 60.0) -> None:
         self.database_url = database_url
@@ -40,7 +56,7 @@ class Calibrator:
         self._device_versions: dict[str, list[ModelVersion]] = {}
         self._type_versions: dict[str, list[ModelVersion]] = {}
         self._sensor_type: dict[str, str] = {}
-        self._histories: dict[str, ModelHistory] = {}
+        self._cache = DeviceHistories(self._build_history)
         self._forgotten: set[str] = set()
         self._forgot_all = False
         self._generation = 0  # counts forget() calls, so a reload knows whether one came meanwhile
@@ -81,7 +97,7 @@ class Calibrator:
         self._device_versions = {d: self._versions(r) for d, r in state.device_records.items()}
         self._type_versions = {t: self._versions(r) for t, r in state.type_records.items()}
         self._sensor_type = dict(state.sensor_types)
-        self._histories = {}
+        self._cache.clear()
         self._loaded_at = time.monotonic()
 
     async def refresh_if_stale(self) -> None:
@@ -94,10 +110,10 @@ class Calibrator:
         self._retry_at = 0.0
         if device_id is None:
             self._forgot_all = True
-            self._histories = {}
+            self._cache.clear()
         else:
             self._forgotten.add(device_id)
-            self._histories.pop(device_id, None)
+            self._cache.pop(device_id, None)
 
     async def reload_forgotten(self) -> None:
         """Fetch what `forget` dropped; a no-op when nothing was. An unreachable database keeps
@@ -128,24 +144,16 @@ class Calibrator:
                 self._sensor_type[device_id] = device_type
         # the defaults of the types just read may have changed for every device of those types
         loaded = set(devices)
-        self._histories = {
-            d: h for d, h in self._histories.items() if d not in loaded and self._sensor_type.get(d) not in types_read
-        }
+        for device_id in [d for d in self._cache if d in loaded or self._sensor_type.get(d) in types_read]:
+            del self._cache[device_id]
         if self._generation == generation:
             self._forgotten.clear()
 
     # -- hot path --------------------------------------------------------------------------
-    def history_of(self, device_id: str) -> ModelHistory:
-        """The device's memoised model history (its versions and its sensor type's defaults)."""
-        history = self._histories.get(device_id)
-        if history is None:
-            if len(self._histories) >= HISTORY_CACHE_MAX:
-                self._histories = {}
-            sensor_type = self._sensor_type.get(device_id)
-            defaults = self._type_versions.get(sensor_type, []) if sensor_type is not None else []
-            history = ModelHistory(self._device_versions.get(device_id, []), defaults)
-            self._histories[device_id] = history
-        return history
+    def _build_history(self, device_id: str) -> ModelHistory:
+        sensor_type = self._sensor_type.get(device_id)
+        defaults = self._type_versions.get(sensor_type, []) if sensor_type is not None else []
+        return ModelHistory(self._device_versions.get(device_id, []), defaults)
 
     @staticmethod
     def rh_index(rows: list[ReadingRow]) -> dict[tuple[str, float], float]:
@@ -156,26 +164,8 @@ class Calibrator:
         }
 
     def apply(self, rows: list[ReadingRow], rh_at: dict[tuple[str, float], float] | None = None) -> list[ReadingRow]:
-        """`rows` with `value` and `calibration_id` set by the engine (from raw and flags)."""
+        """`rows` with `value` and `calibration_id` set by the engine (from raw and flags); `rh_at`
+        is `rh_index` of the whole batch (computed from `rows` when not given)."""
         if not rows:
             return rows
-        if rh_at is None:
-            rh_at = self.rh_index(rows)
-        nan = math.nan
-        get_rh = rh_at.get
-        history_of = self.history_of
-        histories = self._histories
-        engine_rows: list[EngineRow] = []
-        per_row: list[ModelHistory] = []
-        for r in rows:
-            device_id = r[1]
-            history = histories.get(device_id)
-            if history is None:
-                history = history_of(device_id)
-                histories = self._histories  # history_of may have replaced a full cache
-            per_row.append(history)
-            engine_rows.append((r[0], r[2], r[3], r[5], get_rh((device_id, r[0]), nan)))
-        return [
-            (r[0], r[1], r[2], r[3], value, r[5], cal_id)
-            for r, (value, cal_id) in zip(rows, calibrate(engine_rows, per_row), strict=True)
-        ]
+        return calibrate(rows, self._cache, self.rh_index(rows) if rh_at is None else rh_at)

@@ -88,7 +88,8 @@ def test_clipping_at_zero_follows_the_metric_registry() -> None:
 
 def test_rh_model_takes_the_rows_rh_and_gives_null_without_it() -> None:
     epa = ModelVersion(5, "pm25", EpaPms5003Model(input="atm"))
-    (with_rh, cid), (without_rh, cid2) = calibrate_device([row("pm25", 20.0, rh=60.0), row("pm25", 20.0)], [epa])
+    rows = [row("pm25", 20.0, rh=60.0), row("pm25", 20.0, at=T + 1)]
+    (with_rh, cid), (without_rh, cid2) = calibrate_device(rows, [epa])
     assert with_rh == pytest.approx(0.524 * 20.0 - 0.0862 * 60.0 + 5.75) and cid == 5
     assert without_rh is None and cid2 == 5
 
@@ -100,10 +101,20 @@ def test_rh_without_a_value_counts_as_missing() -> None:
     assert math.isnan(humidity_input(None, 0))
 
 
-def test_rows_of_many_devices_each_use_their_own_history() -> None:
-    own, other = ModelHistory([linear(1, 2.0, 0.0)]), ModelHistory([linear(2, 3.0, 0.0)])
-    rows = [row("pm25", 10.0), row("pm25", 10.0), row("pm25", 10.0)]
-    assert calibrate(rows, [own, other, own]) == [(20.0, 1), (30.0, 2), (20.0, 1)]
+def test_one_device_has_one_humidity_per_time() -> None:
+    with pytest.raises(ValueError, match="two humidities"):
+        calibrate_device([row("pm25", 1.0, rh=50.0), row("pm10", 1.0, rh=51.0)], [])
+
+
+def test_rows_of_many_devices_each_use_their_own_history_and_humidity() -> None:
+    histories = {"a": ModelHistory([linear(1, 2.0, 0.0)]), "b": ModelHistory([linear(2, 3.0, 0.0)])}
+    epa = ModelVersion(3, "pm25", EpaPms5003Model(input="cf1"))
+    histories["c"] = ModelHistory([], [epa])
+    rows: list[ReadingRow] = [(T, d, "pm25", 10.0, None, 0, None) for d in ("a", "b", "a", "c")]
+    out = calibrate(rows, histories, {("c", T): 50.0, ("a", T): 99.0})
+    assert [(r[1], r[4], r[6]) for r in out] == [
+        ("a", 20.0, 1), ("b", 30.0, 2), ("a", 20.0, 1), ("c", pytest.approx(0.524 * 10 - 0.0862 * 50 + 5.75), 3)
+    ]
 
 
 # -- live path against history path ---------------------------------------------------------------
