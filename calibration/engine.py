@@ -122,8 +122,9 @@ def calibrate(
     """`rows` with `value` and `calibration_id` set from raw and flags (the incoming value is ignored).
 
     Rows may come from many devices (a live batch): `histories[device_id]` is each device's
-    history, `rh_at[(device_id, time)]` the `humidity_input` at that time. Hot path: one
-    bisect per reading, and each model runs once, vectorised, on all rows it applies to.
+    history, `rh_at[(device_id, time)]` the `humidity_input` at that time. Hot path: a dict
+    lookup per reading (a bisect where a device's models change over time), and each model
+    runs once, vectorised, on all rows it applies to.
     """
     out = list(rows)
     isnan = math.isnan

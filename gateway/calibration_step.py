@@ -50,6 +50,8 @@ class DeviceHistories(dict[str, ModelHistory]):
 
 
 class Calibrator:
+    """The gateway's calibration step: stored versions cached in memory, the engine applied per chunk."""
+
     def __init__(self, database_url: str, refresh_s: float = 60.0) -> None:
         self.database_url = database_url
         self.refresh_s = refresh_s
