@@ -1,12 +1,14 @@
 """Calibration models: a JSON spec in the `calibrations` table becomes a vectorised function.
 
 Every model maps a raw sensor series `x` (and, for some, the sensor's relative humidity)
-to a calibrated series. Three rules hold for all of them, because the gateway and the
-re-calibration job rely on them:
+to a calibrated series. Three rules hold for all of them, because the calibration engine
+(`calibration.engine`, used live and for history) relies on them:
 
 * NaN in gives NaN out (a missing reading stays missing, it is never invented);
 * a model that needs RH gives NaN wherever RH is NaN or not given at all;
-* the output is never negative (a concentration below zero is a fitting artefact).
+* with `clip_at_zero` (the default) the output is never negative: a concentration below
+  zero is a fitting artefact. The engine turns clipping off for quantities that can be
+  negative (`MetricSpec.can_be_negative`: temperature, RSSI).
 
 Specs are plain JSON objects with a ``type`` key; `parse_model` validates them and says
 exactly what is wrong, so a bad row in `calibrations` fails loudly at load time rather
@@ -65,8 +67,8 @@ class Model(ABC):
     def to_spec(self) -> dict[str, Any]:
         """The JSON spec that `parse_model` turns back into an equal model."""
 
-    def apply(self, x: npt.ArrayLike, rh: npt.ArrayLike | None = None) -> FloatArray:
-        """Calibrate `x` (any shape); NaN in gives NaN out, the result is clipped at zero."""
+    def apply(self, x: npt.ArrayLike, rh: npt.ArrayLike | None = None, *, clip_at_zero: bool = True) -> FloatArray:
+        """Calibrate `x` (any shape); NaN in gives NaN out; clipped at zero unless told otherwise."""
         xs = _as_float_array(x)
         rhs = _rh_array(rh, xs.shape)
         with np.errstate(invalid="ignore"):
@@ -74,12 +76,13 @@ class Model(ABC):
         out = np.where(np.isnan(xs), np.nan, out)
         if self.needs_rh:
             out = np.where(np.isnan(rhs), np.nan, out)
-        return _clip(np.asarray(out, dtype=np.float64))
+        out = np.asarray(out, dtype=np.float64)
+        return _clip(out) if clip_at_zero else out
 
 
 @dataclass(frozen=True)
 class IdentityModel(Model):
-    """value = raw (clipped at zero); the fallback when no model is known."""
+    """value = raw; what the engine applies (without a calibration id) when no model is known."""
 
     type_name: ClassVar[str] = "identity"
 

@@ -198,7 +198,7 @@ def apply_command(
     refreshed = f"aggregates refreshed ({backend})" if backend else "aggregates unchanged"
     console.print(
         f"{report.rows_seen} rows checked, {report.rows_changed} changed, "
-        f"calibrations used {list(report.calibration_ids) or 'none (raw clipped at 0)'}; {refreshed}",
+        f"calibrations used {list(report.calibration_ids) or 'none (value = raw)'}; {refreshed}",
         markup=False,
     )
 

@@ -23,15 +23,20 @@ class Flag(IntFlag):
     UNREGISTERED_DEVICE = 1 << 10  # device not registered by an owner (open-data auto registration)
 
 
+NO_VALUE = Flag.SENTINEL | Flag.OUT_OF_RANGE | Flag.UNKNOWN_METRIC
+"""A reading with any of these bits has no calibrated `value` (NULL), live and in history:
+the raw number is not a measurement of the registered quantity (a "no value" marker, a
+physically impossible number, or a metric no model is defined for). `raw` keeps it."""
+
 FLAG_DOCS: dict[Flag, str] = {
-    Flag.OUT_OF_RANGE: "value outside the metric's physical range",
-    Flag.SENTINEL: "sentinel value meaning 'no measurement'",
+    Flag.OUT_OF_RANGE: "raw outside the metric's physical range; no calibrated value",
+    Flag.SENTINEL: "sentinel value meaning 'no measurement'; no calibrated value",
     Flag.RH_OVER_100: "relative humidity above 100 %",
     Flag.NO_CLOCK: "no device clock; gateway receive time used",
     Flag.CLOCK_SKEW: "device clock in the future or far in the past",
     Flag.STUCK: "same value repeated many times (stuck sensor)",
     Flag.SPIKE: "spike against the device's recent median",
-    Flag.UNKNOWN_METRIC: "metric not in the registry; stored raw",
+    Flag.UNKNOWN_METRIC: "metric not in the registry; stored raw, no calibrated value",
     Flag.REPLAYED: "replayed from the device's store-and-forward queue",
     Flag.LEGACY_FORMAT: "decoded from a legacy or partial LASS message",
     Flag.UNREGISTERED_DEVICE: "device not registered by an owner",

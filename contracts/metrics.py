@@ -8,10 +8,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """One registry entry. `low`/`high` bound a physically possible reading (outside: OUT_OF_RANGE);
+    `can_be_negative` says whether the quantity itself can be below zero, which decides whether
+    a calibration model's output is clipped at 0 (concentrations: clipped; °C, dBm: not)."""
+
     name: str
     unit: str
     low: float
     high: float
+    can_be_negative: bool = False
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -20,7 +25,7 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("pm1", "µg/m³", 0.0, 1000.0),
         MetricSpec("pm25", "µg/m³", 0.0, 1000.0),
         MetricSpec("pm10", "µg/m³", 0.0, 2000.0),
-        MetricSpec("t", "°C", -40.0, 70.0),
+        MetricSpec("t", "°C", -40.0, 70.0, can_be_negative=True),
         MetricSpec("rh", "%", 0.0, 100.0),
         MetricSpec("p", "hPa", 300.0, 1100.0),
         MetricSpec("co2", "ppm", 250.0, 10000.0),
@@ -28,7 +33,7 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("mag", "µT", 0.0, 5000.0),  # parking: deviation from the learnt baseline
         MetricSpec("mag_base", "µT", 0.0, 5000.0),  # parking heartbeat: the baseline itself
         MetricSpec("batt_mv", "mV", 0.0, 6000.0),
-        MetricSpec("rssi", "dBm", -130.0, 0.0),
+        MetricSpec("rssi", "dBm", -130.0, 0.0, can_be_negative=True),
     )
 }
 

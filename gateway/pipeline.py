@@ -170,6 +170,7 @@ class Pipeline:
             flagged[start : start + CHUNK_ROWS] = self.anomalies.flag(flagged[start : start + CHUNK_ROWS])
             await asyncio.sleep(0)
         if flagged:
+            await self.calibrator.reload_forgotten()  # what forget() dropped, before it is used
             rh_at = self.calibrator.rh_index(flagged)
             for start in range(0, len(flagged), CHUNK_ROWS):
                 batch.readings.extend(self.calibrator.apply(flagged[start : start + CHUNK_ROWS], rh_at))

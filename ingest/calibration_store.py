@@ -4,8 +4,10 @@ Uses psycopg 3 (sync): these are operator tasks run from the CLI, not the hot pa
 
 Re-calibration guarantees, implemented in `recalibrate`:
 
-* `raw` is never written; `value` and `calibration_id` are recomputed from `raw` (and the
-  sensor's own `rh` row at the same timestamp, for models that need RH).
+* `raw` is never written; `value` and `calibration_id` are recomputed from `raw`, `flags`
+  (and the sensor's own `rh` row at the same timestamp, for models that need RH) by the
+  same engine the gateway runs on live data (`calibration.engine`), so re-applying an
+  unchanged calibration to what the gateway stored changes nothing.
 * Work goes in batches of `batch_size` rows in time order, each committed on its own, so an
   interrupted run leaves a consistent prefix and simply continues when run again.
 * Idempotent: a row is only updated when its value or calibration id would change, so a
@@ -28,9 +30,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from calibration.models import Model, default_model, parse_model
+from calibration.engine import EngineRow, ModelVersion, calibrate_device, humidity_input
+from calibration.models import CalibrationModelError, default_model, parse_model
 from calibration.series import HourlySeries, to_datetime64
-from calibration.versions import CalibrationRecord, resolve
 from ingest.aggregates import refresh_range
 
 BATCH_SIZE_DEFAULT = 5000
@@ -38,6 +40,31 @@ BATCH_SIZE_DEFAULT = 5000
 
 class StoreError(RuntimeError):
     """A database-side calibration task cannot proceed (unknown device, bad stored model)."""
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """One row of the `calibrations` table (unbounded validity ends as None)."""
+
+    id: int
+    device_id: str | None
+    sensor_type: str | None
+    metric: str
+    model: dict[str, Any]
+    valid_from: datetime | None
+    valid_to: datetime | None
+    fitted_at: datetime | None = None
+    fit_stats: dict[str, Any] | None = None
+
+    def version(self) -> ModelVersion:
+        """The engine's view of this row; CalibrationModelError for a malformed stored spec."""
+        return ModelVersion(
+            id=self.id,
+            metric=self.metric,
+            model=parse_model(self.model),
+            valid_from=self.valid_from.timestamp() if self.valid_from else -math.inf,
+            valid_to=self.valid_to.timestamp() if self.valid_to else math.inf,
+        )
 
 
 @dataclass(frozen=True)
@@ -199,6 +226,48 @@ def ensure_default_calibration(conn: psycopg.Connection[Any], sensor_type: str |
     return insert_calibration(conn, metric=metric, model=spec, sensor_type=sensor_type)
 
 
+@dataclass(frozen=True)
+class CalibrationState:
+    """What the gateway caches: stored versions by device and by sensor type, and device types."""
+
+    sensor_types: dict[str, str]
+    device_records: dict[str, list[CalibrationRecord]]
+    type_records: dict[str, list[CalibrationRecord]]
+
+
+def load_calibration_state(conn: psycopg.Connection[Any], device_ids: Sequence[str] | None = None) -> CalibrationState:
+    """Every version that can apply to `device_ids` (None: to every device), oldest id first.
+
+    The built-in default of each sensor type in use is stored first (`ensure_default_calibration`,
+    as `recalibrate` does), so live readings carry the same calibration id as history.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT device_id, sensor_type FROM devices WHERE sensor_type IS NOT NULL "
+            "AND (%(ids)s::text[] IS NULL OR device_id = ANY(%(ids)s::text[]))",
+            {"ids": None if device_ids is None else list(device_ids)},
+        )
+        sensor_types: dict[str, str] = {row[0]: row[1] for row in cur.fetchall()}
+    for sensor_type in sorted(set(sensor_types.values())):
+        ensure_default_calibration(conn, sensor_type, "pm25")
+    query = f"SELECT {_RECORD_COLUMNS} FROM calibrations"
+    params: dict[str, Any] = {}
+    if device_ids is not None:
+        query += " WHERE device_id = ANY(%(ids)s) OR (device_id IS NULL AND sensor_type = ANY(%(types)s))"
+        params = {"ids": list(device_ids), "types": sorted(set(sensor_types.values()))}
+    device_records: dict[str, list[CalibrationRecord]] = {}
+    type_records: dict[str, list[CalibrationRecord]] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query + " ORDER BY id", params)
+        for row in cur.fetchall():
+            record = _record(row)
+            if record.device_id is not None:
+                device_records.setdefault(record.device_id, []).append(record)
+            elif record.sensor_type is not None:
+                type_records.setdefault(record.sensor_type, []).append(record)
+    return CalibrationState(sensor_types, device_records, type_records)
+
+
 def hourly_series(
     conn: psycopg.Connection[Any], device_id: str, start: datetime, end: datetime, column: str = "raw"
 ) -> HourlySeries:
@@ -240,7 +309,7 @@ def refresh_aggregates(conn: psycopg.Connection[Any], first: datetime, last: dat
 
 
 _SELECT_BATCH = """
-SELECT p.time, p.raw, coalesce(h.raw, h.value) AS rh
+SELECT p.time, p.raw, p.flags, h.raw AS rh_raw, h.flags AS rh_flags
 FROM readings AS p
 LEFT JOIN readings AS h ON h.device_id = p.device_id AND h.metric = 'rh' AND h.time = p.time
 WHERE p.device_id = %(device)s AND p.metric = %(metric)s AND p.raw IS NOT NULL
@@ -272,25 +341,28 @@ def count_rows(
     return int(row[0]) if row else 0
 
 
-def _calibrate_rows(
-    rows: list[tuple[Any, ...]],
-    records: list[CalibrationRecord],
-    models: dict[int, Model],
-    *,
-    device: DeviceInfo,
-    metric: str,
+def recalibrated(
+    rows: Sequence[tuple[Any, ...]], metric: str, own: Sequence[ModelVersion], defaults: Sequence[ModelVersion]
 ) -> tuple[list[float | None], list[int | None]]:
-    """New values (None for NaN) and calibration ids for (time, raw, rh) rows of one metric."""
-    raw = np.array([row[1] for row in rows], dtype=np.float64)
-    rh = np.array([math.nan if row[2] is None else row[2] for row in rows], dtype=np.float64)
-    stamps = np.array([to_datetime64(row[0]) for row in rows], dtype="datetime64[s]")
-    which = resolve(records, device.device_id, device.sensor_type, metric, stamps)
-    values = np.maximum(raw, 0.0)
-    for index in np.unique(which[which >= 0]):
-        mask = which == index
-        values[mask] = models[records[int(index)].id].apply(raw[mask], rh[mask])
-    cids = [records[int(i)].id if i >= 0 else None for i in which]
-    return [float(v) if math.isfinite(v) else None for v in values], cids
+    """New values and calibration ids of one device's `_SELECT_BATCH` rows (time, raw, flags,
+    rh raw, rh flags) of one metric: the engine, given its versions and its type's defaults."""
+    engine_rows: list[EngineRow] = [
+        (at.timestamp(), metric, raw, flags, humidity_input(rh_raw, rh_flags or 0))
+        for at, raw, flags, rh_raw, rh_flags in rows
+    ]
+    calibrated = calibrate_device(engine_rows, own, defaults)
+    return [value for value, _ in calibrated], [cid for _, cid in calibrated]
+
+
+def model_versions(records: Sequence[CalibrationRecord]) -> list[ModelVersion]:
+    """The engine's versions of stored rows, or StoreError naming a malformed one."""
+    versions = []
+    for record in records:
+        try:
+            versions.append(record.version())
+        except CalibrationModelError as exc:
+            raise StoreError(f"calibration {record.id} has a malformed model: {exc}") from exc
+    return versions
 
 
 def recalibrate(
@@ -309,12 +381,8 @@ def recalibrate(
     device = get_device(conn, device_id)
     ensure_default_calibration(conn, device.sensor_type, metric)
     records = records_for(conn, device, metric)
-    models: dict[int, Model] = {}
-    for record in records:
-        try:
-            models[record.id] = record.parsed()
-        except ValueError as exc:
-            raise StoreError(f"calibration {record.id} has a malformed model: {exc}") from exc
+    own = model_versions([r for r in records if r.device_id == device_id])
+    defaults = model_versions([r for r in records if r.device_id is None])
     after = since - timedelta(microseconds=1)
     seen = changed = 0
     first: datetime | None = None
@@ -328,7 +396,7 @@ def recalibrate(
         if not rows:
             break
         times = [row[0] for row in rows]
-        out, cids = _calibrate_rows(rows, records, models, device=device, metric=metric)
+        out, cids = recalibrated(rows, metric, own, defaults)
         used.update(cid for cid in cids if cid is not None)
         with conn.cursor() as cur:
             cur.execute(

@@ -10,7 +10,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from calibration.versions import resolve_one
+from calibration.engine import ModelHistory
 from ingest.calibration_store import (
     count_rows,
     ensure_default_calibration,
@@ -18,6 +18,7 @@ from ingest.calibration_store import (
     hourly_series,
     insert_calibration,
     list_calibrations,
+    model_versions,
     recalibrate,
 )
 
@@ -127,7 +128,7 @@ def test_unknown_sensor_type_falls_back_to_identity(conn: psycopg.Connection[Any
     assert all(r[2] == r[1] and r[3] is None for r in pm25_rows(conn))
 
 
-def test_hourly_series_and_resolution(conn: psycopg.Connection[Any]) -> None:
+def test_hourly_series_and_the_stored_version_valid_at_a_time(conn: psycopg.Connection[Any]) -> None:
     seed(conn)
     series = hourly_series(conn, "tp-school-0042", T0, T0 + timedelta(days=1))
     assert len(series) == 24
@@ -137,10 +138,10 @@ def test_hourly_series_and_resolution(conn: psycopg.Connection[Any]) -> None:
         conn, metric="pm25", model={"type": "linear", "a": 1.0, "b": 0.0}, device_id="tp-school-0042", valid_from=T0
     )
     device = get_device(conn, "tp-school-0042")
-    records = list_calibrations(conn)
-    chosen = resolve_one(records, device.device_id, device.sensor_type, "pm25", T0 + timedelta(hours=1))
-    assert chosen is not None and chosen.id == cid
-    assert resolve_one(records, device.device_id, device.sensor_type, "pm25", T0 - timedelta(hours=1)) is None
+    history = ModelHistory(model_versions(list_calibrations(conn, device.device_id)))
+    chosen = history.choose("pm25", (T0 + timedelta(hours=1)).timestamp())
+    assert chosen is not None and chosen[0] == cid
+    assert history.choose("pm25", (T0 - timedelta(hours=1)).timestamp()) is None
 
 
 def test_bad_model_is_refused_before_storing(conn: psycopg.Connection[Any]) -> None:
