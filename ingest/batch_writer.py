@@ -254,7 +254,7 @@ class BatchWriter:
                 assert self.series_rule is not None
                 _, recomputed = await series_windows.recompute(conn, self.series_rule, plan.recompute)
                 plan.windows.update(recomputed)
-                await series_windows.save(conn, plan.windows)
+                await series_windows.save(conn, plan.windows, plan.known)
             if batch.parking:
                 await conn.copy_records_to_table("stage_parking", records=batch.parking)
                 parking_n = _count(await conn.execute(_MERGE_PARKING))

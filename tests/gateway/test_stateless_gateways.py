@@ -69,7 +69,8 @@ def _stream(devices: int, per_device: int, seed: int = 11) -> tuple[dict[str, li
 def _rows(url: str) -> set[Row]:
     with psycopg.connect(url) as conn:
         return set(conn.execute(
-            b"SELECT extract(epoch FROM time)::float8, device_id, metric, raw, value, flags, calibration_id FROM readings"
+            b"SELECT extract(epoch FROM time)::float8, device_id, metric, raw, value, flags, calibration_id"
+            b" FROM readings"
         ).fetchall())
 
 
@@ -189,7 +190,7 @@ def test_a_refused_batch_written_again_message_by_message_feeds_no_window_twice(
     _register(database_url, stream)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE readings ADD CONSTRAINT no_666 CHECK (raw <> 666)")
-    runs = {}
+    runs: dict[str, set[Row]] = {}
     for url, extra in ((clean_url, {}), (database_url, {poison_topic: [poison]})):
         gw = start_gateway(mosquitto.url, url, CITYSENSE_MQTT_CLIENT_ID=f"sl-refused-{len(runs)}",
                            CITYSENSE_BATCH_MAX_DELAY_MS="2000")  # long batches: the poison shares one

@@ -31,7 +31,9 @@ def test_second_migration_changes_nothing_and_fallback_is_logged(
     with psycopg.connect(database_url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
         assert versions == ["0001_core", "0002_timeseries", "0004_series_windows"]
-        for table in ("devices", "readings", "parking_events", "rejected_messages", "calibrations", "readings_1h", "series_windows"):
+        tables = ("devices", "readings", "parking_events", "rejected_messages", "calibrations", "readings_1h",
+                  "series_windows")
+        for table in tables:
             assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (table,)
 
 
