@@ -6,11 +6,13 @@ about configuration and tests can build a Settings with explicit values.
 
 from __future__ import annotations
 
+import re
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.limits import AGGREGATE_REFRESH_DAYS
@@ -26,7 +28,11 @@ class Settings(BaseSettings):
         "5", description="MQTT protocol of the gateway session; 5 for Mosquitto/EMQX, 3.1.1 for amqtt"
     )
     mqtt_client_id: str = Field(
-        "citysense-gateway-1", description="Fixed id of this gateway's persistent session"
+        "", description="Fixed id of this gateway's persistent session; empty = citysense-gateway-<host>-<instance>"
+    )
+    gateway_instance: str = Field(
+        "1", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Name of this gateway instance on its host (systemd %i, compose service); part of the client id",
     )
     mqtt_shared_group: str = Field(
         "", description="Shared-subscription group ('citysense' to scale out over several gateways); empty = plain"
@@ -67,6 +73,15 @@ class Settings(BaseSettings):
         if not value.startswith(("mqtt://", "mqtts://")):
             raise ValueError(f"CITYSENSE_MQTT_URL must start with mqtt:// or mqtts://, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _unique_client_id(self) -> Settings:
+        """Two replicas with one client id evict each other's session; derived from the host
+        name and the instance name, the default differs between replicas by construction."""
+        if not self.mqtt_client_id:
+            host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+            self.mqtt_client_id = f"citysense-gateway-{host}-{self.gateway_instance}"
+        return self
 
     @field_validator("database_url")
     @classmethod

@@ -1,16 +1,16 @@
-"""Stateful quality flags: stuck sensors and spikes, judged against each device's recent values.
+"""Quality flags judged against a series' recent readings: stuck sensors and spikes.
 
-State is per (device, metric) and bounded: a short window of recent values and a repeat
-counter, evicted oldest-first beyond `max_series`. A gateway restart forgets the state,
-which only delays these two flags by a few readings.
+The rule is `flag_run`, a pure function over one (device, metric) series in time order.
+It runs inside the batch writer's transaction (ingest.series_windows), against the
+series' window stored in the database, so the flags a reading gets do not depend on
+which gateway replica read it, on restarts or on retries; the gateway hands the rule to
+the writer as `STUCK_SPIKE_RULE`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-
 from contracts.flags import Flag
-from contracts.records import ReadingRow
+from ingest.series_windows import SeriesRule, SeriesWindow
 
 STUCK_REPEATS = 20
 WINDOW = 9
@@ -19,8 +19,11 @@ SPIKE_MADS = 6.0 * 1.4826  # robust z-score threshold: 6 scaled median absolute 
 # Absolute floor under which a jump is never called a spike, per metric (registry units).
 SPIKE_FLOOR = {"pm1": 50.0, "pm25": 50.0, "pm10": 80.0, "t": 8.0, "rh": 25.0, "p": 15.0, "co2": 800.0}
 EXEMPT = frozenset({"occupied", "batt_mv", "rssi"})
+# readings without a value to judge (a sentinel, an unknown metric) neither get nor feed these flags
+NO_WINDOW = int(Flag.SENTINEL | Flag.UNKNOWN_METRIC)
 _STUCK = int(Flag.STUCK)  # plain ints: enum arithmetic costs ~1 µs per operation on the hot path
 _SPIKE = int(Flag.SPIKE)
+_REPEATS_CAP = STUCK_REPEATS - 1  # more repeats flag nothing more; capped, the window stays bounded
 
 
 def _median(values: list[float]) -> float:
@@ -30,72 +33,56 @@ def _median(values: list[float]) -> float:
     return values[half] if n % 2 else (values[half - 1] + values[half]) / 2.0
 
 
-class _Series:
-    __slots__ = ("last", "recent", "repeats")
-
-    def __init__(self) -> None:
-        self.recent: deque[float] = deque(maxlen=WINDOW)
-        self.last: float | None = None
-        self.repeats = 0
+def feeds_window(metric: str, flags: int) -> bool:
+    """Whether a reading is judged by (and feeds) the stuck/spike window of its series."""
+    return not flags & NO_WINDOW and metric not in EXEMPT
 
 
-class AnomalyFlagger:
-    def __init__(self, max_series: int = 200_000) -> None:
-        self.max_series = max_series
-        self._series: OrderedDict[tuple[str, str], _Series] = OrderedDict()
+def flag_run(window: SeriesWindow, metric: str, raws: list[float]) -> list[int]:
+    """STUCK/SPIKE bits of each raw value of `raws` (consecutive readings of one series, in
+    time order, following `window`), advancing `window` past them.
 
-    def _get(self, key: tuple[str, str]) -> _Series:
-        series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = _Series()
-            if len(self._series) > self.max_series:
-                self._series.popitem(last=False)
-        return series
+    STUCK: the same non-zero value as the STUCK_REPEATS - 1 readings before it. SPIKE: with
+    at least MIN_HISTORY readings in the window, farther from their median than both the
+    metric's floor and SPIKE_MADS scaled median absolute deviations. Hot path (every
+    reading): names are bound locally and the median is computed only past the floor.
+    """
+    out: list[int] = []
+    append = out.append
+    floor = SPIKE_FLOOR.get(metric)
+    recent = window.recent
+    last = window.last
+    repeats = window.repeats
+    for raw in raws:
+        extra = 0
+        if last == raw and raw != 0.0:
+            if repeats < _REPEATS_CAP:
+                repeats += 1
+            if repeats >= _REPEATS_CAP:
+                extra = _STUCK
+        else:
+            repeats = 0
+        if floor is not None and len(recent) >= MIN_HISTORY:
+            ordered = sorted(recent)
+            # the median lies between the extremes: within `floor` of both, no spike is possible
+            # (differences, not sums: rounding keeps |raw - median| <= the larger difference)
+            if raw - ordered[0] > floor or ordered[-1] - raw > floor:
+                med = _median(ordered)
+                deviation = abs(raw - med)
+                # a spike exceeds max(floor, k * MAD) >= floor, so the MAD is needed only past the floor
+                if deviation > floor and deviation > SPIKE_MADS * _median(sorted([abs(v - med) for v in recent])):
+                    extra |= _SPIKE
+        last = raw
+        recent.append(raw)
+        if len(recent) > WINDOW:
+            del recent[0]
+        append(extra)
+    window.last = last
+    window.repeats = repeats
+    return out
 
-    def flag(self, rows: list[ReadingRow]) -> list[ReadingRow]:
-        """Rows with STUCK/SPIKE bits added; values are never changed.
 
-        Hot path (every reading): names are bound locally and the lookup of `_get` is
-        inlined for the common case of a known series.
-        """
-        out: list[ReadingRow] = []
-        append = out.append
-        known = self._series
-        get = self._get
-        floors = SPIKE_FLOOR
-        for row in rows:
-            value = row[4]
-            metric = row[2]
-            if value is None or metric in EXEMPT:
-                append(row)
-                continue
-            raw = row[3]
-            key = (row[1], metric)
-            series = known.get(key) or get(key)
-            extra = 0
-            if series.last == raw and raw != 0.0:
-                series.repeats += 1
-                if series.repeats >= STUCK_REPEATS - 1:
-                    extra = _STUCK
-            else:
-                series.repeats = 0
-            recent = series.recent
-            floor = floors.get(metric)
-            if floor is not None and len(recent) >= MIN_HISTORY:
-                ordered = sorted(recent)
-                # the median lies between the extremes: within `floor` of both, no spike is possible
-                # (differences, not sums: rounding keeps |raw - median| <= the larger difference)
-                if raw - ordered[0] > floor or ordered[-1] - raw > floor:
-                    med = _median(ordered)
-                    deviation = abs(raw - med)
-                    # a spike exceeds max(floor, k * MAD) >= floor, so the MAD is needed only past the floor
-                    if deviation > floor and deviation > SPIKE_MADS * _median(sorted([abs(v - med) for v in recent])):
-                        extra |= _SPIKE
-            series.last = raw
-            recent.append(raw)
-            if extra:
-                ts, device_id, _metric, _raw, _value, flags, cal = row
-                append((ts, device_id, metric, raw, value, flags | extra, cal))
-            else:
-                append(row)
-        return out
+STUCK_SPIKE_RULE = SeriesRule(
+    flag_run=flag_run, feeds_window=feeds_window, no_window_flags=NO_WINDOW, bits=_STUCK | _SPIKE,
+    history=max(WINDOW, STUCK_REPEATS),  # STUCK_REPEATS values decide the capped repeat count
+)

@@ -24,7 +24,6 @@ import asyncpg
 from contracts.flags import Flag
 from contracts.records import Decoded, DecodeError, ReadingRow
 from gateway import telemetry
-from gateway.anomaly_flags import AnomalyFlagger
 from gateway.calibration_step import Calibrator
 from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
@@ -106,7 +105,6 @@ class Pipeline:
         self.writer = writer
         self.registry = registry
         self.calibrator = calibrator
-        self.anomalies = AnomalyFlagger()
         self.recent_lass = RecentPayloads()
         self.batch_max_messages = batch_max_messages
         self.batch_max_delay_s = batch_max_delay_s
@@ -164,11 +162,10 @@ class Pipeline:
             if d.status is not None:
                 batch.statuses.append(StatusRow(d.device_id, msg.received_at, d.status))
             accepted[d.codec] += 1
-        # flags (in arrival order) and calibration run on chunks, yielding between them (see
-        # YIELD_EVERY); the humidity a pm25 model needs is looked up across the whole batch
-        for start in range(0, len(flagged), CHUNK_ROWS):
-            flagged[start : start + CHUNK_ROWS] = self.anomalies.flag(flagged[start : start + CHUNK_ROWS])
-            await asyncio.sleep(0)
+        # calibration runs on chunks, yielding between them (see YIELD_EVERY); the humidity a pm25
+        # model needs is looked up across the whole batch. The stuck/spike flags are set by the
+        # batch writer, in the batch's transaction, from windows kept in the database (so they
+        # do not depend on which replica reads a message, and a retried batch feeds nothing twice).
         if flagged:
             await self.calibrator.reload_forgotten()  # what forget() dropped, before it is used
             rh_at = self.calibrator.rh_index(flagged)

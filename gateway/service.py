@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 
 from contracts.settings import Settings
 from gateway import telemetry
+from gateway.anomaly_flags import STUCK_SPIKE_RULE
 from gateway.calibration_step import Calibrator
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_adapter import MqttSource
@@ -87,7 +88,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         settings.mqtt_url, settings.mqtt_client_id, subscriptions(settings),
         protocol=settings.mqtt_protocol, max_queue=settings.queue_max_messages,
     )
-    writer = BatchWriter(settings.database_url)
+    writer = BatchWriter(settings.database_url, STUCK_SPIKE_RULE)
     pipeline = Pipeline(
         source, writer, registry, calibrator,
         batch_max_messages=settings.batch_max_messages, batch_max_delay_s=settings.batch_max_delay_ms / 1000,

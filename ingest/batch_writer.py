@@ -33,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from contracts.records import ParkingRow, ReadingRow
+from ingest import series_windows
+from ingest.series_windows import SeriesPlan, SeriesRule
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,15 @@ _MERGE_READINGS = """
 INSERT INTO readings (time, device_id, metric, raw, value, flags, calibration_id)
 SELECT to_timestamp(ts), device_id, metric, raw, value, flags, calibration_id FROM stage_readings
 ON CONFLICT (device_id, metric, time) DO NOTHING
+"""
+
+# the same merge, telling per series what it stored: all rows, and those the series rule judges
+# ($1: the flags that keep a reading out of its window)
+_MERGE_READINGS_BY_SERIES = f"""
+WITH inserted AS ({_MERGE_READINGS} RETURNING device_id, metric, time, flags)
+SELECT device_id, metric, count(*)::int, count(*) FILTER (WHERE flags & $1 = 0)::int,
+       min(time) FILTER (WHERE flags & $1 = 0), max(time) FILTER (WHERE flags & $1 = 0)
+FROM inserted GROUP BY device_id, metric
 """
 
 _MERGE_PARKING = """
@@ -160,10 +171,16 @@ def _count(status: str) -> int:
 
 
 class BatchWriter:
-    """Owns one asyncpg connection; call `write` from a single task (writes are sequential)."""
+    """Owns one asyncpg connection; call `write` from a single task (writes are sequential).
 
-    def __init__(self, database_url: str) -> None:
+    With a `series_rule` (the gateway's stuck/spike rule) the writer also sets the rule's
+    flag bits inside the batch transaction, from the series windows stored in the
+    database (see ingest.series_windows); a rolled-back write leaves the windows unchanged.
+    """
+
+    def __init__(self, database_url: str, series_rule: SeriesRule | None = None) -> None:
         self.database_url = database_url
+        self.series_rule = series_rule
         self._conn: asyncpg.Connection | None = None
         self._merge_only = 0  # batches left that skip the COPY fast path
 
@@ -214,18 +231,30 @@ class BatchWriter:
         """One transaction; readings by COPY into `readings` (fast) or through the merge."""
         readings_n = parking_n = rejected_n = 0
         async with conn.transaction():
+            readings, plan = await self._judge_series(conn, batch)
             if batch.devices:
                 await conn.execute(
                     _INSERT_DEVICES,
                     [d.device_id for d in batch.devices], [d.kind for d in batch.devices],
                     [d.lat for d in batch.devices], [d.lon for d in batch.devices],
                 )
-            if batch.readings and fast:
-                await conn.copy_records_to_table("readings", records=batch.readings, columns=READING_COLUMNS)
-                readings_n = len(batch.readings)
-            elif batch.readings:
-                await conn.copy_records_to_table("stage_readings", records=batch.readings)
-                readings_n = _count(await conn.execute(_MERGE_READINGS))
+            if readings and fast:
+                await conn.copy_records_to_table("readings", records=readings, columns=READING_COLUMNS)
+                readings_n = len(readings)
+            elif readings:
+                await conn.copy_records_to_table("stage_readings", records=readings)
+                if plan is None:
+                    readings_n = _count(await conn.execute(_MERGE_READINGS))
+                else:
+                    assert self.series_rule is not None
+                    per_series = await conn.fetch(_MERGE_READINGS_BY_SERIES, self.series_rule.no_window_flags)
+                    readings_n = sum(r[2] for r in per_series)
+                    series_windows.settle_after_merge(plan, [(r[0], r[1], r[3], r[4], r[5]) for r in per_series])
+            if plan is not None:
+                assert self.series_rule is not None
+                _, recomputed = await series_windows.recompute(conn, self.series_rule, plan.recompute)
+                plan.windows.update(recomputed)
+                await series_windows.save(conn, plan.windows, plan.known)
             if batch.parking:
                 await conn.copy_records_to_table("stage_parking", records=batch.parking)
                 parking_n = _count(await conn.execute(_MERGE_PARKING))
@@ -240,6 +269,26 @@ class BatchWriter:
             if batch.statuses:
                 await self._write_statuses(conn, batch.statuses)
         return readings_n, parking_n, rejected_n
+
+    async def _judge_series(
+        self, conn: asyncpg.Connection, batch: Batch
+    ) -> tuple[list[ReadingRow], SeriesPlan | None]:
+        """The batch's readings with the series rule's bits set from the stored windows, each
+        (device, metric, time) once, under the locks of the batch's devices (held to commit)."""
+        rule = self.series_rule
+        if rule is None or not batch.readings:
+            return batch.readings, None
+        devices = {r[1] for r in batch.readings}
+        devices.update(r[1] for r in batch.parking)
+        devices.update(d.device_id for d in batch.devices)
+        devices.update(s.device_id for s in batch.statuses)
+        await series_windows.lock_devices(conn, sorted(devices))
+        groups, repeated = series_windows.series_of(rule, batch.readings)
+        stored = await series_windows.load(conn, list(groups)) if groups else {}
+        readings, plan = series_windows.flag_new_rows(rule, batch.readings, groups, stored)
+        if repeated:
+            readings = [r for i, r in enumerate(readings) if i not in repeated]
+        return readings, plan
 
     @staticmethod
     async def _write_statuses(conn: asyncpg.Connection, statuses: Sequence[StatusRow]) -> None:

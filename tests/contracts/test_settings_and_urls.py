@@ -38,3 +38,19 @@ def test_mqtt_url_parts() -> None:
     assert parse_mqtt_url("mqtt://127.0.0.1").port == 1883
     with pytest.raises(ValueError, match="not an MQTT URL"):
         parse_mqtt_url("tcp://x:1")
+
+
+def test_default_client_id_differs_per_instance_and_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CITYSENSE_MQTT_CLIENT_ID", raising=False)
+    monkeypatch.setattr("socket.gethostname", lambda: "gw.host_a")
+    monkeypatch.setenv("CITYSENSE_GATEWAY_INSTANCE", "2")
+    assert Settings().mqtt_client_id == "citysense-gateway-gw-host-a-2"
+    monkeypatch.setenv("CITYSENSE_GATEWAY_INSTANCE", "3")
+    assert Settings().mqtt_client_id == "citysense-gateway-gw-host-a-3"
+    monkeypatch.setattr("socket.gethostname", lambda: "gw-host-b")
+    assert Settings().mqtt_client_id == "citysense-gateway-gw-host-b-3"
+    monkeypatch.setenv("CITYSENSE_MQTT_CLIENT_ID", "given-id")
+    assert Settings().mqtt_client_id == "given-id"
+    monkeypatch.setenv("CITYSENSE_GATEWAY_INSTANCE", "a b")
+    with pytest.raises(ValidationError, match="gateway_instance"):
+        Settings()

@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.flags import FLAG_DOCS, Flag
-from contracts.records import ReadingRow
-from gateway.anomaly_flags import MIN_HISTORY, SPIKE_FLOOR, SPIKE_MADS, STUCK_REPEATS, WINDOW, AnomalyFlagger
+from gateway.anomaly_flags import MIN_HISTORY, SPIKE_FLOOR, SPIKE_MADS, STUCK_REPEATS, WINDOW, flag_run
 from gateway.calibration_step import Calibrator
 from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_adapter import Inbound, MqttSource
 from gateway.pipeline import Pipeline
 from ingest.batch_writer import BatchWriter
+from ingest.series_windows import SeriesWindow
 
 NOW = 1_763_785_260.0
 UNREACHABLE_DB = "postgresql://nobody@127.0.0.1:9/none"  # prepare() of an open network never connects
@@ -31,9 +31,13 @@ def _v1(m: dict[str, object], ts: object = NOW - 60, **extra: object) -> dict[st
 
 
 def _series(values: list[float], metric: str = "pm25") -> list[int]:
-    flagger = AnomalyFlagger()
-    rows: list[ReadingRow] = [(NOW + i, "box-001", metric, v, v, 0, None) for i, v in enumerate(values)]
-    return [r[5] for r in flagger.flag(rows)]
+    return flag_run(SeriesWindow(), metric, values)
+
+
+def _series_in_pieces(values: list[float], metric: str, cut: int) -> list[int]:
+    """The same series judged in two runs, the second from the window the first left."""
+    window = SeriesWindow()
+    return flag_run(window, metric, values[:cut]) + flag_run(window, metric, values[cut:])
 
 
 def test_every_flag_is_a_distinct_bit_with_a_description() -> None:
@@ -170,6 +174,7 @@ DECIMALS = st.floats(min_value=0, max_value=1000, allow_nan=False, allow_infinit
 )
 def test_fast_stuck_and_spike_flags_match_the_plain_rules(values: list[float], metric: str) -> None:
     assert _series(values, metric) == _reference_flags(values, metric)
+    assert _series_in_pieces(values, metric, len(values) // 3) == _reference_flags(values, metric)
 
 
 def test_spike_exactly_one_rounding_step_past_the_floor_is_still_a_spike() -> None:

@@ -26,7 +26,9 @@ def test_second_migration_changes_nothing(database_url: str, backend: str) -> No
     with psycopg.connect(database_url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
         assert versions == [m.version for m in plan(backend)]  # type: ignore[arg-type]
-        for table in ("devices", "readings", "parking_events", "rejected_messages", "calibrations", "readings_1h"):
+        tables = ("devices", "readings", "parking_events", "rejected_messages", "calibrations", "readings_1h",
+                  "series_windows")
+        for table in tables:
             assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (table,)
 
 
