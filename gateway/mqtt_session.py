@@ -99,7 +99,7 @@ class _Connection(asyncio.Protocol):
         self.discarding = False  # after our DISCONNECT: read and drop until the broker closes
         self.connack: asyncio.Future[wire.Connack] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.suback_waiters: dict[int, asyncio.Future[wire.Suback]] = {}
+        self.subscribe_packet_id = 0
         self.last_received = self.last_sent = time.monotonic()
         self.ping_sent_at = 0.0
 
@@ -112,9 +112,6 @@ class _Connection(asyncio.Protocol):
         self.transport = None
         if not self.connack.done():
             self.connack.set_exception(ConnectionError(f"connection closed before CONNACK: {exc or 'EOF'}"))
-        for waiter in self.suback_waiters.values():
-            if not waiter.done():
-                waiter.set_exception(ConnectionError("connection closed before SUBACK"))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -223,9 +220,9 @@ class _Connection(asyncio.Protocol):
             self.connack.set_result(connack)
         elif kind == wire.SUBACK:
             suback = wire.parse_suback(buf, frame, protocol)
-            waiter = self.suback_waiters.pop(suback.packet_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(suback)
+            if suback.packet_id != self.subscribe_packet_id:
+                raise wire.MqttProtocolError(f"SUBACK for packet {suback.packet_id}, never sent", wire.PROTOCOL_ERROR)
+            self.session.on_suback(self, suback)
         elif kind == wire.DISCONNECT:
             code, props = wire.parse_disconnect(buf, frame, protocol)
             log.warning(
@@ -270,7 +267,7 @@ class MqttSession:
         self.queue: deque[Inbound] = deque()
         self.data_ready = asyncio.Event()
         self.connected = asyncio.Event()  # CONNACK accepted on the current connection
-        self.subscribed = asyncio.Event()  # and its SUBACK arrived
+        self.subscribed = asyncio.Event()  # and its SUBACK arrived (possibly behind a backlog)
         self.generation = 0
         self.reading_stopped = False
         self.session_present = False
@@ -364,25 +361,27 @@ class MqttSession:
             connack = await asyncio.wait_for(conn.connack, HANDSHAKE_TIMEOUT_S)
             if not connack.accepted:
                 raise MqttRefused(f"broker refused CONNECT: {wire.reason_name(connack.reason_code, self.protocol)}")
-            packet_id = self._next_packet_id()
-            suback_waiter: asyncio.Future[wire.Suback] = loop.create_future()
-            conn.suback_waiters[packet_id] = suback_waiter
-            options = wire.subscription_options(1)
-            conn.send(wire.build_subscribe(packet_id, [(t, options) for t in self.topics], self.protocol))
-            suback = await asyncio.wait_for(suback_waiter, HANDSHAKE_TIMEOUT_S)
         except BaseException:
             transport.abort()
             self._set_disconnected()
             raise
+        # The SUBACK is not waited for: a persistent session's backlog arrives ahead of it and
+        # may fill the queue, and then the SUBACK waits in TCP until the pipeline takes some.
+        conn.subscribe_packet_id = self._next_packet_id()
+        options = wire.subscription_options(1)
+        conn.send(wire.build_subscribe(conn.subscribe_packet_id, [(t, options) for t in self.topics], self.protocol))
+        return conn
+
+    def on_suback(self, conn: _Connection, suback: wire.Suback) -> None:
         if suback.refused:
             log.error(
-                "event=mqtt_subscribe_refused reasons=%s",
-                ",".join(wire.reason_name(c) for c in suback.refused),
+                "event=mqtt_subscribe_refused reasons=%s generation=%d",
+                ",".join(wire.reason_name(c) for c in suback.refused),  # 0x80 is 3.1.1's one failure code too
+                conn.generation,
             )
         else:
-            log.info("event=mqtt_subscribed topics=%d generation=%d", len(self.topics), generation)
+            log.info("event=mqtt_subscribed topics=%d generation=%d", len(self.topics), conn.generation)
         self.subscribed.set()
-        return conn
 
     def on_connack(self, conn: _Connection, connack: wire.Connack) -> None:
         """The connection is up: its generation starts, pending publishes go out again."""
