@@ -5,7 +5,7 @@ them into a `Batch` (decode, validate, registry, anomaly flags, calibration), an
 committer writes batches in order and only then acknowledges their messages. While one
 batch waits on PostgreSQL the next is being decoded. A database outage makes the
 committer retry with backoff; the hand-over queue between the two tasks is bounded, so
-the batcher stops, the MQTT queue fills, the adapter stops reading, and the broker keeps
+the batcher stops, the MQTT queue fills, the session stops reading, and the broker keeps
 the rest: memory stays bounded and nothing is acknowledged that is not stored.
 """
 
@@ -27,7 +27,7 @@ from gateway import telemetry
 from gateway.calibration_step import Calibrator
 from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
-from gateway.mqtt_adapter import Inbound, MqttSource
+from gateway.mqtt_session import Inbound, MqttSession
 from ingest.batch_writer import Batch, BatchWriter, NewDevice, Rejected, StatusRow, WriteResult
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class RecentPayloads:
 class Pipeline:
     def __init__(
         self,
-        source: MqttSource,
+        source: MqttSession,
         writer: BatchWriter,
         registry: DeviceRegistry,
         calibrator: Calibrator,

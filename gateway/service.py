@@ -19,7 +19,7 @@ from gateway import telemetry
 from gateway.anomaly_flags import STUCK_SPIKE_RULE
 from gateway.calibration_step import Calibrator
 from gateway.device_registry import DeviceRegistry
-from gateway.mqtt_adapter import MqttSource
+from gateway.mqtt_session import MqttSession
 from gateway.pipeline import CONNECTION_ERRORS, Pipeline
 from ingest.batch_writer import BatchWriter
 
@@ -84,7 +84,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     registry = DeviceRegistry(settings.database_url, settings.accept_unknown_devices)
     calibrator = Calibrator(settings.database_url)
     await _initial_load(stop, registry, calibrator)
-    source = MqttSource(
+    source = MqttSession(
         settings.mqtt_url, settings.mqtt_client_id, subscriptions(settings),
         protocol=settings.mqtt_protocol, max_queue=settings.queue_max_messages,
     )
@@ -93,7 +93,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         source, writer, registry, calibrator,
         batch_max_messages=settings.batch_max_messages, batch_max_delay_s=settings.batch_max_delay_ms / 1000,
     )
-    mqtt_task = asyncio.create_task(source.run(stop))
+    mqtt_task = source.start()
     refresh_task = asyncio.create_task(_refresh_loop(stop, registry, calibrator))
     batcher = asyncio.create_task(pipeline.batcher(stop))
     committer = asyncio.create_task(pipeline.committer(hard_stop))
@@ -107,6 +107,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         log.critical("event=gateway_task_died task=%s", crashed.get_coro().__qualname__)  # type: ignore[union-attr]
         stop.set()
         hard_stop.set()
+    source.stop_reading()  # flush what was received; the broker keeps the rest
     log.info("event=gateway_stopping queued=%d", len(source.queue))
     await asyncio.wait([batcher, committer], timeout=SHUTDOWN_GRACE_S + 1)
     for task in (mqtt_task, refresh_task, batcher, committer, stopped):

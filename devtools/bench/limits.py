@@ -4,7 +4,7 @@
   binary COPY into an empty `readings` of another database, one transaction per batch of
   the gateway's size (the database's share of the work, with no decoding at all).
 - pass-through: the same payload stream through Mosquitto to a Python paho subscriber at
-  QoS 1 that only counts and acknowledges: the gateway's own MQTT adapter with nothing
+  QoS 1 that only counts and acknowledges: the gateway's own MQTT session with nothing
   behind it (the broker's and the client library's share).
 """
 
@@ -76,7 +76,7 @@ class SubscriberResult:
 
 
 def _counting_subscriber(host: str, port: int, topic: str, window_s: float, ready: Any, out: Any) -> None:
-    """Child process: the gateway's own MQTT adapter, acknowledging what it reads at once.
+    """Child process: the gateway's own MQTT session, acknowledging what it reads at once.
 
     Same session as the gateway (MQTT 5, persistent, receive maximum 65535, manual acks,
     uvloop when installed) and nothing else: no decoding, no database. Counts QoS 1
@@ -88,17 +88,15 @@ def _counting_subscriber(host: str, port: int, topic: str, window_s: float, read
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_count_with_gateway_adapter(host, port, topic, window_s, ready, out))
+    asyncio.run(_count_with_gateway_session(host, port, topic, window_s, ready, out))
 
 
-async def _count_with_gateway_adapter(host: str, port: int, topic: str, window_s: float, ready: Any, out: Any) -> None:
-    from gateway.mqtt_adapter import MqttSource  # noqa: PLC0415 - the child process needs it, the parent not
+async def _count_with_gateway_session(host: str, port: int, topic: str, window_s: float, ready: Any, out: Any) -> None:
+    from gateway.mqtt_session import MqttSession  # noqa: PLC0415 - the child process needs it, the parent not
 
-    source = MqttSource(f"mqtt://{host}:{port}", "bench-counter", [topic])
-    stop = asyncio.Event()
-    runner = asyncio.create_task(source.run(stop))
-    await source.connected.wait()
-    await asyncio.sleep(0.3)  # SUBACK
+    source = MqttSession(f"mqtt://{host}:{port}", "bench-counter", [topic])
+    source.start()
+    await source.subscribed.wait()
     ready.set()
     proc = psutil.Process()
     cpu0 = sum(proc.cpu_times()[:2])
@@ -117,8 +115,6 @@ async def _count_with_gateway_adapter(host: str, port: int, topic: str, window_s
         if count and (now - first > window_s or now - last > 2.0):
             break
     cpu = sum(proc.cpu_times()[:2]) - cpu0
-    stop.set()
-    await runner
     await source.close()
     out.put(SubscriberResult(count, first, last, cpu))
 

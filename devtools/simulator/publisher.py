@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -52,6 +53,7 @@ class FleetPublisher:
         self.city = CityState()
         self.seq = 0
         self.published = 0
+        self.unconfirmed: list[mqtt.MQTTMessageInfo] = []  # QoS 1 publishes the broker has not acknowledged
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"citysense-sim-{int(time.time())}")
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
@@ -59,8 +61,10 @@ class FleetPublisher:
             self.client.username_pw_set(self.endpoint.username, self.endpoint.password)
 
     def _publish(self, topic: str, doc: dict[str, object]) -> None:
-        self.client.publish(topic, orjson.dumps(doc), qos=1)
+        self.unconfirmed.append(self.client.publish(topic, orjson.dumps(doc), qos=1))
         self.published += 1
+        if len(self.unconfirmed) > 10_000:
+            self.unconfirmed = [info for info in self.unconfirmed if not info.is_published()]
 
     def tick(self, now: float, dt_s: float) -> None:
         self.city.advance(dt_s)
@@ -97,8 +101,10 @@ class FleetPublisher:
                 stop.wait(max(0.0, self.interval_s - (time.time() - now)))
         finally:
             deadline = time.time() + 10
-            while self.client._out_messages and time.time() < deadline:
-                time.sleep(0.05)
+            for info in self.unconfirmed:  # paho's public wait, bounded by one deadline for all
+                # (one publish while disconnected reports an error and is not waited for)
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(max(0.0, deadline - time.time()))
             self.client.loop_stop()
             self.client.disconnect()
         return self.published

@@ -15,7 +15,7 @@ from gateway.anomaly_flags import MIN_HISTORY, SPIKE_FLOOR, SPIKE_MADS, STUCK_RE
 from gateway.calibration_step import Calibrator
 from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
-from gateway.mqtt_adapter import Inbound, MqttSource
+from gateway.mqtt_session import Inbound, MqttSession
 from gateway.pipeline import Pipeline
 from ingest.batch_writer import BatchWriter
 from ingest.series_windows import SeriesWindow
@@ -106,7 +106,7 @@ def test_jump_far_from_the_recent_median_is_a_spike() -> None:
 
 async def test_message_from_an_unregistered_device_is_flagged_unregistered() -> None:
     pipeline = Pipeline(
-        MqttSource("mqtt://127.0.0.1:9", "unit-test", []), BatchWriter(UNREACHABLE_DB),
+        MqttSession("mqtt://127.0.0.1:9", "unit-test", []), BatchWriter(UNREACHABLE_DB),
         DeviceRegistry(UNREACHABLE_DB, accept_unknown=True), Calibrator(UNREACHABLE_DB),
     )
     pipeline.registry.known = pipeline.registry.registered = {"owned-box"}
@@ -124,7 +124,7 @@ async def test_message_from_an_unregistered_device_is_flagged_unregistered() -> 
 
 async def test_lass_reading_without_a_trusted_clock_sent_on_two_topics_is_kept_once() -> None:
     pipeline = Pipeline(
-        MqttSource("mqtt://127.0.0.1:9", "unit-test", []), BatchWriter(UNREACHABLE_DB),
+        MqttSession("mqtt://127.0.0.1:9", "unit-test", []), BatchWriter(UNREACHABLE_DB),
         DeviceRegistry(UNREACHABLE_DB, accept_unknown=True), Calibrator(UNREACHABLE_DB),
     )
     line = b"|ver_format=3|app=PM25|device_id=FT1_003|date=2015-10-18|time=06:26:25|s_d0=33.00|s_t0=22.60|"
