@@ -29,3 +29,4 @@ class Decoded:
     status: dict[str, object] | None = None
     location: tuple[float, float] | None = None
     codec: str = "v1"
+    seq: int | None = None  # highest `seq` in a v1 message: what a commit receipt to the device covers

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         description="Raw readings older than this are dropped (aggregates kept); longer than the refresh window",
     )
     log_level: str = Field("INFO", description="Logging level")
+    receipts: bool = Field(True, description="Publish commit receipts to devices (citysense/v1/{kind}/{id}/receipt)")
+    receipt_interval_s: float = Field(
+        2.0, ge=0.1, le=60, description="At most one receipt per device this often (coalesced)"
+    )
     require_timescaledb: bool = Field(
         False, description="Refuse to migrate onto plain PostgreSQL (production: fail instead of falling back)"
     )

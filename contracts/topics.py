@@ -1,9 +1,19 @@
-"""Parsing of citysense v1 topics: citysense/v1/{kind}/{device}/{up|status|config}."""
+"""citysense v1 topics, built and parsed here only: citysense/v1/{kind}/{device}/{up|status|config|receipt}."""
 
 from __future__ import annotations
 
 from contracts.ids import KINDS, V1_DEVICE_ID, check_device_id
 from contracts.records import DecodeError
+
+LEAVES = ("up", "status", "config", "receipt")
+
+
+def v1_topic(kind: str, device_id: str, leaf: str) -> str:
+    """The topic of one device's `leaf` (`up` and `status` from the device; `config` and `receipt` to it)."""
+    if kind not in KINDS or leaf not in LEAVES:
+        raise ValueError(f"no citysense topic for kind {kind!r} and leaf {leaf!r}")
+    return f"citysense/v1/{kind}/{device_id}/{leaf}"
+
 
 _PARSED: dict[tuple[str, str], tuple[str, str]] = {}
 _PARSED_MAX = 100_000  # one entry per valid topic seen; cleared when full

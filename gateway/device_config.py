@@ -12,6 +12,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from contracts.topics import v1_topic
 from contracts.urls import parse_mqtt_url
 
 REMOTE_KEYS = {
@@ -46,7 +47,7 @@ def publish_config(broker_url: str, kind: str, device_id: str, version: int, val
         raise ValueError(f"device id {device_id!r} must match [a-z0-9-]{{3,64}}")
     if version < 1:
         raise ValueError("version must be >= 1")
-    topic = f"citysense/v1/{kind}/{device_id}/config"
+    topic = v1_topic(kind, device_id, "config")
     endpoint = parse_mqtt_url(broker_url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"citysense-config-{device_id}")
     if endpoint.username:

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -28,6 +28,7 @@ from gateway.calibration_step import Calibrator
 from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_session import Inbound, MqttSession
+from gateway.receipts import Receipts
 from ingest.batch_writer import Batch, BatchWriter, NewDevice, Rejected, StatusRow, WriteResult
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Prepared:
     accepted: Counter[str]
     rejected: Counter[str]
     new_devices: list[str]
+    stored_seqs: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, device) -> highest seq
 
 
 class RecentPayloads:
@@ -100,8 +102,10 @@ class Pipeline:
         *,
         batch_max_messages: int = 5000,
         batch_max_delay_s: float = 0.1,
+        receipts: Receipts | None = None,
     ) -> None:
         self.source = source
+        self.receipts = receipts
         self.writer = writer
         self.registry = registry
         self.calibrator = calibrator
@@ -154,7 +158,10 @@ class Pipeline:
             decoded.append((msg, d))
         await self._apply_registry(batch, decoded, rejected)
         flagged: list[ReadingRow] = []
+        seqs: dict[tuple[str, str], int] = {}
         for msg, d in decoded:
+            if d.seq is not None and seqs.get((d.kind, d.device_id), -1) < d.seq:
+                seqs[(d.kind, d.device_id)] = d.seq
             if d.readings:
                 flagged.extend(d.readings)
             if d.parking:
@@ -172,7 +179,7 @@ class Pipeline:
             for start in range(0, len(flagged), CHUNK_ROWS):
                 batch.readings.extend(self.calibrator.apply(flagged[start : start + CHUNK_ROWS], rh_at))
                 await asyncio.sleep(0)
-        return Prepared(batch, messages, accepted, rejected, [nd.device_id for nd in batch.devices])
+        return Prepared(batch, messages, accepted, rejected, [nd.device_id for nd in batch.devices], seqs)
 
     async def _apply_registry(
         self, batch: Batch, decoded: list[tuple[Inbound, Decoded]], rejected: Counter[str]
@@ -297,6 +304,8 @@ class Pipeline:
 
     def _after_commit(self, p: Prepared, readings: int, parking: int, seconds: float) -> None:
         self.source.ack(p.messages)
+        if self.receipts is not None:
+            self.receipts.note(p.stored_seqs)
         self.registry.known.update(p.new_devices)
         self.committed_messages += len(p.messages)
         now = time.time()

@@ -21,11 +21,13 @@ from gateway.calibration_step import Calibrator
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_session import MqttSession
 from gateway.pipeline import CONNECTION_ERRORS, Pipeline
+from gateway.receipts import Receipts
 from ingest.batch_writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 8.0
+RECEIPT_GRACE_S = 3.0
 V1_TOPICS = ["citysense/v1/+/+/up", "citysense/v1/+/+/status"]
 LASS_TOPICS = ["LASS/Test/PM25/#", "LASS/AirBox/#"]  # '#' also matches the parent topic itself
 
@@ -89,14 +91,18 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         protocol=settings.mqtt_protocol, max_queue=settings.queue_max_messages,
     )
     writer = BatchWriter(settings.database_url, STUCK_SPIKE_RULE)
+    receipts = Receipts(source, settings.receipt_interval_s) if settings.receipts else None
     pipeline = Pipeline(
         source, writer, registry, calibrator,
         batch_max_messages=settings.batch_max_messages, batch_max_delay_s=settings.batch_max_delay_ms / 1000,
+        receipts=receipts,
     )
     mqtt_task = source.start()
     refresh_task = asyncio.create_task(_refresh_loop(stop, registry, calibrator))
     batcher = asyncio.create_task(pipeline.batcher(stop))
     committer = asyncio.create_task(pipeline.committer(hard_stop))
+    receipt_stop = asyncio.Event()  # receipts go on until the last batch has committed
+    receipt_task = asyncio.create_task(receipts.run(receipt_stop)) if receipts is not None else None
     log.info("event=gateway_started mqtt=%s topics=%s", settings.mqtt_url, ",".join(subscriptions(settings)))
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([stopped, mqtt_task, batcher, committer], return_when=asyncio.FIRST_COMPLETED)
@@ -110,6 +116,10 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     source.stop_reading()  # flush what was received; the broker keeps the rest
     log.info("event=gateway_stopping queued=%d", len(source.queue))
     await asyncio.wait([batcher, committer], timeout=SHUTDOWN_GRACE_S + 1)
+    if receipt_task is not None:
+        receipt_stop.set()  # one last round for what the last batches stored
+        await asyncio.wait([receipt_task], timeout=RECEIPT_GRACE_S)
+        receipt_task.cancel()
     for task in (mqtt_task, refresh_task, batcher, committer, stopped):
         task.cancel()
     await source.close()

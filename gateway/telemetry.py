@@ -35,4 +35,7 @@ LAG_SECONDS = Histogram(
 QUEUE_DEPTH = Gauge("citysense_gateway_queue_depth", "Messages received but not yet committed", registry=REGISTRY)
 DB_ERRORS = Counter("citysense_gateway_database_errors", "Failed batch writes (retried)", ["kind"], registry=REGISTRY)
 DB_UP = Gauge("citysense_gateway_database_up", "1 when the last write succeeded", registry=REGISTRY)
+RECEIPTS_SENT = Counter(
+    "citysense_gateway_receipts_sent", "Commit receipts published to devices (coalesced)", registry=REGISTRY
+)
 MQTT_CONNECTED = Gauge("citysense_gateway_mqtt_connected", "1 while the MQTT session is up", registry=REGISTRY)

@@ -26,10 +26,11 @@ def _load(payload: bytes) -> dict[str, Any]:
     return doc
 
 
-def _seq(entry: dict[str, Any]) -> None:
+def _seq(entry: dict[str, Any]) -> int | None:
     seq = entry.get("seq")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq >= 2**63):
         raise DecodeError(f"seq must be a non-negative integer, got {str(seq)[:40]!r}")
+    return seq
 
 
 def _measurements(entry: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +45,6 @@ def _measurements(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _airbox_rows(device_id: str, entry: dict[str, Any], received_at: float, extra: int) -> list[ReadingRow]:
-    _seq(entry)
     ts, clock_flags = resolve_time(entry.get("ts"), received_at)
     rows: list[ReadingRow] = []
     for name, raw_value in _measurements(entry).items():
@@ -54,7 +54,6 @@ def _airbox_rows(device_id: str, entry: dict[str, Any], received_at: float, extr
 
 
 def _parking_row(device_id: str, entry: dict[str, Any], ev: object, received_at: float, extra: int) -> ParkingRow:
-    _seq(entry)
     ts, flags = resolve_time(entry.get("ts"), received_at)
     if ev not in PARKING_EVENTS:
         raise DecodeError(f"'ev' must be one of {', '.join(PARKING_EVENTS)}, got {str(ev)[:40]!r}")
@@ -102,6 +101,9 @@ def decode_v1(topic: str, payload: bytes, received_at: float) -> Decoded:
     for entry in entries:
         if not isinstance(entry, dict):
             raise DecodeError("each batch entry must be an object")
+        seq = _seq(entry)
+        if seq is not None and (out.seq is None or seq > out.seq):
+            out.seq = seq
         if kind == "parking":
             out.parking.append(_parking_row(device_id, entry, entry.get("ev", doc.get("ev")), received_at, extra))
         else:
