@@ -81,6 +81,12 @@ class Calibrator:
         if time.monotonic() - self._loaded_at > self.refresh_s:
             await self.refresh()
 
+    def forget(self, device_id: str | None) -> None:
+        """A device's registration or calibration changed (None: any device's): drop the
+        memoised model lookups and reload the models at the next `refresh_if_stale`."""
+        self._found = {}
+        self._loaded_at = -math.inf
+
     def model_for(self, device_id: str, metric: str) -> tuple[int, Model] | None:
         found = self.by_device.get((device_id, metric))
         if found is not None:

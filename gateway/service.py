@@ -1,4 +1,5 @@
-"""Run the gateway: MQTT session, pipeline tasks, periodic refreshes, /metrics, clean shutdown.
+"""Run the gateway: MQTT session, pipeline tasks, registry listener, periodic refreshes, /metrics,
+clean shutdown.
 
 SIGTERM/SIGINT stop reading, flush what was received, commit, acknowledge and disconnect;
 a second signal, or 10 s, abandons what is not committed (the broker still holds it).
@@ -83,6 +84,9 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     registry = DeviceRegistry(settings.database_url, settings.accept_unknown_devices)
     calibrator = Calibrator(settings.database_url)
     await _initial_load(stop, registry, calibrator)
+    # a registration, retirement, token or calibration change reaches the models at once
+    registry.on_change(calibrator.forget)
+    listener_task = asyncio.create_task(registry.listen(stop))
     source = MqttSource(
         settings.mqtt_url, settings.mqtt_client_id, subscriptions(settings),
         protocol=settings.mqtt_protocol, max_queue=settings.queue_max_messages,
@@ -108,7 +112,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         hard_stop.set()
     log.info("event=gateway_stopping queued=%d", len(source.queue))
     await asyncio.wait([batcher, committer], timeout=SHUTDOWN_GRACE_S + 1)
-    for task in (mqtt_task, refresh_task, batcher, committer, stopped):
+    for task in (mqtt_task, refresh_task, listener_task, batcher, committer, stopped):
         task.cancel()
     await source.close()
     await writer.close()

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from contracts.records import ParkingRow, ReadingRow
+from ingest.device_store import NewDevice, auto_register
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,6 @@ _MERGE_PARKING = """
 INSERT INTO parking_events (time, device_id, occupied, mag, batt_mv, temp, ev, flags)
 SELECT to_timestamp(ts), device_id, occupied, mag, batt_mv, temp, ev, flags FROM stage_parking
 ON CONFLICT (device_id, time) DO NOTHING
-"""
-
-_INSERT_DEVICES = """
-INSERT INTO devices (device_id, kind, lat, lon, registered)
-SELECT d, k, la, lo, false FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[]) AS u(d, k, la, lo)
-ON CONFLICT (device_id) DO UPDATE
-   SET lat = COALESCE(devices.lat, EXCLUDED.lat), lon = COALESCE(devices.lon, EXCLUDED.lon)
-   WHERE devices.lat IS NULL AND EXCLUDED.lat IS NOT NULL
 """
 
 _INSERT_REJECTED = """
@@ -117,14 +110,6 @@ class Rejected:
     def digest(self) -> bytes:
         """Identity of a dead letter: the same bytes on the same topic are one letter."""
         return hashlib.sha256(self.topic.encode("utf-8", "replace") + b"\0" + self.payload).digest()
-
-
-@dataclass(slots=True)
-class NewDevice:
-    device_id: str
-    kind: str
-    lat: float | None = None
-    lon: float | None = None
 
 
 @dataclass(slots=True)
@@ -214,12 +199,7 @@ class BatchWriter:
         """One transaction; readings by COPY into `readings` (fast) or through the merge."""
         readings_n = parking_n = rejected_n = 0
         async with conn.transaction():
-            if batch.devices:
-                await conn.execute(
-                    _INSERT_DEVICES,
-                    [d.device_id for d in batch.devices], [d.kind for d in batch.devices],
-                    [d.lat for d in batch.devices], [d.lon for d in batch.devices],
-                )
+            await auto_register(conn, batch.devices)  # the SQL lives in ingest/device_store.py
             if batch.readings and fast:
                 await conn.copy_records_to_table("readings", records=batch.readings, columns=READING_COLUMNS)
                 readings_n = len(batch.readings)

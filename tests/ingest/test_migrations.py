@@ -30,7 +30,7 @@ def test_second_migration_changes_nothing_and_fallback_is_logged(
     assert "fallback=postgresql" in caplog.text
     with psycopg.connect(database_url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
-        assert versions == ["0001_core", "0002_timeseries"]
+        assert versions == ["0001_core", "0002_timeseries", "0003_device_notify"]
         for table in ("devices", "readings", "parking_events", "rejected_messages", "calibrations", "readings_1h"):
             assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (table,)
 
@@ -38,7 +38,7 @@ def test_second_migration_changes_nothing_and_fallback_is_logged(
 def test_fresh_database_migrates_from_scratch(pg_server: object) -> None:
     url = pg_server.create_database("fresh_migrate_test")  # type: ignore[attr-defined]
     _backend, applied = migrate(url)
-    assert applied == ["0001_core", "0002_timeseries"]
+    assert applied == ["0001_core", "0002_timeseries", "0003_device_notify"]
     assert migrate(url)[1] == []
     with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:  # type: ignore[attr-defined]
         conn.execute("DROP DATABASE fresh_migrate_test WITH (FORCE)")
