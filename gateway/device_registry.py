@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEVICES_CHANNEL = "citysense_devices"
 CALIBRATIONS_CHANNEL = "citysense_calibrations"
+LISTENER_APPLICATION_NAME = "citysense-registry-listener"  # how operators find it in pg_stat_activity
 LISTENER_PING_S = 10.0  # a half-open TCP connection sends no termination; a ping finds it
 
 ChangeCallback = Callable[[str | None], None]
@@ -122,7 +123,9 @@ class DeviceRegistry:
             lost = asyncio.Event()
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.database_url, timeout=10)
+                conn = await asyncpg.connect(
+                    self.database_url, timeout=10, server_settings={"application_name": LISTENER_APPLICATION_NAME}
+                )
                 conn.add_termination_listener(lambda _c, ended=lost: ended.set())
                 await conn.add_listener(DEVICES_CHANNEL, self._on_notification)
                 await conn.add_listener(CALIBRATIONS_CHANNEL, self._on_notification)
