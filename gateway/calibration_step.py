@@ -42,6 +42,7 @@ class Calibrator:
         self.sensor_type: dict[str, str] = {}
         self._found: dict[tuple[str, str], tuple[int, Model] | None] = {}  # model_for, memoised
         self._loaded_at = 0.0
+        self._forgotten = False  # set by `forget`: a change was notified, reload before the next batch
 
     async def refresh(self) -> None:
         await asyncio.to_thread(self._ensure_type_defaults, self.database_url)
@@ -83,9 +84,21 @@ class Calibrator:
 
     def forget(self, device_id: str | None) -> None:
         """A device's registration or calibration changed (None: any device's): drop the
-        memoised model lookups and reload the models at the next `refresh_if_stale`."""
+        memoised model lookups; `reload_forgotten` reloads the models before the next batch."""
         self._found = {}
-        self._loaded_at = -math.inf
+        self._forgotten = True
+
+    async def reload_forgotten(self) -> None:
+        """Reload after `forget`, so the first reading after a registration is calibrated.
+        Only a change heard from the database (so it is up) triggers it; if the reload fails
+        anyway, the periodic refresh is the fallback and the batch goes on with what we have."""
+        if not self._forgotten:
+            return
+        self._forgotten = False
+        try:
+            await self.refresh()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, psycopg.Error) as exc:
+            log.warning("event=calibration_reload_failed error=%r (periodic refresh follows)", str(exc))
 
     def model_for(self, device_id: str, metric: str) -> tuple[int, Model] | None:
         found = self.by_device.get((device_id, metric))

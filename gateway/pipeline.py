@@ -171,8 +171,7 @@ class Pipeline:
             flagged[start : start + CHUNK_ROWS] = self.anomalies.flag(flagged[start : start + CHUNK_ROWS])
             await asyncio.sleep(0)
         if flagged:
-            with contextlib.suppress(*CONNECTION_ERRORS):  # a registration or calibration just changed
-                await self.calibrator.refresh_if_stale()
+            await self.calibrator.reload_forgotten()  # a registration or calibration just changed
             rh_at = self.calibrator.rh_index(flagged)
             for start in range(0, len(flagged), CHUNK_ROWS):
                 batch.readings.extend(self.calibrator.apply(flagged[start : start + CHUNK_ROWS], rh_at))
