@@ -143,6 +143,9 @@ class DeviceRegistry:
                 reason = "connection closed"
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 reason = str(exc)
+            except Exception as exc:  # the listener must outlive anything; the TTL refresh covers the gap
+                log.exception("event=registry_listener_crashed")
+                reason = f"{type(exc).__name__}: {exc}"
             finally:
                 self.listening = False
                 if conn is not None and not conn.is_closed():

@@ -171,10 +171,11 @@ def _checked(device_id: str, fields: DeviceFields) -> dict[str, Any]:
     }
 
 
-def _must_commit_alone(status: TransactionStatus) -> None:
-    """A write here commits before returning; inside a caller's open transaction it could not."""
-    if status != TransactionStatus.IDLE:
-        raise RuntimeError("device writes commit on their own: call them outside an open transaction")
+async def _commit(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Commit what is open on a pooled connection (a request's own `SET LOCAL`, say): the write
+    inside it must be committed before the caller answers, not when the pool takes it back."""
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        await conn.commit()
 
 
 def _registration(device_id: str, row: tuple[Any, ...] | None) -> Registration:
@@ -206,10 +207,10 @@ async def register_device_async(
 ) -> Registration:
     """`register_device` on a pooled connection (the API's path): committed before it returns."""
     params = _register_params(device_id, fields, token, rotate_token)
-    _must_commit_alone(conn.info.transaction_status)
     async with conn.transaction():
         cur = await conn.execute(_REGISTER, params)
         row = await cur.fetchone()
+    await _commit(conn)
     return _registration(device_id, row)
 
 
@@ -224,10 +225,10 @@ def update_device(database_url: str, device_id: str, fields: DeviceFields) -> No
 async def update_device_async(conn: psycopg.AsyncConnection[Any], device_id: str, fields: DeviceFields) -> None:
     """`update_device` on a pooled connection, committed before it returns."""
     params = _checked(device_id, fields)
-    _must_commit_alone(conn.info.transaction_status)
     async with conn.transaction():
         cur = await conn.execute(_UPDATE, params)
         found = await cur.fetchone()
+    await _commit(conn)
     if found is None:
         raise DeviceNotFound(device_id)
 
@@ -246,10 +247,10 @@ def retire_device(database_url: str, device_id: str) -> datetime:
 async def retire_device_async(conn: psycopg.AsyncConnection[Any], device_id: str) -> datetime:
     """`retire_device` on a pooled connection, committed before it returns."""
     _check_id(device_id)
-    _must_commit_alone(conn.info.transaction_status)
     async with conn.transaction():
         cur = await conn.execute(_RETIRE, {"device_id": device_id})
         row = await cur.fetchone()
+    await _commit(conn)
     if row is None:
         raise DeviceNotFound(device_id)
     retired_at: datetime = row[0]

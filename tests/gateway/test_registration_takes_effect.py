@@ -209,3 +209,23 @@ def test_registrations_made_while_the_listener_was_away_are_loaded_when_it_recon
         box.close()
     assert len(rows) == 2 and [r for r in rows if r[2] & UNREGISTERED] == []
     assert "event=registry_listener_lost" in gw.log()
+
+
+def test_a_new_calibration_applies_from_the_next_reading(mosquitto: Any, database_url: str, start_gateway: Any) -> None:
+    register_device(database_url, device_id="refit-box", token="tok")
+    started(start_gateway, mosquitto, database_url)
+    box = Box(mosquitto.port, "refit-box")
+    try:
+        box.publish()
+        wait_readings(database_url, "refit-box", 2)
+        with psycopg.connect(database_url) as conn:
+            inserted = conn.execute(
+                "INSERT INTO calibrations (device_id, metric, model) VALUES ('refit-box', 'pm25', "
+                "'{\"type\": \"linear\", \"a\": 0.5, \"b\": 1.0}') RETURNING id"
+            ).fetchone()
+        assert inserted is not None
+        ts = box.publish()
+        rows = [r for r in wait_readings(database_url, "refit-box", 4) if r[0] == ts and r[1] == "pm25"]
+    finally:
+        box.close()
+    assert [r[3] for r in rows] == [inserted[0]]

@@ -169,12 +169,16 @@ def test_retirement_is_the_same_through_cli_and_api(cli: CliRunner, http: TestCl
     assert http.post("/v1/devices/never-was/retire", headers=ADMIN).status_code == 404
 
 
-def test_device_writes_refuse_to_run_inside_an_open_transaction(database_url: str) -> None:
-    """A write that could not commit on its own would let the API answer before it commits."""
+def test_api_path_commits_before_returning_even_inside_an_open_transaction(database_url: str) -> None:
+    """A pooled connection may carry a transaction (a request's SET LOCAL): the registration
+    must still be committed when the function returns, not when the pool takes it back."""
+
     async def run() -> None:
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
-            await conn.execute("SELECT 1")  # opens a transaction (not autocommit)
-            with pytest.raises(RuntimeError, match="commit on their own"):
-                await register_device_async(conn, "in-tx-box", DeviceFields(), "tok")
+            await conn.execute("SET LOCAL statement_timeout = '5s'")  # opens a transaction
+            await register_device_async(conn, "in-tx-box", DeviceFields(school="Jianguo"), "tok")
+            with psycopg.connect(database_url) as other:  # another session sees only committed rows
+                seen = other.execute("SELECT school FROM devices WHERE device_id = 'in-tx-box'").fetchone()
+            assert seen == ("Jianguo",)
 
     asyncio.run(run())
