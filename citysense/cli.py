@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -158,10 +157,10 @@ def device_register(
     """Register a device and print its MQTT credentials (the token is shown once).
 
     Options not given keep what is stored; an id the gateway met first keeps its data."""
-    from ingest.device_store import DeviceRegisteredAlready, register_device  # noqa: PLC0415
+    from ingest.device_store import DeviceRegisteredAlready, new_token, register_device  # noqa: PLC0415
 
     settings = _settings()
-    token = secrets.token_urlsafe(24)
+    token = new_token()
     try:
         done = register_device(
             settings.database_url, device_id=device_id, token=token, rotate_token=rotate_token, kind=kind,

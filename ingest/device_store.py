@@ -1,7 +1,8 @@
 """Every write to `devices`, in one module: registration, update, retirement, auto-registration.
 
 Three callers, three drivers, one SQL text per kind of write:
-- the CLI (`citysense device ...`) with a sync psycopg connection of its own;
+- the CLI (`citysense device ...`) and the dev tools (demo fleet, benches) with a sync
+  psycopg connection of their own;
 - the API (`POST /v1/devices`, `PATCH /v1/devices/{id}`, `POST /v1/devices/{id}/retire`)
   with an async psycopg connection from its pool;
 - the gateway's batch writer (asyncpg), which registers unknown ids of an open network as
@@ -22,6 +23,7 @@ Rules, each written here only:
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -139,6 +141,11 @@ ON CONFLICT (device_id) DO UPDATE
 """
 
 
+def new_token() -> str:
+    """A device's MQTT password: 32 URL-safe characters, shown once, stored only hashed."""
+    return secrets.token_urlsafe(24)
+
+
 def token_hash(token: str) -> str:
     """Mosquitto's own hash of the device token, so the broker's password file is an export."""
     return mosquitto_hash(token)
@@ -199,6 +206,22 @@ def register_device(
     with psycopg.connect(database_url) as conn:
         row = conn.execute(_REGISTER, params).fetchone()
     return _registration(device_id, row)
+
+
+def register_devices(
+    database_url: str, devices: Sequence[tuple[str, DeviceFields]], *, rotate_token: bool = False
+) -> list[tuple[Registration, str]]:
+    """Register many devices in one transaction (a fleet at install, the demo, the bench),
+    each with a new token; the same rules and SQL as `register_device`, all or none."""
+    tokens = [new_token() for _ in devices]
+    params = [_register_params(d, f, t, rotate_token) for (d, f), t in zip(devices, tokens, strict=True)]
+    done: list[tuple[Registration, str]] = []
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+        cur.executemany(_REGISTER, params, returning=True)
+        for (device_id, _fields), token in zip(devices, tokens, strict=True):
+            done.append((_registration(device_id, cur.fetchone()), token))
+            cur.nextset()
+    return done
 
 
 async def register_device_async(

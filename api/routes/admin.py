@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -14,6 +13,7 @@ from ingest.device_store import (
     DeviceFields,
     DeviceNotFound,
     DeviceRegisteredAlready,
+    new_token,
     register_device_async,
     retire_device_async,
     update_device_async,
@@ -57,7 +57,7 @@ def _refused(exc: ValueError | DeviceNotFound | DeviceRegisteredAlready) -> HTTP
     summary="Register a device (committed before the answer); the MQTT password is returned once",
 )
 async def register(device: DeviceIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
-    token = secrets.token_urlsafe(24)
+    token = new_token()
     try:
         done = await register_device_async(db, device.device_id, device.fields(), token,
                                            rotate_token=device.rotate_token)

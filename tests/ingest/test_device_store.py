@@ -20,12 +20,15 @@ from contracts.settings import Settings, get_settings
 from ingest.broker_files import verify
 from ingest.device_store import (
     DeviceFields,
+    DeviceRegisteredAlready,
     NewDevice,
     auto_register,
     register_device,
     register_device_async,
+    register_devices,
     update_device,
 )
+from tests.conftest import count
 
 ADMIN = {"Authorization": "Bearer s3cret"}
 COLUMNS = "kind, name, site, school, lat, lon, owner, sensor_type, registered, retired_at IS NOT NULL"
@@ -182,3 +185,16 @@ def test_api_path_commits_before_returning_even_inside_an_open_transaction(datab
             assert seen == ("Jianguo",)
 
     asyncio.run(run())
+
+
+def test_bulk_registration_gives_the_rows_single_registration_gives_and_is_all_or_none(database_url: str) -> None:
+    register_device(database_url, device_id="one-by-one", token="tok", **SAME_INPUT)
+    done = register_devices(database_url, [("in-bulk", DeviceFields(**SAME_INPUT)), ("in-bulk-2", DeviceFields())])
+    assert [(r.device_id, r.created) for r, _token in done] == [("in-bulk", True), ("in-bulk-2", True)]
+    assert row(database_url, "in-bulk") == row(database_url, "one-by-one")
+    assert verify(done[0][1], stored_token_hash(database_url, "in-bulk"))
+    with pytest.raises(DeviceRegisteredAlready):
+        register_devices(database_url, [("bulk-new", DeviceFields()), ("in-bulk", DeviceFields(name="again"))])
+    assert count(database_url, "SELECT count(*) FROM devices WHERE device_id = 'bulk-new'") == 0
+    again = register_devices(database_url, [("in-bulk", DeviceFields())], rotate_token=True)
+    assert again[0][0].created is False and row(database_url, "in-bulk") == row(database_url, "one-by-one")
