@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -144,31 +143,70 @@ def db_maintain() -> None:
         raise fail(str(exc)) from None
 
 
+KindOption = Annotated[str | None, typer.Option(help="airbox or parking (a new device: airbox)")]
+NameOption = Annotated[str | None, typer.Option()]
+LatOption = Annotated[float | None, typer.Option(min=-90, max=90)]
+LonOption = Annotated[float | None, typer.Option(min=-180, max=180)]
+SensorOption = Annotated[str | None, typer.Option(help="e.g. pms5003 (a new air box: pms5003)")]
+
+
 @device_app.command("register")
 def device_register(
     device_id: Annotated[str, typer.Argument(help="Device id, [a-z0-9-]{3,64}")],
-    kind: Annotated[str, typer.Option(help="airbox or parking")] = "airbox",
-    name: Annotated[str | None, typer.Option()] = None,
-    school: Annotated[str | None, typer.Option()] = None,
-    lat: Annotated[float | None, typer.Option(min=-90, max=90)] = None,
-    lon: Annotated[float | None, typer.Option(min=-180, max=180)] = None,
-    sensor_type: Annotated[str | None, typer.Option(help="e.g. pms5003")] = "pms5003",
-    owner: Annotated[str | None, typer.Option()] = None,
+    kind: KindOption = None, name: NameOption = None, school: NameOption = None, site: NameOption = None,
+    lat: LatOption = None, lon: LonOption = None, sensor_type: SensorOption = None, owner: NameOption = None,
+    rotate_token: Annotated[bool, typer.Option(
+        "--rotate-token", help="The id is registered already: issue a new token (the old one stops working)"
+    )] = False,
 ) -> None:
-    """Register a device and print its MQTT credentials (the token is shown once)."""
-    from ingest.device_store import register_device  # noqa: PLC0415
+    """Register a device and print its MQTT credentials (the token is shown once).
+
+    Options not given keep what is stored; an id the gateway met first keeps its data."""
+    from ingest.device_store import DeviceRegisteredAlready, new_token, register_device  # noqa: PLC0415
 
     settings = _settings()
-    token = secrets.token_urlsafe(24)
+    token = new_token()
     try:
-        register_device(
-            settings.database_url, device_id=device_id, kind=kind, name=name, school=school, lat=lat, lon=lon,
-            sensor_type=sensor_type, owner=owner, token=token,
+        done = register_device(
+            settings.database_url, device_id=device_id, token=token, rotate_token=rotate_token, kind=kind,
+            name=name, site=site, school=school, lat=lat, lon=lon, sensor_type=sensor_type, owner=owner,
         )
-    except ValueError as exc:
+    except (ValueError, DeviceRegisteredAlready) as exc:
         raise fail(str(exc)) from None
-    typer.echo(f"registered {device_id}\nMQTT username: {device_id}\nMQTT password: {token}\n"
-               f"topic: citysense/v1/{kind}/{device_id}/up")
+    verb = "rotated the token of" if rotate_token and not done.created else "registered"
+    typer.echo(f"{verb} {device_id}\nMQTT username: {device_id}\nMQTT password: {token}\n"
+               f"topic: citysense/v1/{done.kind}/{device_id}/up")
+
+
+@device_app.command("update")
+def device_update(
+    device_id: Annotated[str, typer.Argument(help="Device id")],
+    kind: KindOption = None, name: NameOption = None, school: NameOption = None, site: NameOption = None,
+    lat: LatOption = None, lon: LonOption = None, sensor_type: SensorOption = None, owner: NameOption = None,
+) -> None:
+    """Change the fields given (the others, and the token, stay)."""
+    from ingest.device_store import DeviceFields, DeviceNotFound, update_device  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        update_device(settings.database_url, device_id, DeviceFields(kind, name, site, school, lat, lon,
+                                                                     sensor_type, owner))
+    except (ValueError, DeviceNotFound) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"updated {device_id}")
+
+
+@device_app.command("retire")
+def device_retire(device_id: Annotated[str, typer.Argument(help="Device id")]) -> None:
+    """Retire a device: its data stays, the gateway stops treating it as registered at once."""
+    from ingest.device_store import DeviceNotFound, retire_device  # noqa: PLC0415
+
+    settings = _settings()
+    try:
+        retired_at = retire_device(settings.database_url, device_id)
+    except (ValueError, DeviceNotFound) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"retired {device_id} at {retired_at.isoformat()}")
 
 
 @device_app.command("broker-files")

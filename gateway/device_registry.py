@@ -1,15 +1,37 @@
-"""Which device ids exist, cached in memory and refreshed from `devices`.
+"""Which device ids exist and which are registered, kept current by PostgreSQL NOTIFY.
 
 Open networks (the default, as LASS) register a new id on its first message as
-unregistered; closed networks reject it. Lookups for unknown ids in a closed network
-ask the database once per batch, so a device registered a second ago is accepted.
+unregistered; closed networks reject it. The cache follows the database at once:
+`listen` holds its own asyncpg connection LISTENing on the channels the triggers of
+migration 0003 notify at commit, and applies each device change from the payload alone
+(no query between a registration's commit and the next reading). Subscribers
+(`on_change`) hear the device id of every change, or None when anything may have
+changed (a full reload, a sensor-type calibration). Whenever the listener (re)connects
+it reloads the whole registry, so nothing committed while it was away is missed; the
+periodic `refresh_if_stale` remains only as a fallback. Lookups for unknown ids in a
+closed network still ask the database once per batch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Callable
 
 import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+DEVICES_CHANNEL = "citysense_devices"
+CALIBRATIONS_CHANNEL = "citysense_calibrations"
+LISTENER_APPLICATION_NAME = "citysense-registry-listener"  # how operators find it in pg_stat_activity
+LISTENER_PING_S = 10.0  # a half-open TCP connection sends no termination; a ping finds it
+
+ChangeCallback = Callable[[str | None], None]
+"""Called with the id of a device whose registration or calibration changed; None = any device."""
 
 
 class DeviceRegistry:
@@ -19,7 +41,20 @@ class DeviceRegistry:
         self.refresh_s = refresh_s
         self.known: set[str] = set()
         self.registered: set[str] = set()
+        self.listening = False
         self._loaded_at = 0.0
+        self._subscribers: list[ChangeCallback] = []
+
+    def on_change(self, callback: ChangeCallback) -> None:
+        """Call `callback` on every change the registry hears of, in the event loop, at once."""
+        self._subscribers.append(callback)
+
+    def _changed(self, device_id: str | None) -> None:
+        for callback in self._subscribers:
+            try:
+                callback(device_id)
+            except Exception:  # one broken subscriber must not stop the others or the listener
+                log.exception("event=registry_subscriber_failed device=%s", device_id)
 
     async def refresh(self, conn: asyncpg.Connection | None = None) -> None:
         own = conn is None
@@ -32,6 +67,7 @@ class DeviceRegistry:
         self.known = {r["device_id"] for r in rows}
         self.registered = {r["device_id"] for r in rows if r["registered"]}
         self._loaded_at = time.monotonic()
+        self._changed(None)
 
     async def refresh_if_stale(self) -> None:
         if time.monotonic() - self._loaded_at > self.refresh_s:
@@ -51,3 +87,73 @@ class DeviceRegistry:
         self.known |= found
         self.registered |= {r["device_id"] for r in rows if r["registered"]}
         return found
+
+    # -- NOTIFY --------------------------------------------------------------------------
+    def apply_device_notification(self, payload: str) -> None:
+        """One committed change of a `devices` row (JSON from the 0003 trigger)."""
+        try:
+            doc = orjson.loads(payload)
+            device_id = str(doc["device_id"])
+            registered, active = bool(doc["registered"]), bool(doc["active"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            log.error("event=registry_bad_notification payload=%r error=%r", payload[:200], str(exc))
+            return
+        if active:
+            self.known.add(device_id)
+            if registered:
+                self.registered.add(device_id)
+            else:
+                self.registered.discard(device_id)
+        else:
+            self.known.discard(device_id)
+            self.registered.discard(device_id)
+        self._changed(device_id)
+
+    def _on_notification(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        text = str(payload)
+        if channel == DEVICES_CHANNEL:
+            self.apply_device_notification(text)
+        elif channel == CALIBRATIONS_CHANNEL:
+            self._changed(text or None)
+
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Keep a LISTEN connection until `stop`; reload everything on each (re)connect."""
+        delay = 0.5
+        while not stop.is_set():
+            lost = asyncio.Event()
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self.database_url, timeout=10, server_settings={"application_name": LISTENER_APPLICATION_NAME}
+                )
+                conn.add_termination_listener(lambda _c, ended=lost: ended.set())
+                await conn.add_listener(DEVICES_CHANNEL, self._on_notification)
+                await conn.add_listener(CALIBRATIONS_CHANNEL, self._on_notification)
+                await self.refresh(conn)  # after LISTEN: a change committed meanwhile is either loaded or notified
+                self.listening = True
+                log.info("event=registry_listening devices=%d registered=%d", len(self.known), len(self.registered))
+                delay = 0.5
+                while not stop.is_set() and not lost.is_set():
+                    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+                    _done, pending = await asyncio.wait(waiters, timeout=LISTENER_PING_S)
+                    for w in pending:
+                        w.cancel()
+                    if not stop.is_set() and not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=5)
+                reason = "connection closed"
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                reason = str(exc)
+            except Exception as exc:  # the listener must outlive anything; the TTL refresh covers the gap
+                log.exception("event=registry_listener_crashed")
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.listening = False
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+            if stop.is_set():
+                return
+            log.warning("event=registry_listener_lost error=%r retry_in_s=%.1f", reason, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)

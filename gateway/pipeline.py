@@ -29,7 +29,8 @@ from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_session import Inbound, MqttSession
 from gateway.receipts import Receipts
-from ingest.batch_writer import Batch, BatchWriter, NewDevice, Rejected, StatusRow, WriteResult
+from ingest.batch_writer import Batch, BatchWriter, Rejected, StatusRow, WriteResult
+from ingest.device_store import NewDevice
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class Pipeline:
         # batch writer, in the batch's transaction, from windows kept in the database (so they
         # do not depend on which replica reads a message, and a retried batch feeds nothing twice).
         if flagged:
-            await self.calibrator.reload_forgotten()  # what forget() dropped, before it is used
+            await self.calibrator.reload_forgotten()  # a registration or calibration just changed: reload first
             rh_at = self.calibrator.rh_index(flagged)
             for start in range(0, len(flagged), CHUNK_ROWS):
                 batch.readings.extend(self.calibrator.apply(flagged[start : start + CHUNK_ROWS], rh_at))
@@ -184,11 +185,10 @@ class Pipeline:
     async def _apply_registry(
         self, batch: Batch, decoded: list[tuple[Inbound, Decoded]], rejected: Counter[str]
     ) -> None:
-        """Register new ids (open network) or dead-letter their messages (closed network)."""
+        """Register new ids (open network) or dead-letter their messages (closed network);
+        flag every reading of a device that is not registered, in every batch."""
         unknown = {d.device_id for _, d in decoded if d.device_id not in self.registry.known}
-        if not unknown:
-            return
-        if not self.registry.accept_unknown:
+        if unknown and not self.registry.accept_unknown:
             # in an outage the committer meets the same error and retries; treat them as still unknown
             with contextlib.suppress(*CONNECTION_ERRORS):
                 unknown -= await self.registry.lookup_missing(unknown)
@@ -199,16 +199,16 @@ class Pipeline:
                 else:
                     keep.append((msg, d))
             decoded[:] = keep
-            return
-        seen: dict[str, NewDevice] = {}
-        for _, d in decoded:
-            if d.device_id in unknown and d.device_id not in seen:
-                lat, lon = d.location if d.location else (None, None)
-                seen[d.device_id] = NewDevice(d.device_id, d.kind, lat, lon)
-        batch.devices.extend(seen.values())
+        elif unknown:
+            seen: dict[str, NewDevice] = {}
+            for _, d in decoded:
+                if d.device_id in unknown and d.device_id not in seen:
+                    lat, lon = d.location if d.location else (None, None)
+                    seen[d.device_id] = NewDevice(d.device_id, d.kind, lat, lon)
+            batch.devices.extend(seen.values())
         flag = int(Flag.UNREGISTERED_DEVICE)
         for _, d in decoded:
-            if d.device_id in unknown or d.device_id not in self.registry.registered:
+            if d.device_id not in self.registry.registered:
                 d.readings = [(r[0], r[1], r[2], r[3], r[4], r[5] | flag, r[6]) for r in d.readings]
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Run the gateway: MQTT session, pipeline tasks, periodic refreshes, /metrics, clean shutdown.
+"""Run the gateway: MQTT session, pipeline tasks, registry listener, periodic refreshes, /metrics,
+clean shutdown.
 
 SIGTERM/SIGINT stop reading, flush what was received, commit, acknowledge and disconnect;
 a second signal, or 10 s, abandons what is not committed (the broker still holds it).
@@ -86,6 +87,9 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     registry = DeviceRegistry(settings.database_url, settings.accept_unknown_devices)
     calibrator = Calibrator(settings.database_url)
     await _initial_load(stop, registry, calibrator)
+    # a registration, retirement, token or calibration change reaches the models at once
+    registry.on_change(calibrator.forget)
+    listener_task = asyncio.create_task(registry.listen(stop))
     source = MqttSession(
         settings.mqtt_url, settings.mqtt_client_id, subscriptions(settings),
         protocol=settings.mqtt_protocol, max_queue=settings.queue_max_messages,
@@ -120,7 +124,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         receipt_stop.set()  # one last round for what the last batches stored
         await asyncio.wait([receipt_task], timeout=RECEIPT_GRACE_S)
         receipt_task.cancel()
-    for task in (mqtt_task, refresh_task, batcher, committer, stopped):
+    for task in (mqtt_task, refresh_task, listener_task, batcher, committer, stopped):
         task.cancel()
     await source.close()
     await writer.close()

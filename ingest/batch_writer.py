@@ -34,6 +34,7 @@ import asyncpg
 
 from contracts.records import ParkingRow, ReadingRow
 from ingest import series_windows
+from ingest.device_store import NewDevice, auto_register
 from ingest.series_windows import SeriesPlan, SeriesRule
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,6 @@ _MERGE_PARKING = """
 INSERT INTO parking_events (time, device_id, occupied, mag, batt_mv, temp, ev, flags)
 SELECT to_timestamp(ts), device_id, occupied, mag, batt_mv, temp, ev, flags FROM stage_parking
 ON CONFLICT (device_id, time) DO NOTHING
-"""
-
-_INSERT_DEVICES = """
-INSERT INTO devices (device_id, kind, lat, lon, registered)
-SELECT d, k, la, lo, false FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[]) AS u(d, k, la, lo)
-ON CONFLICT (device_id) DO UPDATE
-   SET lat = COALESCE(devices.lat, EXCLUDED.lat), lon = COALESCE(devices.lon, EXCLUDED.lon)
-   WHERE devices.lat IS NULL AND EXCLUDED.lat IS NOT NULL
 """
 
 _INSERT_REJECTED = """
@@ -128,14 +121,6 @@ class Rejected:
     def digest(self) -> bytes:
         """Identity of a dead letter: the same bytes on the same topic are one letter."""
         return hashlib.sha256(self.topic.encode("utf-8", "replace") + b"\0" + self.payload).digest()
-
-
-@dataclass(slots=True)
-class NewDevice:
-    device_id: str
-    kind: str
-    lat: float | None = None
-    lon: float | None = None
 
 
 @dataclass(slots=True)
@@ -232,12 +217,7 @@ class BatchWriter:
         readings_n = parking_n = rejected_n = 0
         async with conn.transaction():
             readings, plan = await self._judge_series(conn, batch)
-            if batch.devices:
-                await conn.execute(
-                    _INSERT_DEVICES,
-                    [d.device_id for d in batch.devices], [d.kind for d in batch.devices],
-                    [d.lat for d in batch.devices], [d.lon for d in batch.devices],
-                )
+            await auto_register(conn, batch.devices)  # the SQL lives in ingest/device_store.py
             if readings and fast:
                 await conn.copy_records_to_table("readings", records=readings, columns=READING_COLUMNS)
                 readings_n = len(readings)

@@ -1,49 +1,91 @@
-"""Admin: register devices (issuing their MQTT token) and read dead letters."""
+"""Admin: register, update and retire devices (through ingest/device_store.py) and read dead letters."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, DbDep
-from ingest.device_store import token_hash
+from ingest.device_store import (
+    DeviceFields,
+    DeviceNotFound,
+    DeviceRegisteredAlready,
+    new_token,
+    register_device_async,
+    retire_device_async,
+    update_device_async,
+)
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
 
-class DeviceIn(BaseModel):
-    device_id: str = Field(pattern=r"^[a-z0-9-]{3,64}$", examples=["tp-school-0042"])
-    kind: Literal["airbox", "parking"] = "airbox"
+class DeviceFieldsIn(BaseModel):
+    """Owner data; a field left out (or null) keeps what is stored, or takes the default when new."""
+
+    kind: Literal["airbox", "parking"] | None = Field(None, description="a new device: airbox")
     name: str | None = Field(None, max_length=200)
     school: str | None = Field(None, max_length=200)
     site: str | None = Field(None, max_length=200)
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
-    sensor_type: str | None = Field("pms5003", max_length=40)
+    sensor_type: str | None = Field(None, max_length=40, description="a new air box: pms5003")
     owner: str | None = Field(None, max_length=200)
 
+    def fields(self) -> DeviceFields:
+        return DeviceFields(self.kind, self.name, self.site, self.school, self.lat, self.lon, self.sensor_type,
+                            self.owner)
 
-@router.post("/devices", status_code=201, summary="Register a device; the MQTT password is returned once")
-async def register(device: DeviceIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
-    token = secrets.token_urlsafe(24)
-    await db.execute(
-        "INSERT INTO devices (device_id, kind, name, school, site, lat, lon, sensor_type, owner, token_hash, "
-        "registered) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true) ON CONFLICT (device_id) DO UPDATE SET "
-        "kind = EXCLUDED.kind, name = EXCLUDED.name, school = EXCLUDED.school, site = EXCLUDED.site, "
-        "lat = EXCLUDED.lat, lon = EXCLUDED.lon, sensor_type = EXCLUDED.sensor_type, owner = EXCLUDED.owner, "
-        "token_hash = EXCLUDED.token_hash, registered = true, retired_at = NULL",
-        [device.device_id, device.kind, device.name, device.school, device.site, device.lat, device.lon,
-         device.sensor_type, device.owner, token_hash(token)],
+
+class DeviceIn(DeviceFieldsIn):
+    device_id: str = Field(pattern=r"^[a-z0-9-]{3,64}$", examples=["tp-school-0042"])
+    rotate_token: bool = Field(
+        False, description="the id is registered already: issue a new token (the old one stops working); "
+        "without it such a registration is refused with 409",
     )
+
+
+def _refused(exc: ValueError | DeviceNotFound | DeviceRegisteredAlready) -> HTTPException:
+    status = 404 if isinstance(exc, DeviceNotFound) else 409 if isinstance(exc, DeviceRegisteredAlready) else 422
+    return HTTPException(status_code=status, detail=str(exc))
+
+
+@router.post(
+    "/devices", status_code=201, responses={409: {"description": "registered already; ask rotate_token"}},
+    summary="Register a device (committed before the answer); the MQTT password is returned once",
+)
+async def register(device: DeviceIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
+    token = new_token()
+    try:
+        done = await register_device_async(db, device.device_id, device.fields(), token,
+                                           rotate_token=device.rotate_token)
+    except (ValueError, DeviceRegisteredAlready) as exc:
+        raise _refused(exc) from None
     return {
-        "device_id": device.device_id,
+        "device_id": device.device_id, "created": done.created,
         "mqtt": {"username": device.device_id, "password": token,
-                 "topic": f"citysense/v1/{device.kind}/{device.device_id}/up"},
+                 "topic": f"citysense/v1/{done.kind}/{device.device_id}/up"},
     }
+
+
+@router.patch("/devices/{device_id}", summary="Change the fields given; the others and the token stay")
+async def update(device_id: str, body: DeviceFieldsIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
+    try:
+        await update_device_async(db, device_id, body.fields())
+    except (ValueError, DeviceNotFound) as exc:
+        raise _refused(exc) from None
+    return {"device_id": device_id, "updated": sorted(body.model_dump(exclude_none=True))}
+
+
+@router.post("/devices/{device_id}/retire", summary="Retire a device (its data stays; the gateway hears at once)")
+async def retire(device_id: str, db: DbDep, _: AdminDep) -> dict[str, Any]:
+    try:
+        retired_at = await retire_device_async(db, device_id)
+    except (ValueError, DeviceNotFound) as exc:
+        raise _refused(exc) from None
+    return {"device_id": device_id, "retired_at": retired_at}
 
 
 @router.get("/rejected", summary="Dead letters: messages the gateway refused, with the reason")

@@ -30,13 +30,7 @@ import psycopg
 from devtools.bench.latency import quantile
 from devtools.bench.servers import REPO, BenchServers
 from devtools.ports import free_port, wait_for_port
-
-_DEVICES = """
-INSERT INTO devices (device_id, kind, name, school, lat, lon, sensor_type, registered, owner)
-SELECT format('api-%%s', lpad(i::text, 5, '0')), 'airbox', format('Box %%s', i), format('School %%s', i %% 300),
-       25.0 + (i %% 40) * 0.004, 121.45 + (i / 40) * 0.006, NULL, true, 'bench'
-FROM generate_series(0, %(n)s - 1) AS i
-"""
+from ingest.device_store import DeviceFields, register_devices
 
 # One device per statement. Values follow a daily cycle plus noise, to 0.1 like the sensors.
 _READINGS = """
@@ -78,8 +72,12 @@ class ApiBench:
 
     def _generate(self, url: str) -> dict[str, Any]:
         started = time.perf_counter()
+        register_devices(url, [
+            (_device(i), DeviceFields(name=f"Box {i}", school=f"School {i % 300}", lat=25.0 + (i % 40) * 0.004,
+                                      lon=121.45 + (i // 40) * 0.006, owner="bench"))
+            for i in range(self.o.devices)
+        ])
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(_DEVICES.encode(), {"n": self.o.devices})
             conn.execute(b"DROP INDEX IF EXISTS readings_time_idx")
             conn.execute(b"ALTER TABLE readings DROP CONSTRAINT IF EXISTS readings_device_metric_time_key")
         parts = max(1, min(4, os.cpu_count() or 1))

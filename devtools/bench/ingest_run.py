@@ -32,6 +32,8 @@ from devtools.bench.loadgen import METRICS_PER_MESSAGE, BackgroundLoad, LoadResu
 from devtools.bench.naive import NaiveSubscriber
 from devtools.bench.profile import Profiler
 from devtools.bench.servers import BenchServers, CpuMeter, GatewayGroup, with_children
+from ingest.device_store import DeviceFields
+from ingest.device_store import register_devices as register_fleet_devices
 
 log = logging.getLogger(__name__)
 
@@ -268,14 +270,11 @@ class IngestBench:
 def register_devices(url: str, devices: int) -> None:
     """Register the simulated boxes as a city does at install (PMS5003, so the default
     calibration applies): the gateway does its full production work on every reading."""
-    with psycopg.connect(url) as conn:
-        conn.execute(
-            b"INSERT INTO devices (device_id, kind, name, lat, lon, sensor_type, registered, owner) "
-            b"SELECT 'bench-' || lpad(i::text, 5, '0'), 'airbox', 'Bench box ' || i, "
-            b"25.0 + mod(i, 40) * 0.004, 121.45 + (i / 40) * 0.006, 'pms5003', true, 'bench' "
-            b"FROM generate_series(0, %s - 1) AS i",
-            (devices,),
-        )
+    register_fleet_devices(url, [
+        (device_id(i), DeviceFields(kind="airbox", name=f"Bench box {i}", lat=25.0 + (i % 40) * 0.004,
+                                        lon=121.45 + (i // 40) * 0.006, sensor_type="pms5003", owner="bench"))
+        for i in range(devices)
+    ])
 
 
 def _count_text(url: str, sql: str) -> str:

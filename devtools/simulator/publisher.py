@@ -15,26 +15,22 @@ from paho.mqtt.enums import CallbackAPIVersion
 from contracts.urls import parse_mqtt_url
 from devtools.simulator.air_model import AirBox, CityState
 from devtools.simulator.fleet import ParkingSpot
+from ingest.device_store import DeviceFields, register_devices
 
 log = logging.getLogger(__name__)
 
 
 def register_fleet(database_url: str, boxes: list[AirBox], spots: list[ParkingSpot]) -> None:
     """Give the simulated devices names, schools and places, as a school would at install."""
+    register_devices(
+        database_url,
+        [(b.device_id, DeviceFields(kind="airbox", name=b.name, school=b.school, lat=b.lat, lon=b.lon,
+                                    sensor_type="pms5003", owner="demo")) for b in boxes]
+        + [(s.device_id, DeviceFields(kind="parking", name=f"Bay {s.device_id[-4:]}", site=s.zone, lat=s.lat,
+                                      lon=s.lon, owner="demo")) for s in spots],
+        rotate_token=True,  # a demo restarted on the same database registers its fleet again
+    )
     with psycopg.connect(database_url) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO devices (device_id, kind, name, school, lat, lon, sensor_type, registered, owner) "
-            "VALUES (%s, 'airbox', %s, %s, %s, %s, 'pms5003', true, 'demo') ON CONFLICT (device_id) DO UPDATE "
-            "SET name = EXCLUDED.name, school = EXCLUDED.school, lat = EXCLUDED.lat, lon = EXCLUDED.lon, "
-            "sensor_type = EXCLUDED.sensor_type, registered = true",
-            [(b.device_id, b.name, b.school, b.lat, b.lon) for b in boxes],
-        )
-        cur.executemany(
-            "INSERT INTO devices (device_id, kind, name, site, lat, lon, registered, owner) "
-            "VALUES (%s, 'parking', %s, %s, %s, %s, true, 'demo') ON CONFLICT (device_id) DO UPDATE "
-            "SET site = EXCLUDED.site, lat = EXCLUDED.lat, lon = EXCLUDED.lon, registered = true",
-            [(s.device_id, f"Bay {s.device_id[-4:]}", s.zone, s.lat, s.lon) for s in spots],
-        )
         cur.executemany(
             "INSERT INTO parking_spots (spot_id, device_id, zone, lat, lon) VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT (spot_id) DO NOTHING",
