@@ -19,6 +19,23 @@ KINDS = ("airbox", "parking")
 ALL_KINDS = (*KINDS, "lass")
 
 
+def namespace_conflict(device_id: str, message_kind: str, stored_kind: str | None) -> str | None:
+    """Why a message of `message_kind` may not be stored under a device of `stored_kind`, or None.
+
+    Each device speaks in one namespace: a LASS line never writes into citysense hardware (nor a
+    citysense topic into a LASS device), and an air box never publishes as a parking sensor.
+    A device not stored yet (`stored_kind` None) conflicts with nothing.
+    """
+    if stored_kind is None or stored_kind == message_kind:
+        return None
+    if message_kind == "lass":
+        return (f"LASS id {device_id[:80]!r} names a citysense {stored_kind}; LASS devices live in their "
+                "own namespace (a city registers them as kind lass)")
+    if stored_kind == "lass":
+        return f"device {device_id!r} is a LASS device; citysense/v1 topics are for citysense hardware"
+    return f"device {device_id!r} is registered as {stored_kind}, not {message_kind}"
+
+
 def check_device_id(device_id: object, pattern: re.Pattern[str] = V1_DEVICE_ID) -> str:
     """The id itself, or DecodeError (a ValueError) with the reason a person needs."""
     if not isinstance(device_id, str):

@@ -41,6 +41,7 @@ class DeviceRegistry:
         self.refresh_s = refresh_s
         self.known: set[str] = set()
         self.registered: set[str] = set()
+        self.kinds: dict[str, str] = {}  # device id -> kind (airbox, parking, lass): its namespace
         self.listening = False
         self._loaded_at = 0.0
         self._subscribers: list[ChangeCallback] = []
@@ -60,12 +61,13 @@ class DeviceRegistry:
         own = conn is None
         c = conn or await asyncpg.connect(self.database_url, timeout=10)
         try:
-            rows = await c.fetch("SELECT device_id, registered FROM devices WHERE retired_at IS NULL")
+            rows = await c.fetch("SELECT device_id, registered, kind FROM devices WHERE retired_at IS NULL")
         finally:
             if own:
                 await c.close()
         self.known = {r["device_id"] for r in rows}
         self.registered = {r["device_id"] for r in rows if r["registered"]}
+        self.kinds = {r["device_id"]: r["kind"] for r in rows}
         self._loaded_at = time.monotonic()
         self._changed(None)
 
@@ -78,15 +80,23 @@ class DeviceRegistry:
         conn = await asyncpg.connect(self.database_url, timeout=10)
         try:
             rows = await conn.fetch(
-                "SELECT device_id, registered FROM devices WHERE device_id = ANY($1::text[]) AND retired_at IS NULL",
+                "SELECT device_id, registered, kind FROM devices WHERE device_id = ANY($1::text[])"
+                " AND retired_at IS NULL",
                 list(ids),
             )
         finally:
             await conn.close()
         found = {r["device_id"] for r in rows}
         self.known |= found
+        self.kinds.update({r["device_id"]: r["kind"] for r in rows})
         self.registered |= {r["device_id"] for r in rows if r["registered"]}
         return found
+
+    def note_new(self, devices: list[tuple[str, str]]) -> None:
+        """Ids this gateway has just stored itself (open network, unregistered), with their kind."""
+        for device_id, kind in devices:
+            self.known.add(device_id)
+            self.kinds.setdefault(device_id, kind)
 
     # -- NOTIFY --------------------------------------------------------------------------
     def apply_device_notification(self, payload: str) -> None:
@@ -95,11 +105,14 @@ class DeviceRegistry:
             doc = orjson.loads(payload)
             device_id = str(doc["device_id"])
             registered, active = bool(doc["registered"]), bool(doc["active"])
+            kind = doc.get("kind")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             log.error("event=registry_bad_notification payload=%r error=%r", payload[:200], str(exc))
             return
         if active:
             self.known.add(device_id)
+            if isinstance(kind, str):
+                self.kinds[device_id] = kind
             if registered:
                 self.registered.add(device_id)
             else:
@@ -107,6 +120,7 @@ class DeviceRegistry:
         else:
             self.known.discard(device_id)
             self.registered.discard(device_id)
+            self.kinds.pop(device_id, None)
         self._changed(device_id)
 
     def _on_notification(self, _conn: object, _pid: int, channel: str, payload: object) -> None:

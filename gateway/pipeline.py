@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from contracts.flags import Flag
+from contracts.ids import namespace_conflict
 from contracts.records import Decoded, DecodeError, ReadingRow
 from gateway import telemetry
 from gateway.calibration_step import Calibrator
@@ -67,7 +68,7 @@ class Prepared:
     messages: list[Inbound]
     accepted: Counter[str]
     rejected: Counter[str]
-    new_devices: list[str]
+    new_devices: list[tuple[str, str]]  # (device id, kind) registered by this batch
     stored_seqs: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, device) -> highest seq
 
 
@@ -180,13 +181,14 @@ class Pipeline:
             for start in range(0, len(flagged), CHUNK_ROWS):
                 batch.readings.extend(self.calibrator.apply(flagged[start : start + CHUNK_ROWS], rh_at))
                 await asyncio.sleep(0)
-        return Prepared(batch, messages, accepted, rejected, [nd.device_id for nd in batch.devices], seqs)
+        return Prepared(batch, messages, accepted, rejected, [(nd.device_id, nd.kind) for nd in batch.devices], seqs)
 
     async def _apply_registry(
         self, batch: Batch, decoded: list[tuple[Inbound, Decoded]], rejected: Counter[str]
     ) -> None:
-        """Register new ids (open network) or dead-letter their messages (closed network);
-        flag every reading of a device that is not registered, in every batch."""
+        """Register new ids (open network) or dead-letter their messages, status included (closed
+        network); dead-letter a message outside its device's namespace (contracts.ids); flag every
+        reading of a device that is not registered, in every batch."""
         unknown = {d.device_id for _, d in decoded if d.device_id not in self.registry.known}
         if unknown and not self.registry.accept_unknown:
             # in an outage the committer meets the same error and retries; treat them as still unknown
@@ -194,18 +196,29 @@ class Pipeline:
                 unknown -= await self.registry.lookup_missing(unknown)
             keep = []
             for msg, d in decoded:
-                if d.device_id in unknown and d.status is None:
+                if d.device_id in unknown:
                     self._reject(batch, rejected, msg, f"device {d.device_id!r} is not registered")
                 else:
                     keep.append((msg, d))
             decoded[:] = keep
-        elif unknown:
-            seen: dict[str, NewDevice] = {}
-            for _, d in decoded:
-                if d.device_id in unknown and d.device_id not in seen:
-                    lat, lon = d.location if d.location else (None, None)
-                    seen[d.device_id] = NewDevice(d.device_id, d.kind, lat, lon)
-            batch.devices.extend(seen.values())
+            unknown = set()
+        new: dict[str, NewDevice] = {}
+        for _, d in decoded:
+            if d.device_id in unknown and d.device_id not in new:
+                lat, lon = d.location if d.location else (None, None)
+                new[d.device_id] = NewDevice(d.device_id, d.kind, lat, lon)
+        batch.devices.extend(new.values())
+        kinds = self.registry.kinds
+        for device in new.values():  # now, not at commit: the next batch is prepared while this one commits
+            kinds.setdefault(device.device_id, device.kind)
+        keep = []
+        for msg, d in decoded:
+            conflict = namespace_conflict(d.device_id, d.kind, kinds.get(d.device_id))
+            if conflict is None:
+                keep.append((msg, d))
+            else:
+                self._reject(batch, rejected, msg, conflict)
+        decoded[:] = keep
         flag = int(Flag.UNREGISTERED_DEVICE)
         for _, d in decoded:
             if d.device_id not in self.registry.registered:
@@ -306,7 +319,7 @@ class Pipeline:
         self.source.ack(p.messages)
         if self.receipts is not None:
             self.receipts.note(p.stored_seqs)
-        self.registry.known.update(p.new_devices)
+        self.registry.note_new(p.new_devices)
         self.committed_messages += len(p.messages)
         now = time.time()
         if p.messages:

@@ -3,7 +3,8 @@
 -- reading instead of after the gateway's cache TTL. Plain PostgreSQL (no TimescaleDB part).
 --
 -- Channel `citysense_devices` (registrations, rotations, retirements, kind or sensor-type
---   changes; not the unregistered rows a gateway inserts itself): payload is JSON {"device_id", "registered", "active", "op"}
+--   changes; not the unregistered rows a gateway inserts itself): payload is JSON
+--   {"device_id", "registered", "kind", "active", "op"}
 --   with the row as committed (op DELETE: the old row, active false), so a gateway updates
 --   its registry from the payload alone, without a query between the NOTIFY and the reading.
 -- Channel `citysense_calibrations`: payload is the device id, or '' for a sensor-type
@@ -37,6 +38,7 @@ BEGIN
     PERFORM pg_notify('citysense_devices', json_build_object(
         'device_id', r.device_id,
         'registered', r.registered,
+        'kind', r.kind,
         'active', TG_OP <> 'DELETE' AND r.retired_at IS NULL,
         'op', TG_OP
     )::text);

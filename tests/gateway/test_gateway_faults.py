@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
+from contracts.ids import namespace_conflict
 from contracts.records import Decoded, DecodeError
 from devtools.ports import free_port
 from gateway.codecs import decode
@@ -272,11 +273,17 @@ def test_hostile_payloads_never_crash_the_gateway(mosquitto: Any, database_url: 
     received_at = time.time()
     refused: set[bytes] = set()
     stored: list[Decoded] = []
+    kinds: dict[str, str] = {}  # a device's namespace is the kind of its first stored message (in order)
     for topic, payload in messages:
         try:
-            stored.append(decode(topic, payload, received_at))
+            d = decode(topic, payload, received_at)
         except DecodeError:
             refused.add(Rejected(0.0, topic, payload, "").digest())
+            continue
+        if namespace_conflict(d.device_id, d.kind, kinds.setdefault(d.device_id, d.kind)):
+            refused.add(Rejected(0.0, topic, payload, "").digest())
+        else:
+            stored.append(d)
     with psycopg.connect(database_url) as conn:
         letters = {bytes(r[0]): r[1] for r in conn.execute("SELECT digest, reason FROM rejected_messages")}
         for d in stored:
