@@ -15,6 +15,7 @@ import threading
 from prometheus_client import start_http_server
 
 from contracts.settings import Settings
+from contracts.urls import redact_url
 from gateway import telemetry
 from gateway.calibration_step import Calibrator
 from gateway.device_registry import DeviceRegistry
@@ -96,7 +97,9 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     refresh_task = asyncio.create_task(_refresh_loop(stop, registry, calibrator))
     batcher = asyncio.create_task(pipeline.batcher(stop))
     committer = asyncio.create_task(pipeline.committer(hard_stop))
-    log.info("event=gateway_started mqtt=%s topics=%s", settings.mqtt_url, ",".join(subscriptions(settings)))
+    log.info(
+        "event=gateway_started mqtt=%s topics=%s", redact_url(settings.mqtt_url), ",".join(subscriptions(settings))
+    )
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([stopped, mqtt_task, batcher, committer], return_when=asyncio.FIRST_COMPLETED)
     crashed = next((t for t in (mqtt_task, batcher, committer) if t.done() and not stopped.done()), None)

@@ -10,21 +10,23 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, DbDep
+from api.errors import error_responses
+from api.params import NO_NUL
 from ingest.device_store import token_hash
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(prefix="/v1", tags=["admin"], responses=error_responses(401, 403, 422, 503))
 
 
 class DeviceIn(BaseModel):
     device_id: str = Field(pattern=r"^[a-z0-9-]{3,64}$", examples=["tp-school-0042"])
     kind: Literal["airbox", "parking"] = "airbox"
-    name: str | None = Field(None, max_length=200)
-    school: str | None = Field(None, max_length=200)
-    site: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    school: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    site: str | None = Field(None, max_length=200, pattern=NO_NUL)
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
-    sensor_type: str | None = Field("pms5003", max_length=40)
-    owner: str | None = Field(None, max_length=200)
+    sensor_type: str | None = Field("pms5003", max_length=40, pattern=NO_NUL)
+    owner: str | None = Field(None, max_length=200, pattern=NO_NUL)
 
 
 @router.post("/devices", status_code=201, summary="Register a device; the MQTT password is returned once")
@@ -48,7 +50,8 @@ async def register(device: DeviceIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
 
 @router.get("/rejected", summary="Dead letters: messages the gateway refused, with the reason")
 async def rejected(
-    db: DbDep, _: AdminDep, limit: int = Query(100, ge=1, le=10_000), reason: str | None = Query(None, max_length=200)
+    db: DbDep, _: AdminDep, limit: int = Query(100, ge=1, le=10_000),
+    reason: str | None = Query(None, max_length=200, pattern=NO_NUL),
 ) -> dict[str, Any]:
     where, args = "", []
     if reason:
