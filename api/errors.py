@@ -38,7 +38,9 @@ _WHY = {
     503: "The database is unreachable, busy or too slow for this query: retry after `Retry-After` seconds",
 }
 
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
+def retry_after_header() -> dict[str, Any]:
+    """The OpenAPI `headers` entry of a 429 or 503."""
+    return {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -47,7 +49,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     for code in codes:
         entry: dict[str, Any] = {"model": ErrorOut, "description": _WHY[code]}
         if code in (429, 503):
-            entry["headers"] = _RETRY_AFTER
+            entry["headers"] = retry_after_header()
         out[code] = entry
     return out
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.errors import error_responses
+from api.errors import RETRY_AFTER_S, error_responses, retry_after_header
 from api.health_probe import HealthProbe, HealthProbeError
 from api.rate_limit import RateLimited
 
@@ -38,7 +38,8 @@ class HealthOut(BaseModel):
 @router.get(
     "/health", summary="Database reachable, backend, newest reading age (answers within 1 s)",
     response_model=HealthOut,
-    responses={503: {"model": HealthOut, "description": "The database is unreachable, locked or too slow"},
+    responses={503: {"model": HealthOut, "description": "The database is unreachable, locked or too slow",
+                     "headers": retry_after_header()},
                **error_responses(429)},
 )
 async def health(request: Request) -> JSONResponse:
@@ -53,5 +54,5 @@ async def health(request: Request) -> JSONResponse:
         body.update(await probe.check())
     except HealthProbeError as exc:
         body.update(status="degraded", database=str(exc))
-        return JSONResponse(body, status_code=503)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
     return JSONResponse(body)
