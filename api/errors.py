@@ -30,6 +30,7 @@ class ErrorOut(BaseModel):
 
 
 _WHY = {
+    400: "The request body could not be parsed (not JSON)",
     401: "Missing or wrong admin bearer token",
     403: "Admin endpoints are off (CITYSENSE_ADMIN_TOKEN not set)",
     404: "No such resource",

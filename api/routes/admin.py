@@ -14,7 +14,7 @@ from api.errors import error_responses
 from api.params import NO_NUL
 from ingest.device_store import token_hash
 
-router = APIRouter(prefix="/v1", tags=["admin"], responses=error_responses(401, 403, 422, 503))
+router = APIRouter(prefix="/v1", tags=["admin"], responses=error_responses(400, 401, 403, 422, 503))
 
 
 class DeviceIn(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel
 
 from api.errors import error_responses
@@ -77,7 +77,7 @@ async def list_scales() -> list[dict[str, Any]]:
 
 
 @router.get("/scales/{scale}", summary="One AQI table")
-async def get_one_scale(scale: str) -> dict[str, Any]:
+async def get_one_scale(scale: Annotated[str, Path(max_length=64, description="Scale key")]) -> dict[str, Any]:
     return _scale_or_404(scale).as_dict()
 
 

@@ -49,18 +49,28 @@ class ApiProcess:
 StartApi = Callable[..., ApiProcess]
 
 
+def start_api_process(database_url: str, folder: Path, **settings: str) -> ApiProcess:
+    """An API on `database_url`, ready; extra keyword arguments become CITYSENSE_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
+    env.update(CITYSENSE_DATABASE_URL=database_url, CITYSENSE_LOG_LEVEL="INFO", PYTHONPATH=str(REPO))
+    env.update({f"CITYSENSE_{key.upper()}": value for key, value in settings.items()})
+    api = ApiProcess(env, folder / f"api-{free_port()}.log")
+    try:
+        return api.wait_ready()
+    except BaseException:
+        api.stop()
+        raise
+
+
 @pytest.fixture
 def start_api(tmp_path: Path) -> Iterator[StartApi]:
-    """Start an API on `database_url`; extra keyword arguments become CITYSENSE_* variables."""
+    """Start APIs for one test (see start_api_process); all are stopped after it."""
     started: list[ApiProcess] = []
 
     def start(database_url: str, **settings: str) -> ApiProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
-        env.update(CITYSENSE_DATABASE_URL=database_url, CITYSENSE_LOG_LEVEL="INFO", PYTHONPATH=str(REPO))
-        env.update({f"CITYSENSE_{key.upper()}": value for key, value in settings.items()})
-        api = ApiProcess(env, tmp_path / f"api-{len(started)}.log")
+        api = start_api_process(database_url, tmp_path, **settings)
         started.append(api)
-        return api.wait_ready()
+        return api
 
     yield start
     for api in started:
