@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import HTTPException, Path, Query
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 from contracts.metrics import METRICS
 
@@ -49,7 +49,14 @@ def _supported_time(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[datetime, AfterValidator(_supported_time)]
+def _iso_text(value: object) -> object:
+    """Only ISO 8601 text, as the schema says (`format: date-time`): pydantic would also take Unix seconds."""
+    if isinstance(value, str) and not ("-" in value[:5] and value[:4].isdigit()):
+        raise ValueError("must be an ISO 8601 time such as 2025-01-31T08:00:00+08:00")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_supported_time)]
 """An ISO 8601 time between 1970 and 2199, timezone-aware (naive means UTC)."""
 
 PM25_HIGH = METRICS["pm25"].high

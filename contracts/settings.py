@@ -53,10 +53,10 @@ class Settings(BaseSettings):
         4, ge=1, le=1000, description="CSV exports and large readings served at once; more get a 429"
     )
     api_rate_limit_per_s: float = Field(
-        20.0, ge=0, le=1_000_000, description="Read requests per second per client address (0 = no limit)"
+        50.0, ge=0, le=1_000_000, description="Read requests per second per client address (0 = no limit)"
     )
     api_rate_limit_burst: int = Field(
-        200, ge=1, le=1_000_000, description="Read requests a client may make at once before the rate applies"
+        500, ge=1, le=1_000_000, description="Read requests a client may make at once before the rate applies"
     )
     api_cors_origins: str = Field(
         "*", description="Comma-separated origins allowed to GET the open data from a browser ('' = CORS off)"

@@ -34,6 +34,8 @@ def http(database_url: str) -> Iterator[TestClient]:
         ("/v1/series", {"device_id": "box-a", "end": "0001-01-01T00:00:00"}),
         ("/v1/export/school.csv", {"school": "Da'an Elementary", "end": "0001-01-01T00:00:00"}),
         ("/v1/stream", {"since": "0001-01-01T00:00:00+14:00"}),
+        ("/v1/stream", {"since": "1700000000"}),
+        ("/v1/readings", {"device_id": "box-a", "start": "-5"}),
         ("/v1/export/school.csv", {"school": "Da'an\x00Elementary"}),
         ("/v1/devices", {"school": "a\x00b"}),
         ("/v1/devices/box%00a", {}),
