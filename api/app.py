@@ -1,7 +1,14 @@
-"""The FastAPI application: routers, the connection pool, readable 422s."""
+"""The FastAPI application: routers, the connection pool, readable 422s, and the guards against starvation.
+
+Guards, each a setting: every pooled query has a statement timeout (503 when hit), a pooled
+connection is checked before use (a database restart costs no 500), health has its own
+connection, exports are bounded, read routes are rate-limited per client, and CORS opens
+the read routes (never admin) to other sites.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,11 +19,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
+from api.cors import OpenDataCors, parse_origins
+from api.errors import install_database_error_handlers
+from api.exports import ExportSlots
+from api.health_probe import HealthProbe
+from api.rate_limit import ClientRateLimiter
 from api.response_cache import TtlCache
 from api.routes import admin, aqi, devices, export, flags, health, latest, map_page, parking, readings, series, stream
 from contracts.settings import Settings, get_settings
+from contracts.urls import redact_url
 from contracts.version import __version__
 from ingest.backend import recorded_backend_async
+
+log = logging.getLogger(__name__)
 
 
 async def _backend(pool: AsyncConnectionPool) -> str | None:
@@ -37,18 +52,37 @@ def _explain(errors: list[Any]) -> str:
     return "; ".join(parts)
 
 
+def _validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """The pydantic errors without their `input` and `ctx` (they may hold bytes, NaN or a NUL: not JSON)."""
+    return [{"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+            for err in errors]
+
+
+def open_pool(settings: Settings) -> AsyncConnectionPool:
+    """The query pool: a statement timeout on every connection, each checked before a request gets it."""
+    return AsyncConnectionPool(
+        settings.database_url, min_size=2, max_size=settings.api_pool_size, open=False,
+        timeout=settings.api_pool_timeout_s, check=AsyncConnectionPool.check_connection,
+        kwargs={"options": f"-c statement_timeout={settings.api_statement_timeout_ms}",
+                "application_name": "citysense-api"},
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(settings.database_url, min_size=2, max_size=10, open=False)
+        pool = open_pool(settings)
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
         app.state.backend = await _backend(pool)
+        app.state.health_probe = HealthProbe(settings.database_url)
+        log.info("event=api_started database=%s backend=%s", redact_url(settings.database_url), app.state.backend)
         try:
             yield
         finally:
+            await app.state.health_probe.close()
             await pool.close()
 
     app = FastAPI(
@@ -59,14 +93,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.latest_cache = TtlCache(settings.api_latest_cache_s)
+    app.state.latest_rows = TtlCache[list[tuple[Any, ...]]](settings.api_latest_cache_s, max_entries=64)
+    app.state.latest_cache = TtlCache[bytes](settings.api_latest_cache_s, max_entries=256)
+    app.state.export_slots = ExportSlots(settings.api_max_concurrent_exports)
+    app.state.rate_limiter = (
+        ClientRateLimiter(settings.api_rate_limit_per_s, settings.api_rate_limit_burst)
+        if settings.api_rate_limit_per_s > 0 else None
+    )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
         return JSONResponse(
-            {"detail": _explain(list(exc.errors())), "errors": jsonable_encoder(exc.errors())}, status_code=422
+            {"detail": _explain(errors), "errors": jsonable_encoder(_validation_errors(errors))}, status_code=422
         )
 
+    install_database_error_handlers(app, settings)
     for module in (health, devices, admin, latest, readings, series, export, parking, stream, aqi, flags, map_page):
         app.include_router(module.router)
+    origins = parse_origins(settings.api_cors_origins)
+    if origins:
+        app.add_middleware(OpenDataCors, origins=origins, admin_routes=admin.router.routes)
     return app

@@ -20,7 +20,9 @@ async def get_db(request: Request) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-DbDep = Annotated[AsyncConnection, Depends(get_db)]
+DbDep = Annotated[AsyncConnection, Depends(get_db, scope="function")]
+"""A pooled connection for the route's own code: back in the pool when the route returns, not when
+the response has been sent, so a client that reads slowly never holds a connection (scope="function")."""
 
 
 def require_admin(request: Request) -> None:

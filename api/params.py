@@ -1,22 +1,83 @@
-"""Reusable, validated query parameters (paging, time range, metric, device id)."""
+"""Reusable, validated parameters (paging, time range, metric, device id, text, concentrations).
+
+Every rule about what a client may send is written here once, so that each bad value becomes a
+422 with a reason before it reaches PostgreSQL or the AQI arithmetic: a NUL byte (PostgreSQL
+text cannot hold one), a date whose shift by the default range would overflow, a number too big
+or not finite for the Decimal rounding of the AQI tables.
+"""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import HTTPException, Query
+from fastapi import HTTPException, Path, Query
+from pydantic import AfterValidator, BeforeValidator
 
+from contracts.ids import ANY_DEVICE_ID_SCHEMA
 from contracts.metrics import METRICS
 
+NO_NUL = r"^[^\x00]*$"
+"""Free text may hold anything but a NUL byte, which PostgreSQL's text type refuses."""
+
+DEVICE_ID_PATTERN = ANY_DEVICE_ID_SCHEMA
+"""Any stored device id: citysense hardware ids and LASS ids (the rule of contracts.ids)."""
+
 DeviceId = Annotated[
-    str, Query(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Device id", examples=["tp-school-0042"])
+    str, Query(pattern=DEVICE_ID_PATTERN, description="Device id", examples=["tp-school-0042"])
 ]
+DeviceIdInPath = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, description="Device id", examples=["tp-school-0042"])]
 Metric = Annotated[str, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="Metric name, e.g. pm25")]
 Limit = Annotated[int, Query(ge=1, le=100_000, description="Rows per page")]
 Page = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1")]
+SchoolName = Annotated[
+    str, Query(min_length=1, max_length=200, pattern=NO_NUL, description="School name as registered")
+]
 
 MAX_RANGE = timedelta(days=366)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+"""Times outside [EARLIEST, LATEST) are refused: no reading is there, and shifting them could overflow."""
+
+
+def _supported_time(value: datetime) -> datetime:
+    """UTC for naive times; a 422 for times outside the supported years."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year - 1}")
+    return value
+
+
+def _iso_text(value: object) -> object:
+    """Only ISO 8601 text, as the schema says (`format: date-time`): pydantic would also take Unix seconds."""
+    if isinstance(value, str) and not ("-" in value[:5] and value[:4].isdigit()):
+        raise ValueError("must be an ISO 8601 time such as 2025-01-31T08:00:00+08:00")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_supported_time)]
+"""An ISO 8601 time between 1970 and 2199, timezone-aware (naive means UTC)."""
+
+PM25_HIGH = METRICS["pm25"].high
+
+
+def _concentration_or_missing(value: float) -> float:
+    """An hourly PM2.5 average: NaN means a missing hour; anything else must be a real concentration."""
+    if math.isnan(value):
+        return value
+    if not math.isfinite(value) or abs(value) > PM25_HIGH:
+        raise ValueError(f"must be 'nan' (missing hour) or a number between -{PM25_HIGH:g} and {PM25_HIGH:g}")
+    return value
+
+
+HourlyPm25 = Annotated[float, AfterValidator(_concentration_or_missing)]
+Pm25 = Annotated[
+    float,
+    Query(ge=0, le=PM25_HIGH, allow_inf_nan=False,
+          description=f"PM2.5 in µg/m³ (24-hour or real-time average), 0 to {PM25_HIGH:g}"),
+]
 
 
 def check_metric(metric: str) -> str:
@@ -29,14 +90,9 @@ def check_metric(metric: str) -> str:
 
 
 def time_range(start: datetime | None, end: datetime | None, default: timedelta) -> tuple[datetime, datetime]:
-    """Resolve [start, end) with UTC for naive times; refuse reversed or huge ranges."""
-    now = datetime.now(UTC)
-    end = end or now
-    start = start or end - default
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=UTC)
+    """Resolve [start, end) from Timestamp parameters; refuse reversed or huge ranges."""
+    end = end or datetime.now(UTC)
+    start = start or max(EARLIEST, end - default)
     if start >= end:
         raise HTTPException(
             status_code=422, detail=f"start ({start.isoformat()}) must be before end ({end.isoformat()})"

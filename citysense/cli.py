@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from citysense.logging_setup import setup_logging
 from contracts.settings import Settings, get_settings
+from contracts.urls import redact_url
 
 app = typer.Typer(
     help="citysense: open city sensing. Air boxes and parking sensors -> MQTT -> PostgreSQL/TimescaleDB -> API.",
@@ -112,7 +113,7 @@ def simulate(
         stop.set()
         n = publisher.published
     except OSError as exc:
-        raise fail(f"cannot reach the broker at {settings.mqtt_url}: {exc}") from None
+        raise fail(f"cannot reach the broker at {redact_url(settings.mqtt_url)}: {exc}") from None
     console.print(f"published {n} messages")
 
 

@@ -6,12 +6,17 @@ import re
 
 from contracts.records import DecodeError
 
-# \Z, not $: "$" also matches before a final newline, which would let "box-1\n" through.
-V1_DEVICE_ID = re.compile(r"^[a-z0-9-]{3,64}\Z")
+V1_DEVICE_ID_CHARS = "[a-z0-9-]{3,64}"
 """Ids of citysense hardware (air boxes, parking sensors): also their MQTT username and client id."""
+ANY_DEVICE_ID_CHARS = "[A-Za-z0-9_.-]{1,64}"
+"""Any stored id: citysense hardware and LASS devices, kept as their owners know them (`FT1_003`)."""
 
-ANY_DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
-"""Ids of LASS devices, kept exactly as their owners know them (`FT1_003`, `74DA38AF4812`)."""
+# \Z, not $: in Python "$" also matches before a final newline, which would let "box-1\n" through
+V1_DEVICE_ID = re.compile(rf"^{V1_DEVICE_ID_CHARS}\Z")
+ANY_DEVICE_ID = re.compile(rf"^{ANY_DEVICE_ID_CHARS}\Z")
+# the same rules for pydantic / OpenAPI, whose (Rust, ECMA) regexes match "$" only at the very end
+V1_DEVICE_ID_SCHEMA = f"^{V1_DEVICE_ID_CHARS}$"
+ANY_DEVICE_ID_SCHEMA = f"^{ANY_DEVICE_ID_CHARS}$"
 
 KINDS = ("airbox", "parking")
 """Kinds of citysense hardware; LASS devices are kind `lass`, a namespace of their own."""

@@ -50,6 +50,25 @@ class Settings(BaseSettings):
     api_latest_cache_s: float = Field(
         5.0, ge=0, le=300, description="Seconds the /v1/latest map is served from cache (0 = off)"
     )
+    api_statement_timeout_ms: int = Field(
+        5000, ge=100, le=600_000, description="Longest an API query may run; then it is cancelled with a 503"
+    )
+    api_pool_size: int = Field(10, ge=2, le=200, description="Database connections the API keeps for queries")
+    api_pool_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Longest a request waits for a free connection; then a 503"
+    )
+    api_max_concurrent_exports: int = Field(
+        4, ge=1, le=1000, description="CSV exports and large readings served at once; more get a 429"
+    )
+    api_rate_limit_per_s: float = Field(
+        50.0, ge=0, le=1_000_000, description="Read requests per second per client address (0 = no limit)"
+    )
+    api_rate_limit_burst: int = Field(
+        500, ge=1, le=1_000_000, description="Read requests a client may make at once before the rate applies"
+    )
+    api_cors_origins: str = Field(
+        "*", description="Comma-separated origins allowed to GET the open data from a browser ('' = CORS off)"
+    )
     admin_token: str = Field("", description="Bearer token for admin endpoints (registration); empty = admin off")
     data_dir: Path = Field(Path(".citysense"), description="Where the embedded stack keeps its data")
     retention_days: int = Field(

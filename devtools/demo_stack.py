@@ -22,6 +22,7 @@ import httpx
 from rich.console import Console
 
 from contracts.settings import Settings
+from contracts.urls import redact_url
 from devtools.local_broker import LocalAmqtt, LocalMosquitto, mosquitto_path
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port, port_is_open
@@ -138,8 +139,8 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
             f"  PM2.5 GeoJSON  {api}/v1/latest?metric=pm25\n"
             f"  health         {api}/v1/health\n"
             f"  gateway stats  http://127.0.0.1:{env['CITYSENSE_GATEWAY_METRICS_PORT']}/metrics\n"
-            f"  MQTT broker    {broker.url}\n"
-            f"  PostgreSQL     {db_url}\n"
+            f"  MQTT broker    {redact_url(broker.url)}\n"
+            f"  PostgreSQL     {redact_url(db_url)}\n"
             f"  admin token    {env['CITYSENSE_ADMIN_TOKEN']}   (kept in {data}/admin-token)\n"
             f"  logs           {data}/*.log\n"
             f"  fleet          {airboxes} air boxes + {parking} parking sensors every {interval_s:g} s"

@@ -6,12 +6,11 @@ than the one it runs, and reports the applied version in its status message.
 
 from __future__ import annotations
 
-import re
-
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from contracts.ids import V1_DEVICE_ID
 from contracts.topics import v1_topic
 from contracts.urls import parse_mqtt_url
 
@@ -20,7 +19,6 @@ REMOTE_KEYS = {
     "th_high_ut": float, "th_low_ut": float, "debounce": int, "learn_samples": int, "baseline_alpha": float,
     "heartbeat_every_s": int, "mqtt_keepalive": int,
 }
-_ID = re.compile(r"^[a-z0-9-]{3,64}$")
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, int | float]:
@@ -43,7 +41,7 @@ def parse_assignments(pairs: list[str]) -> dict[str, int | float]:
 def publish_config(broker_url: str, kind: str, device_id: str, version: int, values: dict[str, int | float]) -> str:
     if kind not in ("airbox", "parking"):
         raise ValueError(f"kind must be airbox or parking, got {kind!r}")
-    if not _ID.match(device_id):
+    if not V1_DEVICE_ID.match(device_id):
         raise ValueError(f"device id {device_id!r} must match [a-z0-9-]{{3,64}}")
     if version < 1:
         raise ValueError("version must be >= 1")

@@ -16,6 +16,7 @@ import threading
 from prometheus_client import start_http_server
 
 from contracts.settings import Settings
+from contracts.urls import redact_url
 from gateway import telemetry
 from gateway.anomaly_flags import STUCK_SPIKE_RULE
 from gateway.calibration_step import Calibrator
@@ -107,7 +108,9 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     committer = asyncio.create_task(pipeline.committer(hard_stop))
     receipt_stop = asyncio.Event()  # receipts go on until the last batch has committed
     receipt_task = asyncio.create_task(receipts.run(receipt_stop)) if receipts is not None else None
-    log.info("event=gateway_started mqtt=%s topics=%s", settings.mqtt_url, ",".join(subscriptions(settings)))
+    log.info(
+        "event=gateway_started mqtt=%s topics=%s", redact_url(settings.mqtt_url), ",".join(subscriptions(settings))
+    )
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([stopped, mqtt_task, batcher, committer], return_when=asyncio.FIRST_COMPLETED)
     crashed = next((t for t in (mqtt_task, batcher, committer) if t.done() and not stopped.done()), None)

@@ -9,6 +9,9 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, DbDep
+from api.errors import error_responses
+from api.params import NO_NUL, DeviceIdInPath
+from contracts.ids import V1_DEVICE_ID_SCHEMA
 from ingest.device_store import (
     DeviceFields,
     DeviceNotFound,
@@ -19,20 +22,20 @@ from ingest.device_store import (
     update_device_async,
 )
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(prefix="/v1", tags=["admin"], responses=error_responses(400, 401, 403, 422, 503))
 
 
 class DeviceFieldsIn(BaseModel):
     """Owner data; a field left out (or null) keeps what is stored, or takes the default when new."""
 
     kind: Literal["airbox", "parking"] | None = Field(None, description="a new device: airbox")
-    name: str | None = Field(None, max_length=200)
-    school: str | None = Field(None, max_length=200)
-    site: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    school: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    site: str | None = Field(None, max_length=200, pattern=NO_NUL)
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
-    sensor_type: str | None = Field(None, max_length=40, description="a new air box: pms5003")
-    owner: str | None = Field(None, max_length=200)
+    sensor_type: str | None = Field(None, max_length=40, pattern=NO_NUL, description="a new air box: pms5003")
+    owner: str | None = Field(None, max_length=200, pattern=NO_NUL)
 
     def fields(self) -> DeviceFields:
         return DeviceFields(self.kind, self.name, self.site, self.school, self.lat, self.lon, self.sensor_type,
@@ -40,7 +43,7 @@ class DeviceFieldsIn(BaseModel):
 
 
 class DeviceIn(DeviceFieldsIn):
-    device_id: str = Field(pattern=r"^[a-z0-9-]{3,64}$", examples=["tp-school-0042"])
+    device_id: str = Field(pattern=V1_DEVICE_ID_SCHEMA, examples=["tp-school-0042"])
     rotate_token: bool = Field(
         False, description="the id is registered already: issue a new token (the old one stops working); "
         "without it such a registration is refused with 409",
@@ -53,7 +56,7 @@ def _refused(exc: ValueError | DeviceNotFound | DeviceRegisteredAlready) -> HTTP
 
 
 @router.post(
-    "/devices", status_code=201, responses={409: {"description": "registered already; ask rotate_token"}},
+    "/devices", status_code=201, responses=error_responses(409),
     summary="Register a device (committed before the answer); the MQTT password is returned once",
 )
 async def register(device: DeviceIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
@@ -70,8 +73,11 @@ async def register(device: DeviceIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
     }
 
 
-@router.patch("/devices/{device_id}", summary="Change the fields given; the others and the token stay")
-async def update(device_id: str, body: DeviceFieldsIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
+@router.patch(
+    "/devices/{device_id}", responses=error_responses(404),
+    summary="Change the fields given; the others and the token stay",
+)
+async def update(device_id: DeviceIdInPath, body: DeviceFieldsIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
     try:
         await update_device_async(db, device_id, body.fields())
     except (ValueError, DeviceNotFound) as exc:
@@ -79,8 +85,11 @@ async def update(device_id: str, body: DeviceFieldsIn, db: DbDep, _: AdminDep) -
     return {"device_id": device_id, "updated": sorted(body.model_dump(exclude_none=True))}
 
 
-@router.post("/devices/{device_id}/retire", summary="Retire a device (its data stays; the gateway hears at once)")
-async def retire(device_id: str, db: DbDep, _: AdminDep) -> dict[str, Any]:
+@router.post(
+    "/devices/{device_id}/retire", responses=error_responses(404),
+    summary="Retire a device (its data stays; the gateway hears at once)",
+)
+async def retire(device_id: DeviceIdInPath, db: DbDep, _: AdminDep) -> dict[str, Any]:
     try:
         retired_at = await retire_device_async(db, device_id)
     except (ValueError, DeviceNotFound) as exc:
@@ -90,7 +99,8 @@ async def retire(device_id: str, db: DbDep, _: AdminDep) -> dict[str, Any]:
 
 @router.get("/rejected", summary="Dead letters: messages the gateway refused, with the reason")
 async def rejected(
-    db: DbDep, _: AdminDep, limit: int = Query(100, ge=1, le=10_000), reason: str | None = Query(None, max_length=200)
+    db: DbDep, _: AdminDep, limit: int = Query(100, ge=1, le=10_000),
+    reason: str | None = Query(None, max_length=200, pattern=NO_NUL),
 ) -> dict[str, Any]:
     where, args = "", []
     if reason:

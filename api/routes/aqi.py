@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel
 
+from api.errors import error_responses
+from api.params import HourlyPm25, Pm25
+from api.rate_limit import RateLimited
 from calibration.aqi import SCALES, AqiError, AqiResult, AqiScale, compute_aqi, get_scale, realtime_aqi
 
-router = APIRouter(prefix="/v1/aqi", tags=["aqi"])
+router = APIRouter(
+    prefix="/v1/aqi", tags=["aqi"], dependencies=[RateLimited], responses=error_responses(404, 422, 429)
+)
 
-ScaleKey = Annotated[str, Query(description=f"AQI scale: one of {sorted(SCALES)}")]
+ScaleKey = Annotated[str, Query(max_length=64, description=f"AQI scale: one of {sorted(SCALES)}")]
 
 
 class CategoryOut(BaseModel):
@@ -72,13 +77,13 @@ async def list_scales() -> list[dict[str, Any]]:
 
 
 @router.get("/scales/{scale}", summary="One AQI table")
-async def get_one_scale(scale: str) -> dict[str, Any]:
+async def get_one_scale(scale: Annotated[str, Path(max_length=64, description="Scale key")]) -> dict[str, Any]:
     return _scale_or_404(scale).as_dict()
 
 
 @router.get("/compute", summary="AQI for a PM2.5 concentration averaged as the scale requires")
 async def compute(
-    pm25: Annotated[float, Query(ge=0, description="PM2.5 in µg/m³ (24-hour or real-time average)")],
+    pm25: Pm25,
     scale: ScaleKey = "us_epa_2024",
 ) -> AqiOut:
     table = _scale_or_404(scale)
@@ -94,7 +99,9 @@ async def compute(
 )
 async def realtime(
     hourly: Annotated[
-        list[float], Query(description="Hourly PM2.5, most recent first, up to 12; 'nan' for a missing hour")
+        list[HourlyPm25],
+        Query(min_length=1, max_length=24,
+              description="Hourly PM2.5, most recent first, up to 12 used; 'nan' for a missing hour"),
     ],
     scale: ScaleKey = "us_epa_2024",
 ) -> AqiOut:

@@ -1,4 +1,4 @@
-"""The device registry: list, one device, and registration (admin)."""
+"""The device registry: list and one device (registration is in admin.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from fastapi import APIRouter, HTTPException, Query
 from psycopg.rows import dict_row
 
 from api.deps import DbDep
-from api.params import Limit, Page
+from api.errors import READ_ERRORS, error_responses
+from api.params import NO_NUL, DeviceIdInPath, Limit, Page
+from api.rate_limit import RateLimited
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
+router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[RateLimited], responses=READ_ERRORS)
 
 _COLUMNS = (
     "d.device_id, d.kind, d.name, d.site, d.school, d.lat, d.lon, d.sensor_type, d.registered, d.created_at, "
@@ -22,7 +24,7 @@ _COLUMNS = (
 async def list_devices(
     db: DbDep,
     kind: str | None = Query(None, pattern="^(airbox|parking|lass)$"),
-    school: str | None = Query(None, max_length=200),
+    school: str | None = Query(None, max_length=200, pattern=NO_NUL),
     limit: Limit = 1000,
     page: Page = 1,
 ) -> dict[str, Any]:
@@ -46,8 +48,8 @@ async def list_devices(
     return {"meta": {"found": found, "page": page, "limit": limit}, "results": rows}
 
 
-@router.get("/{device_id}", summary="One device")
-async def get_device(db: DbDep, device_id: str) -> dict[str, Any]:
+@router.get("/{device_id}", summary="One device", responses=error_responses(404))
+async def get_device(db: DbDep, device_id: DeviceIdInPath) -> dict[str, Any]:
     async with db.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"SELECT {_COLUMNS} FROM devices d LEFT JOIN device_status s USING (device_id) "

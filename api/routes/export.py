@@ -1,20 +1,24 @@
-"""CSV export of a whole school's data, wide (one column per metric): ready for a spreadsheet."""
+"""CSV export of a whole school's data, wide (one column per metric): ready for a spreadsheet.
+
+An export (api/exports.py): a bounded number at once, read window by window from the pool.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from psycopg_pool import AsyncConnectionPool
 
 from api.deps import DbDep
-from api.params import time_range
+from api.errors import READ_ERRORS, error_responses
+from api.exports import claim_export_slot, csv_export, csv_lines
+from api.params import SchoolName, Timestamp, time_range
+from api.rate_limit import RateLimited
 
-router = APIRouter(prefix="/v1/export", tags=["export"])
+router = APIRouter(prefix="/v1/export", tags=["export"], dependencies=[RateLimited], responses=READ_ERRORS)
 
 COLUMNS = ("pm1", "pm25", "pm10", "t", "rh")
 
@@ -34,34 +38,35 @@ ORDER BY r.time, r.device_id
 """
 
 
-@router.get("/school.csv", summary="All readings of a school's boxes as CSV (one row per box and time)")
+@router.get(
+    "/school.csv", summary="All readings of a school's boxes as CSV (one row per box and time)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "The CSV"}, **error_responses(404)},
+)
 async def school_csv(
+    request: Request,
     db: DbDep,
-    school: str = Query(..., min_length=1, max_length=200, description="School name as registered"),
-    start: datetime | None = Query(None, description="ISO 8601; default end - 7 days"),
-    end: datetime | None = None,
+    school: SchoolName,
+    start: Timestamp | None = Query(None, description="ISO 8601, 1970-2199; default end - 7 days"),
+    end: Timestamp | None = Query(None, description="ISO 8601, 1970-2199; default now"),
 ) -> StreamingResponse:
     t0, t1 = time_range(start, end, timedelta(days=7))
     cur = await db.execute("SELECT count(*) FROM devices WHERE school = %s", [school])
     row = await cur.fetchone()
     if not row or row[0] == 0:
         raise HTTPException(status_code=404, detail=f"no devices registered for school {school!r}")
-    return StreamingResponse(
-        _rows(db, [school, t0, t1]), media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="citysense-school.csv"'},
-    )
+    pool: AsyncConnectionPool = request.app.state.pool
+
+    async def fetch(a: datetime, b: datetime) -> list[tuple[Any, ...]]:
+        async with pool.connection() as conn:
+            window = await conn.execute(_WIDE.encode(), [school, a, b])
+            return await window.fetchall()
+
+    slot = claim_export_slot(request)
+    lines = csv_lines(["time_utc", "device_id", *COLUMNS, "pm25_raw", "flags"], t0, t1, fetch, _csv_row)
+    return await csv_export(slot, lines, "citysense-school.csv")
 
 
-async def _rows(db: Any, args: list[Any]) -> AsyncIterator[str]:
-    buf = io.StringIO()
-    out = csv.writer(buf)
-    out.writerow(["time_utc", "device_id", *COLUMNS, "pm25_raw", "flags"])
-    yield buf.getvalue()
-    async with db.cursor() as cur:
-        await cur.execute(_WIDE.encode(), args)
-        while batch := await cur.fetchmany(5000):
-            buf.seek(0)
-            buf.truncate()
-            for t, device, *values in batch:
-                out.writerow([t.isoformat(), device, *("" if v is None else v for v in values)])
-            yield buf.getvalue()
+def _csv_row(row: Any) -> list[Any]:
+    t, device, *values = row
+    return [t.isoformat(), device, *("" if v is None else v for v in values)]

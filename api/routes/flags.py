@@ -6,10 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from api.errors import error_responses
+from api.rate_limit import RateLimited
 from contracts.flags import FLAG_DOCS
 from contracts.metrics import METRICS
 
-router = APIRouter(prefix="/v1", tags=["reference"])
+router = APIRouter(prefix="/v1", tags=["reference"], dependencies=[RateLimited], responses=error_responses(429))
 
 
 @router.get("/flags", summary="Quality flag bits and what each means")

@@ -8,8 +8,10 @@ from fastapi import APIRouter, Query
 from psycopg.rows import dict_row
 
 from api.deps import DbDep
+from api.errors import READ_ERRORS
+from api.rate_limit import RateLimited
 
-router = APIRouter(prefix="/v1/parking", tags=["parking"])
+router = APIRouter(prefix="/v1/parking", tags=["parking"], dependencies=[RateLimited], responses=READ_ERRORS)
 
 _ZONES = """
 SELECT s.zone,

@@ -8,16 +8,18 @@ PostgreSQL fallback the buckets are computed from raw readings, so they are neve
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from psycopg.rows import dict_row
 
 from api.deps import DbDep
-from api.params import DeviceId, Metric, check_metric, time_range
+from api.errors import READ_ERRORS
+from api.params import DeviceId, Metric, Timestamp, check_metric, time_range
+from api.rate_limit import RateLimited
 
-router = APIRouter(prefix="/v1", tags=["series"])
+router = APIRouter(prefix="/v1", tags=["series"], dependencies=[RateLimited], responses=READ_ERRORS)
 
 BUCKETS = {"1h": (timedelta(hours=1), "readings_1h"), "1d": (timedelta(days=1), "readings_1d")}
 
@@ -43,8 +45,8 @@ async def series(
     device_id: DeviceId,
     metric: Metric = "pm25",
     bucket: Literal["1h", "1d"] = "1h",
-    start: datetime | None = Query(None, description="ISO 8601; default end - 7 days"),
-    end: datetime | None = Query(None, description="ISO 8601; default now"),
+    start: Timestamp | None = Query(None, description="ISO 8601, 1970-2199; default end - 7 days"),
+    end: Timestamp | None = Query(None, description="ISO 8601, 1970-2199; default now"),
     interval_s: int = Query(60, ge=1, le=86400, description="The device's reporting interval, for coverage"),
 ) -> dict[str, Any]:
     check_metric(metric)

@@ -14,9 +14,11 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.params import Metric, check_metric
+from api.errors import READ_ERRORS
+from api.params import Metric, Timestamp, check_metric
+from api.rate_limit import RateLimited
 
-router = APIRouter(prefix="/v1", tags=["stream"])
+router = APIRouter(prefix="/v1", tags=["stream"], dependencies=[RateLimited], responses=READ_ERRORS)
 
 _NEW = """
 SELECT r.device_id, r.time, r.value, r.raw, r.flags, d.lat, d.lon
@@ -26,19 +28,22 @@ ORDER BY r.time LIMIT 5000
 """
 
 
-@router.get("/stream", summary="Server-sent events of new readings of one metric")
+@router.get(
+    "/stream", summary="Server-sent events of new readings of one metric", response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The event stream"}},
+)
 async def stream(
     request: Request,
     metric: Metric = "pm25",
     poll_s: float = Query(2.0, ge=0.5, le=60.0),
     max_events: int = Query(0, ge=0, le=1_000_000, description="Close after this many events (0 = never)"),
-    since: datetime | None = Query(None, description="Resume after this time (ISO 8601); default 2 minutes ago"),
+    since: Timestamp | None = Query(
+        None, description="Resume after this time (ISO 8601, 1970-2199); default 2 minutes ago"
+    ),
 ) -> StreamingResponse:
     check_metric(metric)
     pool = request.app.state.pool
-    start = since or datetime.now(UTC) - timedelta(minutes=2)
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
+    start: datetime = since or datetime.now(UTC) - timedelta(minutes=2)
 
     async def events() -> AsyncIterator[bytes]:
         nonlocal start

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -13,47 +13,12 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from contracts.settings import Settings
-
-NOW = datetime.now(UTC).replace(second=0, microsecond=0)
-
-
-def _seed(url: str) -> None:
-    with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO devices (device_id, kind, name, school, lat, lon, registered) VALUES "
-            "('box-a', 'airbox', 'A', 'Da''an Elementary', 25.02, 121.54, true), "
-            "('box-b', 'airbox', 'B', 'Da''an Elementary', 25.03, 121.55, true), "
-            "('box-c', 'airbox', 'C', 'Other School', 25.05, 121.50, false), "
-            "('park-1', 'parking', 'P1', NULL, 25.04, 121.56, true), "
-            "('park-2', 'parking', 'P2', NULL, 25.04, 121.56, true)"
-        )
-        rows = []
-        for minute in range(180):  # three hours of 1-minute readings
-            t = NOW - timedelta(minutes=minute)
-            for dev, base in (("box-a", 10.0), ("box-b", 20.0)):
-                rows.append((t, dev, "pm25", base * 2, base, 0))
-                rows.append((t, dev, "rh", 60.0, 60.0, 0))
-        rows.append((NOW - timedelta(days=3), "box-c", "pm25", 99.0, 99.0, 0))  # stale: not on the map
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO readings (time, device_id, metric, raw, value, flags) VALUES (%s, %s, %s, %s, %s, %s)",
-                rows,
-            )
-            cur.execute(
-                "INSERT INTO parking_spots (spot_id, device_id, zone) VALUES ('s1', 'park-1', 'ximen'), "
-                "('s2', 'park-2', 'ximen')"
-            )
-            cur.execute(
-                "INSERT INTO parking_events (time, device_id, occupied, ev) VALUES "
-                "(now() - interval '5 min', 'park-1', true, 'change'), "
-                "(now() - interval '1 min', 'park-1', false, 'change'), "
-                "(now() - interval '2 min', 'park-2', true, 'change')"
-            )
+from tests.api.seed import NOW, seed_city
 
 
 @pytest.fixture
 def http(database_url: str) -> Iterator[TestClient]:
-    _seed(database_url)
+    seed_city(database_url)
     with TestClient(create_app(Settings(database_url=database_url, admin_token="s3cret"))) as client:
         yield client
 
@@ -148,7 +113,7 @@ def test_map_page_and_reference_endpoints(http: TestClient) -> None:
 
 
 def test_latest_map_is_cached_for_its_ttl_and_fresh_without_cache(database_url: str) -> None:
-    _seed(database_url)
+    seed_city(database_url)
     add = "INSERT INTO readings (time, device_id, metric, raw, value, flags) VALUES (now(), %s, 'pm25', 1, 1, 0)"
     with TestClient(create_app(Settings(database_url=database_url, api_latest_cache_s=60))) as cached:
         first = cached.get("/v1/latest").json()

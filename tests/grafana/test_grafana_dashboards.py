@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.api.test_api import _seed
+from tests.api.seed import seed_city
 
 DASHBOARDS = sorted((Path(__file__).resolve().parents[2] / "grafana" / "dashboards").glob("*.json"))
 SQL_DATASOURCE = "grafana-postgresql-datasource"
@@ -48,7 +48,7 @@ def test_dashboards_are_valid_provisioning_json() -> None:
 
 @pytest.mark.parametrize(("where", "sql"), _sql_queries(), ids=[w for w, _ in _sql_queries()])
 def test_panel_query_runs_against_real_schema(database_url: str, where: str, sql: str) -> None:
-    _seed(database_url)
+    seed_city(database_url)
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(_expand_macros(sql).encode()).fetchall()
     assert isinstance(rows, list), where
