@@ -33,11 +33,6 @@ def _median(values: list[float]) -> float:
     return values[half] if n % 2 else (values[half - 1] + values[half]) / 2.0
 
 
-def feeds_window(metric: str, flags: int) -> bool:
-    """Whether a reading is judged by (and feeds) the stuck/spike window of its series."""
-    return not flags & NO_WINDOW and metric not in EXEMPT
-
-
 def flag_run(window: SeriesWindow, metric: str, raws: list[float]) -> list[int]:
     """STUCK/SPIKE bits of each raw value of `raws` (consecutive readings of one series, in
     time order, following `window`), advancing `window` past them.
@@ -83,6 +78,6 @@ def flag_run(window: SeriesWindow, metric: str, raws: list[float]) -> list[int]:
 
 
 STUCK_SPIKE_RULE = SeriesRule(
-    flag_run=flag_run, feeds_window=feeds_window, no_window_flags=NO_WINDOW, bits=_STUCK | _SPIKE,
+    flag_run=flag_run, no_window_flags=NO_WINDOW, exempt_metrics=EXEMPT, bits=_STUCK | _SPIKE,
     history=max(WINDOW, STUCK_REPEATS),  # STUCK_REPEATS values decide the capped repeat count
 )

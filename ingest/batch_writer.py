@@ -34,7 +34,7 @@ import asyncpg
 
 from contracts.records import ParkingRow, ReadingRow
 from ingest import series_windows
-from ingest.series_windows import SeriesPlan, SeriesRule
+from ingest.series_windows import DeviceWindows, SeriesPlan, SeriesRule, WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ class BatchWriter:
     def __init__(self, database_url: str, series_rule: SeriesRule | None = None) -> None:
         self.database_url = database_url
         self.series_rule = series_rule
+        self._windows = WindowStore() if series_rule is not None else None
         self._conn: asyncpg.Connection | None = None
         self._merge_only = 0  # batches left that skip the COPY fast path
 
@@ -229,9 +230,20 @@ class BatchWriter:
 
     async def _write_once(self, conn: asyncpg.Connection, batch: Batch, fast: bool) -> tuple[int, int, int]:
         """One transaction; readings by COPY into `readings` (fast) or through the merge."""
+        try:
+            counts = await self._transaction(conn, batch, fast)
+        except BaseException:
+            if self._windows is not None:
+                self._windows.forget()  # the failed transaction advanced windows it did not save
+            raise
+        if self._windows is not None:
+            self._windows.committed()
+        return counts
+
+    async def _transaction(self, conn: asyncpg.Connection, batch: Batch, fast: bool) -> tuple[int, int, int]:
         readings_n = parking_n = rejected_n = 0
         async with conn.transaction():
-            readings, plan = await self._judge_series(conn, batch)
+            readings, plan, stored = await self._judge_series(conn, batch, fast)
             if batch.devices:
                 await conn.execute(
                     _INSERT_DEVICES,
@@ -251,10 +263,10 @@ class BatchWriter:
                     readings_n = sum(r[2] for r in per_series)
                     series_windows.settle_after_merge(plan, [(r[0], r[1], r[3], r[4], r[5]) for r in per_series])
             if plan is not None:
-                assert self.series_rule is not None
+                assert self.series_rule is not None and self._windows is not None
                 _, recomputed = await series_windows.recompute(conn, self.series_rule, plan.recompute)
                 plan.windows.update(recomputed)
-                await series_windows.save(conn, plan.windows, plan.known)
+                await self._windows.save(conn, series_windows.devices_to_save(stored, plan.windows))
             if batch.parking:
                 await conn.copy_records_to_table("stage_parking", records=batch.parking)
                 parking_n = _count(await conn.execute(_MERGE_PARKING))
@@ -271,24 +283,26 @@ class BatchWriter:
         return readings_n, parking_n, rejected_n
 
     async def _judge_series(
-        self, conn: asyncpg.Connection, batch: Batch
-    ) -> tuple[list[ReadingRow], SeriesPlan | None]:
+        self, conn: asyncpg.Connection, batch: Batch, fast: bool
+    ) -> tuple[list[ReadingRow], SeriesPlan | None, dict[str, DeviceWindows]]:
         """The batch's readings with the series rule's bits set from the stored windows, each
-        (device, metric, time) once, under the locks of the batch's devices (held to commit)."""
-        rule = self.series_rule
-        if rule is None or not batch.readings:
-            return batch.readings, None
+        (device, metric, time) once, under the locks of the batch's devices (held to commit),
+        and the stored windows of its devices."""
+        rule, store = self.series_rule, self._windows
+        if rule is None or store is None or not batch.readings:
+            return batch.readings, None, {}
         devices = {r[1] for r in batch.readings}
         devices.update(r[1] for r in batch.parking)
         devices.update(d.device_id for d in batch.devices)
         devices.update(s.device_id for s in batch.statuses)
-        await series_windows.lock_devices(conn, sorted(devices))
+        await store.lock(conn, devices)
         groups, repeated = series_windows.series_of(rule, batch.readings)
-        stored = await series_windows.load(conn, list(groups)) if groups else {}
-        readings, plan = series_windows.flag_new_rows(rule, batch.readings, groups, stored)
+        stored = await store.load(conn, list({k[0] for k in groups})) if groups else {}
+        # the merge may leave a series unsaved (settle_after_merge): its stored window must stay intact
+        readings, plan = series_windows.flag_new_rows(rule, batch.readings, groups, stored, copy_windows=not fast)
         if repeated:
             readings = [r for i, r in enumerate(readings) if i not in repeated]
-        return readings, plan
+        return readings, plan, stored
 
     @staticmethod
     async def _write_statuses(conn: asyncpg.Connection, statuses: Sequence[StatusRow]) -> None:

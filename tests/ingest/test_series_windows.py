@@ -73,19 +73,22 @@ def _stored(url: str) -> dict[tuple[str, str, float], int]:
         return {(d, m, t): f for d, m, t, f in rows}
 
 
-async def _write_all(url: str, batches: list[list[ReadingRow]]) -> None:
-    writer = BatchWriter(url, STUCK_SPIKE_RULE)
+async def _write_all(url: str, batches: list[list[ReadingRow]], writers: int = 1) -> None:
+    """Batches dealt round-robin to `writers` writers (replicas): each writer's memory of the
+    windows it saved goes stale whenever another one saves the same device."""
+    replicas = [BatchWriter(url, STUCK_SPIKE_RULE) for _ in range(writers)]
     try:
-        for batch in batches:
-            await writer.write(Batch(readings=batch))
+        for n, batch in enumerate(batches):
+            await replicas[n % writers].write(Batch(readings=batch))
     finally:
-        await writer.close()
+        for writer in replicas:
+            await writer.close()
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
-@given(seed=st.integers(0, 10_000), batches=st.integers(1, 12), copies=st.floats(0, 0.2))
-def test_flags_do_not_depend_on_arrival_order_batches_or_copies(
-    database_url: str, seed: int, batches: int, copies: float
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 10_000), batches=st.integers(1, 12), copies=st.floats(0, 0.2), writers=st.integers(1, 3))
+def test_flags_do_not_depend_on_arrival_order_batches_copies_or_writers(
+    database_url: str, seed: int, batches: int, copies: float, writers: int
 ) -> None:
     rows = _stream(seed, 150)
     rng = random.Random(seed + 1)
@@ -101,7 +104,7 @@ def test_flags_do_not_depend_on_arrival_order_batches_or_copies(
     redelivered = split + split[: max(1, len(split) // 3)]  # a crash after commit: batches come again
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE readings, series_windows")
-    asyncio.run(_write_all(database_url, redelivered))
+    asyncio.run(_write_all(database_url, redelivered, writers))
     assert _stored(database_url) == _expected(rows)
 
 
