@@ -33,6 +33,7 @@ The rules themselves are not here (ingest does not know them); the gateway passe
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -142,7 +143,7 @@ def unpack_device(data: bytes) -> DeviceWindows:
         pos += name_len
         recent = list(_doubles(count).unpack_from(data, pos))
         pos += 8 * count
-        out[metric] = SeriesWindow(newest, None if last != last else last, repeats, recent)
+        out[metric] = SeriesWindow(newest, None if math.isnan(last) else last, repeats, recent)
     return out
 
 
@@ -323,7 +324,9 @@ def flag_new_rows(
     return out, plan
 
 
-def devices_to_save(stored: dict[str, DeviceWindows], windows: dict[SeriesKey, SeriesWindow]) -> dict[str, DeviceWindows]:
+def devices_to_save(
+    stored: dict[str, DeviceWindows], windows: dict[SeriesKey, SeriesWindow]
+) -> dict[str, DeviceWindows]:
     """The device rows a batch changes: each stored row with the batch's advanced windows in."""
     touched: dict[str, DeviceWindows] = {}
     for (device, metric), window in windows.items():

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from contracts.flags import Flag
 from contracts.records import ReadingRow
 from gateway.anomaly_flags import STUCK_SPIKE_RULE, flag_run
-from ingest.batch_writer import Batch, BatchWriter
+from ingest.batch_writer import Batch, BatchWriter, OncePayload
 from ingest.series_windows import SeriesWindow
 
 BASE = 1_763_000_000.0
@@ -129,3 +129,28 @@ def test_a_rolled_back_write_feeds_no_window(database_url: str) -> None:
 
     asyncio.run(scenario())
     assert _stored(database_url) == _expected(rows)
+
+
+def test_a_payload_written_by_two_writers_or_twice_in_one_instant_is_stored_once(database_url: str) -> None:
+    """Payload digests live in the database: the second copy is dropped whichever writer gets it,
+    also when both copies were received in the same instant (so their rows share one key)."""
+    line = b"|device_id=FT1_900|s_d0=12.00|"
+
+    def copy(received_at: float) -> Batch:
+        rows: list[ReadingRow] = [(received_at, "FT1_900", "pm25", 12.0, 12.0, int(Flag.NO_CLOCK), None)]
+        return Batch(readings=rows, once=[OncePayload.of(line, received_at, "FT1_900", received_at)])
+
+    async def scenario() -> list[int]:
+        one, two = BatchWriter(database_url, STUCK_SPIKE_RULE), BatchWriter(database_url, STUCK_SPIKE_RULE)
+        try:
+            same_instant = copy(BASE)
+            same_instant.readings += copy(BASE).readings
+            same_instant.once += copy(BASE).once
+            written = [await one.write(same_instant), await two.write(copy(BASE + 1)),
+                       await one.write(copy(BASE + 601))]  # past the memory: a new reading
+            return [w.readings_inserted for w in written]
+        finally:
+            await one.close()
+            await two.close()
+
+    assert asyncio.run(scenario()) == [1, 0, 1]
