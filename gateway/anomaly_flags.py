@@ -33,11 +33,6 @@ def _median(values: list[float]) -> float:
     return values[half] if n % 2 else (values[half - 1] + values[half]) / 2.0
 
 
-def feeds_window(metric: str, flags: int) -> bool:
-    """Whether a reading is judged by (and feeds) the stuck/spike window of its series."""
-    return not flags & NO_WINDOW and metric not in EXEMPT
-
-
 def flag_run(window: SeriesWindow, metric: str, raws: list[float]) -> list[int]:
     """STUCK/SPIKE bits of each raw value of `raws` (consecutive readings of one series, in
     time order, following `window`), advancing `window` past them.
@@ -45,12 +40,21 @@ def flag_run(window: SeriesWindow, metric: str, raws: list[float]) -> list[int]:
     STUCK: the same non-zero value as the STUCK_REPEATS - 1 readings before it. SPIKE: with
     at least MIN_HISTORY readings in the window, farther from their median than both the
     metric's floor and SPIKE_MADS scaled median absolute deviations. Hot path (every
-    reading): names are bound locally and the median is computed only past the floor.
+    reading): names are bound locally and the median is computed only past the floor, and a
+    run whose values all lie within the floor of each other is judged for STUCK alone.
     """
-    out: list[int] = []
-    append = out.append
     floor = SPIKE_FLOOR.get(metric)
     recent = window.recent
+    if floor is None or not raws:
+        return _stuck_run(window, raws)
+    together = recent + raws
+    # every window of the run and every value judged against it lie within [lo, hi]: if
+    # hi - lo <= floor, no value is past the floor from its window's extremes (rounded
+    # differences are monotone, so fl(raw - min) <= fl(hi - lo)), hence no spike, as below
+    if max(together) - min(together) <= floor:
+        return _stuck_run(window, raws)
+    out: list[int] = []
+    append = out.append
     last = window.last
     repeats = window.repeats
     for raw in raws:
@@ -82,7 +86,30 @@ def flag_run(window: SeriesWindow, metric: str, raws: list[float]) -> list[int]:
     return out
 
 
+def _stuck_run(window: SeriesWindow, raws: list[float]) -> list[int]:
+    """`flag_run` for a run in which no value can be a spike: STUCK bits only."""
+    out = [0] * len(raws)
+    last = window.last
+    repeats = window.repeats
+    for n, raw in enumerate(raws):
+        if last == raw and raw != 0.0:
+            if repeats < _REPEATS_CAP:
+                repeats += 1
+            if repeats >= _REPEATS_CAP:
+                out[n] = _STUCK
+        else:
+            repeats = 0
+        last = raw
+    recent = window.recent
+    recent.extend(raws)
+    if len(recent) > WINDOW:
+        del recent[:-WINDOW]
+    window.last = last
+    window.repeats = repeats
+    return out
+
+
 STUCK_SPIKE_RULE = SeriesRule(
-    flag_run=flag_run, feeds_window=feeds_window, no_window_flags=NO_WINDOW, bits=_STUCK | _SPIKE,
+    flag_run=flag_run, no_window_flags=NO_WINDOW, exempt_metrics=EXEMPT, bits=_STUCK | _SPIKE,
     history=max(WINDOW, STUCK_REPEATS),  # STUCK_REPEATS values decide the capped repeat count
 )

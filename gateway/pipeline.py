@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -30,7 +29,7 @@ from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_session import Inbound, MqttSession
 from gateway.receipts import Receipts
-from ingest.batch_writer import Batch, BatchWriter, Rejected, StatusRow, WriteResult
+from ingest.batch_writer import Batch, BatchWriter, OncePayload, Rejected, StatusRow, WriteResult
 from ingest.device_store import NewDevice
 
 log = logging.getLogger(__name__)
@@ -72,28 +71,6 @@ class Prepared:
     stored_seqs: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, device) -> highest seq
 
 
-class RecentPayloads:
-    """Short-lived memory of payload digests: LASS devices publish each reading on two
-    topics, and without a trusted clock the unique key cannot catch the second copy."""
-
-    def __init__(self, ttl_s: float = 600.0, max_items: int = 100_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_items = max_items
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
-
-    def seen_before(self, payload: bytes, now: float) -> bool:
-        key = hashlib.blake2b(payload, digest_size=16).digest()
-        while self._seen:
-            oldest_key, t = next(iter(self._seen.items()))
-            if now - t <= self.ttl_s and len(self._seen) < self.max_items:
-                break
-            self._seen.pop(oldest_key)
-        if key in self._seen:
-            return True
-        self._seen[key] = now
-        return False
-
-
 class Pipeline:
     def __init__(
         self,
@@ -111,7 +88,6 @@ class Pipeline:
         self.writer = writer
         self.registry = registry
         self.calibrator = calibrator
-        self.recent_lass = RecentPayloads()
         self.batch_max_messages = batch_max_messages
         self.batch_max_delay_s = batch_max_delay_s
         self._handover: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=2)
@@ -151,12 +127,10 @@ class Pipeline:
                 log.exception("event=codec_crash topic=%s", msg.topic)
                 self._reject(batch, rejected, msg, f"internal decoder error: {type(exc).__name__}: {exc}")
                 continue
-            if (
-                d.codec == "lass" and d.readings and d.readings[0][5] & UNTRUSTED_CLOCK
-                and self.recent_lass.seen_before(msg.payload, msg.received_at)
-            ):
-                accepted["lass-duplicate"] += 1
-                continue
+            if d.codec == "lass" and d.readings and d.readings[0][5] & UNTRUSTED_CLOCK:
+                # LASS publishes each reading on two topics, perhaps to two replicas: the writer
+                # stores the readings of the first copy it meets (payload digests in the database)
+                batch.once.append(OncePayload.of(msg.payload, msg.received_at, d.device_id, d.readings[0][0]))
             decoded.append((msg, d))
         await self._apply_registry(batch, decoded, rejected)
         flagged: list[ReadingRow] = []
@@ -290,30 +264,26 @@ class Pipeline:
         """A batch the database refuses (not an outage): write message by message, and
         dead-letter the ones it still refuses, so one poison message cannot stall the stream.
         Outages meanwhile are waited out as for any batch; each message is acked once stored."""
-        remembered, self.recent_lass = self.recent_lass, RecentPayloads()  # the batch saw them once already
-        try:
-            for msg in p.messages:
-                single = await self.prepare([msg])
+        for msg in p.messages:
+            single = await self.prepare([msg])
+            try:
+                result = await self._write_through_outages(single.batch, hard_stop)
+            except BatchRefused as exc:
+                reason = f"database refused: {exc}".replace("\x00", "")
+                dead = Prepared(
+                    Batch(rejected=[Rejected(msg.received_at, msg.topic, msg.payload, reason)]), [msg],
+                    Counter(), Counter({"database refused": 1}), [],
+                )
                 try:
-                    result = await self._write_through_outages(single.batch, hard_stop)
-                except BatchRefused as exc:
-                    reason = f"database refused: {exc}".replace("\x00", "")
-                    dead = Prepared(
-                        Batch(rejected=[Rejected(msg.received_at, msg.topic, msg.payload, reason)]), [msg],
-                        Counter(), Counter({"database refused": 1}), [],
-                    )
-                    try:
-                        result = await self._write_through_outages(dead.batch, hard_stop)
-                    except BatchRefused:
-                        log.exception("event=dead_letter_refused topic=%s (message dropped)", msg.topic[:120])
-                        result = WriteResult(0, 0, 0, 0.0)
-                    single = dead
-                if result is None:
-                    log.error("event=shutdown_with_uncommitted messages=%d (broker keeps them)", len(p.messages))
-                    return
-                self._after_commit(single, result.readings_inserted, result.parking_inserted, result.seconds)
-        finally:
-            self.recent_lass = remembered
+                    result = await self._write_through_outages(dead.batch, hard_stop)
+                except BatchRefused:
+                    log.exception("event=dead_letter_refused topic=%s (message dropped)", msg.topic[:120])
+                    result = WriteResult(0, 0, 0, 0.0)
+                single = dead
+            if result is None:
+                log.error("event=shutdown_with_uncommitted messages=%d (broker keeps them)", len(p.messages))
+                return
+            self._after_commit(single, result.readings_inserted, result.parking_inserted, result.seconds)
 
     def _after_commit(self, p: Prepared, readings: int, parking: int, seconds: float) -> None:
         self.source.ack(p.messages)

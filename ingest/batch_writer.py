@@ -35,7 +35,7 @@ import asyncpg
 from contracts.records import ParkingRow, ReadingRow
 from ingest import series_windows
 from ingest.device_store import NewDevice, auto_register
-from ingest.series_windows import SeriesPlan, SeriesRule
+from ingest.series_windows import DeviceWindows, SeriesPlan, SeriesRule, WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,21 @@ WHERE device_status.updated_at <= EXCLUDED.updated_at
 """
 
 
+# a payload seen again within this many seconds is a copy (the memory RecentPayloads kept per process)
+PAYLOAD_MEMORY_S = 600.0
+PAYLOAD_PRUNE_EVERY_S = 60.0
+
+# the digests not seen within the memory: inserted, or refreshed from a copy older than the memory;
+# a digest another open transaction is inserting waits for it (and is a copy once that one commits)
+_REMEMBER_PAYLOADS = """
+INSERT INTO payload_digests AS p (digest, received_at)
+SELECT d, to_timestamp(r) FROM unnest($1::bytea[], $2::float8[]) AS u(d, r) ORDER BY d
+ON CONFLICT (digest) DO UPDATE SET received_at = EXCLUDED.received_at
+   WHERE p.received_at < EXCLUDED.received_at - make_interval(secs => $3)
+RETURNING digest
+"""
+_PRUNE_PAYLOADS = "DELETE FROM payload_digests WHERE received_at < to_timestamp($1)"
+
 READING_COLUMNS = ("time", "device_id", "metric", "raw", "value", "flags", "calibration_id")
 MERGE_BATCHES_AFTER_CONFLICT = 20  # after a conflict, redeliveries usually continue for a while
 _PG_EPOCH_UNIX_S = 946_684_800.0  # 2000-01-01T00:00:00Z
@@ -131,12 +146,28 @@ class StatusRow:
 
 
 @dataclass(slots=True)
+class OncePayload:
+    """A message whose readings are stored only if no gateway stored its payload within
+    PAYLOAD_MEMORY_S: its readings are the batch's readings of `device_id` at `time`."""
+
+    digest: bytes
+    received_at: float
+    device_id: str
+    time: float
+
+    @staticmethod
+    def of(payload: bytes, received_at: float, device_id: str, time: float) -> OncePayload:
+        return OncePayload(hashlib.blake2b(payload, digest_size=16).digest(), received_at, device_id, time)
+
+
+@dataclass(slots=True)
 class Batch:
     readings: list[ReadingRow] = field(default_factory=list)
     parking: list[ParkingRow] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     devices: list[NewDevice] = field(default_factory=list)
     statuses: list[StatusRow] = field(default_factory=list)
+    once: list[OncePayload] = field(default_factory=list)  # messages that may be a copy of one already stored
 
 
 @dataclass(slots=True)
@@ -166,8 +197,10 @@ class BatchWriter:
     def __init__(self, database_url: str, series_rule: SeriesRule | None = None) -> None:
         self.database_url = database_url
         self.series_rule = series_rule
+        self._windows = WindowStore() if series_rule is not None else None
         self._conn: asyncpg.Connection | None = None
         self._merge_only = 0  # batches left that skip the COPY fast path
+        self._pruned_payloads_at = 0.0
 
     async def connect(self) -> None:
         if self._conn is not None and not self._conn.is_closed():
@@ -214,9 +247,21 @@ class BatchWriter:
 
     async def _write_once(self, conn: asyncpg.Connection, batch: Batch, fast: bool) -> tuple[int, int, int]:
         """One transaction; readings by COPY into `readings` (fast) or through the merge."""
+        try:
+            counts = await self._transaction(conn, batch, fast)
+        except BaseException:
+            if self._windows is not None:
+                self._windows.forget()  # the failed transaction advanced windows it did not save
+            raise
+        if self._windows is not None:
+            self._windows.committed()
+        return counts
+
+    async def _transaction(self, conn: asyncpg.Connection, batch: Batch, fast: bool) -> tuple[int, int, int]:
         readings_n = parking_n = rejected_n = 0
         async with conn.transaction():
-            readings, plan = await self._judge_series(conn, batch)
+            readings = await self._drop_copies(conn, batch) if batch.once else batch.readings
+            readings, plan, stored = await self._judge_series(conn, batch, readings, fast)
             await auto_register(conn, batch.devices)  # the SQL lives in ingest/device_store.py
             if readings and fast:
                 await conn.copy_records_to_table("readings", records=readings, columns=READING_COLUMNS)
@@ -231,10 +276,10 @@ class BatchWriter:
                     readings_n = sum(r[2] for r in per_series)
                     series_windows.settle_after_merge(plan, [(r[0], r[1], r[3], r[4], r[5]) for r in per_series])
             if plan is not None:
-                assert self.series_rule is not None
+                assert self.series_rule is not None and self._windows is not None
                 _, recomputed = await series_windows.recompute(conn, self.series_rule, plan.recompute)
                 plan.windows.update(recomputed)
-                await series_windows.save(conn, plan.windows, plan.known)
+                await self._windows.save(conn, series_windows.devices_to_save(stored, plan.windows))
             if batch.parking:
                 await conn.copy_records_to_table("stage_parking", records=batch.parking)
                 parking_n = _count(await conn.execute(_MERGE_PARKING))
@@ -250,25 +295,50 @@ class BatchWriter:
                 await self._write_statuses(conn, batch.statuses)
         return readings_n, parking_n, rejected_n
 
+    async def _drop_copies(self, conn: asyncpg.Connection, batch: Batch) -> list[ReadingRow]:
+        """The batch's readings without those of payloads stored within PAYLOAD_MEMORY_S (by any
+        gateway, or earlier in this batch); prunes older digests about once a minute."""
+        first: dict[bytes, OncePayload] = {}
+        for once in batch.once:
+            first.setdefault(once.digest, once)
+        fresh = {r[0] for r in await conn.fetch(
+            _REMEMBER_PAYLOADS, list(first), [o.received_at for o in first.values()], PAYLOAD_MEMORY_S
+        )}
+        kept = {id(o) for o in first.values() if o.digest in fresh}
+        # readings are told apart by (device, time): a copy received in the same instant as a kept
+        # message shares its rows' unique key, and the write stores that key once anyway
+        copies = {(o.device_id, o.time) for o in batch.once if id(o) not in kept}
+        copies -= {(o.device_id, o.time) for o in batch.once if id(o) in kept}
+        newest = max(o.received_at for o in batch.once)
+        if newest - self._pruned_payloads_at > PAYLOAD_PRUNE_EVERY_S:
+            await conn.execute(_PRUNE_PAYLOADS, newest - PAYLOAD_MEMORY_S)
+            self._pruned_payloads_at = newest
+        if not copies:
+            return batch.readings
+        devices = {c[0] for c in copies}
+        return [r for r in batch.readings if r[1] not in devices or (r[1], r[0]) not in copies]
+
     async def _judge_series(
-        self, conn: asyncpg.Connection, batch: Batch
-    ) -> tuple[list[ReadingRow], SeriesPlan | None]:
-        """The batch's readings with the series rule's bits set from the stored windows, each
-        (device, metric, time) once, under the locks of the batch's devices (held to commit)."""
-        rule = self.series_rule
-        if rule is None or not batch.readings:
-            return batch.readings, None
-        devices = {r[1] for r in batch.readings}
+        self, conn: asyncpg.Connection, batch: Batch, readings: list[ReadingRow], fast: bool
+    ) -> tuple[list[ReadingRow], SeriesPlan | None, dict[str, DeviceWindows]]:
+        """The readings with the series rule's bits set from the stored windows, each
+        (device, metric, time) once, under the locks of the batch's devices (held to commit),
+        and the stored windows of its devices."""
+        rule, store = self.series_rule, self._windows
+        if rule is None or store is None or not readings:
+            return readings, None, {}
+        devices = {r[1] for r in readings}
         devices.update(r[1] for r in batch.parking)
         devices.update(d.device_id for d in batch.devices)
         devices.update(s.device_id for s in batch.statuses)
-        await series_windows.lock_devices(conn, sorted(devices))
-        groups, repeated = series_windows.series_of(rule, batch.readings)
-        stored = await series_windows.load(conn, list(groups)) if groups else {}
-        readings, plan = series_windows.flag_new_rows(rule, batch.readings, groups, stored)
+        await store.lock(conn, devices)
+        groups, repeated = series_windows.series_of(rule, readings)
+        stored = await store.load(conn, list({k[0] for k in groups})) if groups else {}
+        # the merge may leave a series unsaved (settle_after_merge): its stored window must stay intact
+        readings, plan = series_windows.flag_new_rows(rule, readings, groups, stored, copy_windows=not fast)
         if repeated:
             readings = [r for i, r in enumerate(readings) if i not in repeated]
-        return readings, plan
+        return readings, plan, stored
 
     @staticmethod
     async def _write_statuses(conn: asyncpg.Connection, statuses: Sequence[StatusRow]) -> None:

@@ -6,17 +6,25 @@ shared subscription deals them out round-robin), forgets everything on restart, 
 write a batch twice (a retry after a rolled-back commit). So the rules run where all of a
 series meets, inside the batch's own transaction:
 
-- `lock_devices` takes a transaction-level advisory lock per device (hashed into
+- `WindowStore.lock` takes a transaction-level advisory lock per device (hashed into
   `LOCK_SLOTS` slots, taken in ascending order, so two writers never deadlock), and
   holds it until commit: two batches touching one device are written one after the other.
-- `load` reads the state table `series_windows` (migration 0004); the common case, a
-  batch whose rows of a series are all newer than the series' newest stored reading, is
-  flagged from that state alone (`flag_new_rows`), and `save` stores the advanced state.
+- `WindowStore.load` reads the device's row of the state table `series_windows` (migration
+  0004: one row per device, the windows of all its series packed in one bytea); the common
+  case, a batch whose rows of a series are all newer than the series' newest stored
+  reading, is flagged from that state alone (`flag_new_rows`), and `WindowStore.save`
+  stores the advanced state of every device the batch touched, in one statement.
 - a row older than the series' newest reading (out-of-order arrival) is stored first and
   then `recompute` re-judges the affected stretch of `readings` in time order and
   corrects the flag bits that changed, so the stored flags are a function of the stored
   readings, whatever the arrival order, replica or retry.
 - a rolled-back transaction leaves the state as it was: a retry feeds nothing twice.
+
+Cost (devtools/bench/series_windows_cost.py measures it): each saved row carries the token
+of the writer that saved it. A writer remembers the windows it committed last; under the
+locks, a device whose row still carries its token is not transferred nor decoded again
+(any other writer's save, or a lost cache, falls back to the stored row). The cache is
+dropped whole when a transaction fails, since the rule advanced its windows in place.
 
 The rules themselves are not here (ingest does not know them); the gateway passes a
 `SeriesRule` (gateway.anomaly_flags.STUCK_SPIKE_RULE) to the batch writer.
@@ -25,10 +33,13 @@ The rules themselves are not here (ingest does not know them); the gateway passe
 from __future__ import annotations
 
 import hashlib
+import math
+import secrets
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import asyncpg
 
@@ -38,6 +49,9 @@ LOCK_SLOTS = 256  # advisory locks per batch are bounded: the shared lock table 
 _LOCK_CLASS = 70_420_004  # first key of the two-key advisory locks (migrate.py uses the one-key form)
 _PG_EPOCH_UNIX_S = 946_684_800.0
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# Two times of a series this far apart are distinct and ordered once rounded to µs (a float
+# Unix time near 2025 has a resolution of 0.24 µs); closer ones are compared as the database does.
+_DISTINCT_S = 1e-5
 
 
 def time_us(ts: float) -> int:
@@ -61,20 +75,25 @@ class SeriesRule:
     """A rule over a series' readings in time order, as the gateway defines it.
 
     `flag_run(window, metric, raws)` returns the flag bits of each raw value and advances
-    `window` past them; `feeds_window(metric, flags)` says whether a reading takes part;
-    `no_window_flags` are the flag bits that exclude a reading (the same test, in SQL);
-    `bits` are the flag bits the rule owns; `history` is how many readings before a
-    reading can change its bits (so a change settles after `history` readings).
+    `window` past them; a reading takes part (`feeds_window`) unless it carries one of
+    `no_window_flags` or its metric is one of `exempt_metrics`; `bits` are the flag bits
+    the rule owns; `history` is how many readings before a reading can change its bits
+    (so a change settles after `history` readings).
     """
 
     flag_run: Callable[[SeriesWindow, str, list[float]], list[int]]
-    feeds_window: Callable[[str, int], bool]
     no_window_flags: int
+    exempt_metrics: frozenset[str]
     bits: int
     history: int
 
+    def feeds_window(self, metric: str, flags: int) -> bool:
+        """Whether a reading is judged by (and feeds) the window of its series."""
+        return not flags & self.no_window_flags and metric not in self.exempt_metrics
+
 
 SeriesKey = tuple[str, str]
+DeviceWindows = dict[str, SeriesWindow]  # metric -> window: one device's row of `series_windows`
 
 
 @dataclass(slots=True)
@@ -84,130 +103,238 @@ class SeriesPlan:
     windows: dict[SeriesKey, SeriesWindow] = field(default_factory=dict)  # advanced, to be saved
     recompute: dict[SeriesKey, tuple[int, int]] = field(default_factory=dict)  # key -> (first, last) µs
     expected: dict[SeriesKey, int] = field(default_factory=dict)  # rows of the series in the batch
-    known: set[SeriesKey] = field(default_factory=set)  # series with a stored window
 
 
-def lock_slots(device_ids: Sequence[str]) -> list[int]:
+# -- the packed row: per series a header, the metric's name, then the window's values ----------
+_ENTRY = struct.Struct("<qdIBB")  # newest_us, last (NaN: none yet), repeats, len(recent), len(metric)
+_NONE = float("nan")
+
+
+@cache
+def _doubles(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}d")
+
+
+def pack_device(windows: DeviceWindows) -> bytes:
+    """One device's windows as stored: little-endian, no text to parse.
+
+    A `last` of None travels as NaN and comes back as None; a NaN raw value (which no
+    reading equals) would come back as None too, which the rule treats alike (equal to nothing)."""
+    parts: list[bytes] = []
+    for metric, w in windows.items():
+        name = metric.encode()
+        recent = w.recent
+        parts.append(_ENTRY.pack(w.newest_us, _NONE if w.last is None else w.last, w.repeats, len(recent), len(name)))
+        parts.append(name)
+        parts.append(_doubles(len(recent)).pack(*recent))
+    return b"".join(parts)
+
+
+def unpack_device(data: bytes) -> DeviceWindows:
+    """The inverse of `pack_device`."""
+    out: DeviceWindows = {}
+    pos = 0
+    end = len(data)
+    header = _ENTRY.size
+    while pos < end:
+        newest, last, repeats, count, name_len = _ENTRY.unpack_from(data, pos)
+        pos += header
+        metric = data[pos : pos + name_len].decode()
+        pos += name_len
+        recent = list(_doubles(count).unpack_from(data, pos))
+        pos += 8 * count
+        out[metric] = SeriesWindow(newest, None if math.isnan(last) else last, repeats, recent)
+    return out
+
+
+def lock_slots(device_ids: Iterable[str]) -> list[int]:
     """The sorted advisory lock slots of a set of devices (a stable hash, the same in every replica)."""
-    return sorted({
-        int.from_bytes(hashlib.blake2b(d.encode(), digest_size=4).digest(), "big") % LOCK_SLOTS for d in device_ids
-    })
+    return sorted({_slot(d) for d in device_ids})
 
 
-async def lock_devices(conn: asyncpg.Connection, device_ids: Sequence[str]) -> None:
-    """Hold the devices' locks until this transaction ends (ascending order: no deadlock between writers)."""
-    slots = lock_slots(device_ids)
-    if slots:
-        await conn.execute(
-            "SELECT count(pg_advisory_xact_lock($1::int, s)) FROM unnest($2::int[]) AS s", _LOCK_CLASS, slots
-        )
+def _slot(device_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(device_id.encode(), digest_size=4).digest(), "big") % LOCK_SLOTS
 
 
+_LOCK = "SELECT count(pg_advisory_xact_lock($1::int, s)) FROM unnest($2::int[]) AS s"
+
+# every stored device row; the packed windows only where the row is not the one this writer saved last
 _LOAD = """
-SELECT s.device_id, s.metric, s.newest_us, s.last_raw, s.repeats, s.recent
-FROM series_windows s JOIN unnest($1::text[], $2::text[]) AS k(d, m) ON s.device_id = k.d AND s.metric = k.m
+SELECT s.device_id, s.saved_by = k.t, CASE WHEN s.saved_by = k.t THEN NULL ELSE s.windows END
+FROM unnest($1::text[], $2::int8[]) AS k(d, t) JOIN series_windows s ON s.device_id = k.d
 """
 
-# new series are inserted, known ones updated in place (cheaper than ON CONFLICT: no speculative insert);
-# under the devices' locks no other writer can add the same series in between
-_INSERT = """
-INSERT INTO series_windows (device_id, metric, newest_us, last_raw, repeats, recent)
-SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::float8[], $5::int4[], $6::bytea[])
+_SAVE = """
+INSERT INTO series_windows AS s (device_id, saved_by, windows)
+SELECT d, $2, w FROM unnest($1::text[], $3::bytea[]) AS u(d, w)
+ON CONFLICT (device_id) DO UPDATE SET saved_by = EXCLUDED.saved_by, windows = EXCLUDED.windows
 """
-_UPDATE = """
-UPDATE series_windows s SET newest_us = u.n, last_raw = u.l, repeats = u.r, recent = u.w
-FROM unnest($1::text[], $2::text[], $3::int8[], $4::float8[], $5::int4[], $6::bytea[]) AS u(d, m, n, l, r, w)
-WHERE s.device_id = u.d AND s.metric = u.m
-"""
-_PACKED = struct.Struct("<d")  # the window travels and rests as little-endian doubles: no text parsing
 
 
-def _pack(values: list[float]) -> bytes:
-    return struct.pack(f"<{len(values)}d", *values)
+class WindowStore:
+    """One writer's access to `series_windows`: locks, loads and saves device rows, and keeps
+    the windows it committed last (see the module docstring) so it need not load them again.
+
+    Call `committed()` after the transaction that saved commits and `forget()` when it fails.
+    """
+
+    def __init__(self, max_cached_devices: int = 20_000) -> None:
+        self.token = secrets.randbits(62) + 1  # 0 is never a token: "load it whatever the row says"
+        self.max_cached_devices = max_cached_devices
+        self._cached: dict[str, DeviceWindows] = {}
+        self._saved: dict[str, DeviceWindows] = {}  # saved by the open transaction
+        self._slots: dict[str, int] = {}
+
+    async def lock(self, conn: asyncpg.Connection, device_ids: Iterable[str]) -> None:
+        """Hold the devices' locks until this transaction ends (ascending order: no deadlock between writers)."""
+        slots = self._slots
+        if len(slots) > 4 * self.max_cached_devices:
+            slots.clear()
+        wanted = set()
+        for d in device_ids:
+            s = slots.get(d)
+            if s is None:
+                s = slots[d] = _slot(d)
+            wanted.add(s)
+        if wanted:
+            await conn.execute(_LOCK, _LOCK_CLASS, sorted(wanted))
+
+    async def load(self, conn: asyncpg.Connection, device_ids: Sequence[str]) -> dict[str, DeviceWindows]:
+        """The stored windows of these devices, under their locks (a device never seen has none)."""
+        cached = self._cached
+        token = self.token
+        rows = await conn.fetch(_LOAD, device_ids, [token if d in cached else 0 for d in device_ids])
+        out: dict[str, DeviceWindows] = {}
+        for device, mine, packed in rows:
+            if mine and packed is None:
+                out[device] = cached[device]
+            else:
+                out[device] = unpack_device(packed)
+        return out
+
+    async def save(self, conn: asyncpg.Connection, devices: dict[str, DeviceWindows]) -> None:
+        """Store these devices' windows, with this writer's token, in one statement."""
+        if not devices:
+            return
+        await conn.execute(_SAVE, list(devices), self.token, [pack_device(w) for w in devices.values()])
+        self._saved.update(devices)
+
+    def committed(self) -> None:
+        """The transaction that saved committed: what it saved is what the rows hold now."""
+        cached = self._cached
+        for device, windows in self._saved.items():
+            cached.pop(device, None)
+            cached[device] = windows  # most recent last: the oldest go first when the cache is full
+        self._saved = {}
+        while len(cached) > self.max_cached_devices:
+            del cached[next(iter(cached))]
+
+    def forget(self) -> None:
+        """The transaction failed (its windows were advanced in place): load everything again."""
+        self._cached.clear()
+        self._saved = {}
 
 
-def _unpack(data: bytes) -> list[float]:
-    return list(struct.unpack(f"<{len(data) // _PACKED.size}d", data))
-
-
-async def load(conn: asyncpg.Connection, keys: Sequence[SeriesKey]) -> dict[SeriesKey, SeriesWindow]:
-    """The stored windows of these series (a series never seen has none)."""
-    rows = await conn.fetch(_LOAD, [k[0] for k in keys], [k[1] for k in keys])
-    return {(r[0], r[1]): SeriesWindow(r[2], r[3], r[4], _unpack(r[5])) for r in rows}
-
-
-async def save(conn: asyncpg.Connection, windows: dict[SeriesKey, SeriesWindow], known: set[SeriesKey]) -> None:
-    """Store the windows; `known` are the series that have a stored window already."""
-    for sql, items in ((_UPDATE, [i for i in windows.items() if i[0] in known]),
-                       (_INSERT, [i for i in windows.items() if i[0] not in known])):
-        if items:
-            await conn.execute(
-                sql, [k[0] for k, _ in items], [k[1] for k, _ in items], [w.newest_us for _, w in items],
-                [w.last for _, w in items], [w.repeats for _, w in items], [_pack(w.recent) for _, w in items],
-            )
-
-
-def series_of(rule: SeriesRule, rows: Sequence[ReadingRow]) -> tuple[dict[SeriesKey, list[tuple[int, int]]], set[int]]:
-    """Rows that take part, grouped by series as sorted (time µs, row index), and the indexes
+def series_of(rule: SeriesRule, rows: Sequence[ReadingRow]) -> tuple[dict[SeriesKey, list[int]], set[int]]:
+    """Indexes of the rows that take part, grouped by series in time order, and the indexes
     of rows repeating an earlier row's (device, metric, time): those are stored once and
-    judged once (the first copy wins, as in the merge's ON CONFLICT DO NOTHING)."""
-    groups: dict[SeriesKey, list[tuple[int, int]]] = {}
-    feeds = rule.feeds_window
+    judged once (the first copy wins, as in the merge's ON CONFLICT DO NOTHING).
+
+    Hot path (every reading): no object per row beyond its index; a series whose rows came
+    in time order (the common case) is not sorted."""
+    groups: dict[SeriesKey, list[int]] = {}
+    get = groups.get
+    no_window = rule.no_window_flags
+    exempt = rule.exempt_metrics
     for i, row in enumerate(rows):
+        if row[5] & no_window:
+            continue
         metric = row[2]
-        if not feeds(metric, row[5]):
+        if metric in exempt:
             continue
         key = (row[1], metric)
-        group = groups.get(key)
+        group = get(key)
         if group is None:
-            group = groups[key] = []
-        group.append((time_us(row[0]), i))
+            groups[key] = [i]
+        else:
+            group.append(i)
     repeated: set[int] = set()
     for group in groups.values():
-        group.sort()
-        previous = None
-        kept = []
-        for entry in group:
-            if entry[0] == previous:
-                repeated.add(entry[1])
+        previous = -float("inf")
+        for i in group:
+            t = rows[i][0]
+            if t - previous <= _DISTINCT_S:
+                break
+            previous = t
+        else:
+            continue  # in time order, no two times alike
+        kept: list[int] = []
+        last_us = None
+        for us, i in sorted([(time_us(rows[i][0]), i) for i in group]):
+            if us == last_us:
+                repeated.add(i)
             else:
-                kept.append(entry)
-                previous = entry[0]
-        if len(kept) != len(group):
-            group[:] = kept
+                kept.append(i)
+                last_us = us
+        group[:] = kept
     return groups, repeated
 
 
 def flag_new_rows(
-    rule: SeriesRule, rows: list[ReadingRow], groups: dict[SeriesKey, list[tuple[int, int]]],
-    stored: dict[SeriesKey, SeriesWindow],
+    rule: SeriesRule, rows: list[ReadingRow], groups: dict[SeriesKey, list[int]],
+    stored: dict[str, DeviceWindows], *, copy_windows: bool,
 ) -> tuple[list[ReadingRow], SeriesPlan]:
     """Rows with the rule's bits set from the stored windows (the fast path); a series with a
-    row not newer than its window is left to `recompute` (its rows keep the bits clear)."""
+    row not newer than its window is left to `recompute` (its rows keep the bits clear).
+
+    The stored windows are advanced in place unless `copy_windows` (a merge may yet decide
+    not to save a series, whose stored window must then stay as it was)."""
     out = list(rows)
-    plan = SeriesPlan(known=set(stored))
-    keep = ~rule.bits
+    plan = SeriesPlan()
+    bits_owned = rule.bits
+    keep = ~bits_owned
+    flag_run = rule.flag_run
+    carried = any(r[5] & bits_owned for r in rows)  # bits set before the rule ran (none, from the gateway)
     for key, group in groups.items():
         plan.expected[key] = len(group)
-        window = stored.get(key)
-        if window is not None and group[0][0] <= window.newest_us:
-            plan.recompute[key] = (group[0][0], group[-1][0])
-            for _, i in group:
-                r = rows[i]
-                if r[5] & rule.bits:
-                    out[i] = (r[0], r[1], r[2], r[3], r[4], r[5] & keep, r[6])
+        device = stored.get(key[0])
+        window = device.get(key[1]) if device is not None else None
+        first_us = time_us(rows[group[0]][0])
+        if window is not None and first_us <= window.newest_us:
+            plan.recompute[key] = (first_us, time_us(rows[group[-1]][0]))
+            if carried:
+                for i in group:
+                    r = rows[i]
+                    if r[5] & bits_owned:
+                        out[i] = (r[0], r[1], r[2], r[3], r[4], r[5] & keep, r[6])
             continue
         if window is None:
             window = SeriesWindow()
-        bits = rule.flag_run(window, key[1], [rows[i][3] for _, i in group])
-        window.newest_us = group[-1][0]
+        elif copy_windows:
+            window = SeriesWindow(window.newest_us, window.last, window.repeats, window.recent.copy())
+        bits = flag_run(window, key[1], [rows[i][3] for i in group])
+        window.newest_us = time_us(rows[group[-1]][0])
         plan.windows[key] = window
-        for (_, i), extra in zip(group, bits, strict=True):
-            r = rows[i]
-            flags = (r[5] & keep) | extra
-            if flags != r[5]:
-                out[i] = (r[0], r[1], r[2], r[3], r[4], flags, r[6])
+        if carried or any(bits):
+            for i, extra in zip(group, bits, strict=True):
+                r = rows[i]
+                flags = (r[5] & keep) | extra
+                if flags != r[5]:
+                    out[i] = (r[0], r[1], r[2], r[3], r[4], flags, r[6])
     return out, plan
+
+
+def devices_to_save(
+    stored: dict[str, DeviceWindows], windows: dict[SeriesKey, SeriesWindow]
+) -> dict[str, DeviceWindows]:
+    """The device rows a batch changes: each stored row with the batch's advanced windows in."""
+    touched: dict[str, DeviceWindows] = {}
+    for (device, metric), window in windows.items():
+        row = touched.get(device)
+        if row is None:
+            row = touched[device] = stored.get(device, {})
+        row[metric] = window
+    return touched
 
 
 _STRETCH = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from statistics import median
@@ -34,10 +35,11 @@ def _series(values: list[float], metric: str = "pm25") -> list[int]:
     return flag_run(SeriesWindow(), metric, values)
 
 
-def _series_in_pieces(values: list[float], metric: str, cut: int) -> list[int]:
-    """The same series judged in two runs, the second from the window the first left."""
+def _series_in_pieces(values: list[float], metric: str, *cuts: int) -> list[int]:
+    """The same series judged in several runs, each from the window the one before left."""
     window = SeriesWindow()
-    return flag_run(window, metric, values[:cut]) + flag_run(window, metric, values[cut:])
+    bounds = [0, *sorted(cuts), len(values)]
+    return [bits for a, b in itertools.pairwise(bounds) for bits in flag_run(window, metric, values[a:b])]
 
 
 def test_every_flag_is_a_distinct_bit_with_a_description() -> None:
@@ -122,7 +124,9 @@ async def test_message_from_an_unregistered_device_is_flagged_unregistered() -> 
     assert [d.device_id for d in prepared.batch.devices] == ["new-box"]
 
 
-async def test_lass_reading_without_a_trusted_clock_sent_on_two_topics_is_kept_once() -> None:
+async def test_lass_reading_without_a_trusted_clock_sent_on_two_topics_is_marked_once_only() -> None:
+    """Both copies reach the writer with one payload digest; the writer stores the first it meets
+    (tests/gateway/test_lass_ingest.py proves it through two gateways)."""
     pipeline = Pipeline(
         MqttSession("mqtt://127.0.0.1:9", "unit-test", []), BatchWriter(UNREACHABLE_DB),
         DeviceRegistry(UNREACHABLE_DB, accept_unknown=True), Calibrator(UNREACHABLE_DB),
@@ -133,8 +137,10 @@ async def test_lass_reading_without_a_trusted_clock_sent_on_two_topics_is_kept_o
         Inbound("LASS/Test/PM25", line, 1, 1, now, 1), Inbound("LASS/Test/PM25/FT1_003", line, 2, 1, now + 1, 1),
     ]
     prepared = await pipeline.prepare(messages)
-    assert sorted(r[2] for r in prepared.batch.readings) == ["pm25", "t"]
-    assert prepared.accepted["lass-duplicate"] == 1
+    assert sorted(r[2] for r in prepared.batch.readings) == ["pm25", "pm25", "t", "t"]
+    once = prepared.batch.once
+    assert len(once) == 2 and once[0].digest == once[1].digest
+    assert {(o.device_id, o.time) for o in once} == {(r[1], r[0]) for r in prepared.batch.readings}
 
 
 def _reference_flags(values: list[float], metric: str) -> list[int]:
@@ -175,6 +181,24 @@ DECIMALS = st.floats(min_value=0, max_value=1000, allow_nan=False, allow_infinit
 def test_fast_stuck_and_spike_flags_match_the_plain_rules(values: list[float], metric: str) -> None:
     assert _series(values, metric) == _reference_flags(values, metric)
     assert _series_in_pieces(values, metric, len(values) // 3) == _reference_flags(values, metric)
+
+
+# readings of a steady sensor: runs of a few values that mostly stay within the spike floor of each
+# other (judged by the STUCK-only shortcut), with the odd jump just past or far past the floor
+_CALM = st.sampled_from([0.0, 0.0, 0.1, -0.1, 0.3, -2.5, 2.5])
+_JUMP = st.sampled_from([50.0, -50.0, 50.1, -50.1, 50.6, 8.0, 8.1, -8.6, 25.0, 25.4, 80.1, 80.6])
+STEADY = st.builds(
+    lambda base, steps: [round(base + s, 1) for s in steps],
+    st.floats(0, 500).map(lambda v: round(v, 1)),
+    st.lists(st.one_of(*[_CALM] * 8, _JUMP, st.floats(-60, 60).map(lambda v: round(v, 1))), max_size=80),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(STEADY, st.sampled_from(["pm25", "pm10", "t", "rh", "batt_mv"]), st.integers(1, 9))
+def test_steady_series_in_short_runs_get_the_plain_rules_flags(values: list[float], metric: str, run: int) -> None:
+    """Runs as the batch writer feeds them (a few readings of a series per batch)."""
+    assert _series_in_pieces(values, metric, *range(run, len(values), run)) == _reference_flags(values, metric)
 
 
 def test_spike_exactly_one_rounding_step_past_the_floor_is_still_a_spike() -> None:

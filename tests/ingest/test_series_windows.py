@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from contracts.flags import Flag
 from contracts.records import ReadingRow
 from gateway.anomaly_flags import STUCK_SPIKE_RULE, flag_run
-from ingest.batch_writer import Batch, BatchWriter
+from ingest.batch_writer import Batch, BatchWriter, OncePayload
 from ingest.series_windows import SeriesWindow
 
 BASE = 1_763_000_000.0
@@ -73,19 +73,22 @@ def _stored(url: str) -> dict[tuple[str, str, float], int]:
         return {(d, m, t): f for d, m, t, f in rows}
 
 
-async def _write_all(url: str, batches: list[list[ReadingRow]]) -> None:
-    writer = BatchWriter(url, STUCK_SPIKE_RULE)
+async def _write_all(url: str, batches: list[list[ReadingRow]], writers: int = 1) -> None:
+    """Batches dealt round-robin to `writers` writers (replicas): each writer's memory of the
+    windows it saved goes stale whenever another one saves the same device."""
+    replicas = [BatchWriter(url, STUCK_SPIKE_RULE) for _ in range(writers)]
     try:
-        for batch in batches:
-            await writer.write(Batch(readings=batch))
+        for n, batch in enumerate(batches):
+            await replicas[n % writers].write(Batch(readings=batch))
     finally:
-        await writer.close()
+        for writer in replicas:
+            await writer.close()
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
-@given(seed=st.integers(0, 10_000), batches=st.integers(1, 12), copies=st.floats(0, 0.2))
-def test_flags_do_not_depend_on_arrival_order_batches_or_copies(
-    database_url: str, seed: int, batches: int, copies: float
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 10_000), batches=st.integers(1, 12), copies=st.floats(0, 0.2), writers=st.integers(1, 3))
+def test_flags_do_not_depend_on_arrival_order_batches_copies_or_writers(
+    database_url: str, seed: int, batches: int, copies: float, writers: int
 ) -> None:
     rows = _stream(seed, 150)
     rng = random.Random(seed + 1)
@@ -101,7 +104,7 @@ def test_flags_do_not_depend_on_arrival_order_batches_or_copies(
     redelivered = split + split[: max(1, len(split) // 3)]  # a crash after commit: batches come again
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE readings, series_windows")
-    asyncio.run(_write_all(database_url, redelivered))
+    asyncio.run(_write_all(database_url, redelivered, writers))
     assert _stored(database_url) == _expected(rows)
 
 
@@ -126,3 +129,28 @@ def test_a_rolled_back_write_feeds_no_window(database_url: str) -> None:
 
     asyncio.run(scenario())
     assert _stored(database_url) == _expected(rows)
+
+
+def test_a_payload_written_by_two_writers_or_twice_in_one_instant_is_stored_once(database_url: str) -> None:
+    """Payload digests live in the database: the second copy is dropped whichever writer gets it,
+    also when both copies were received in the same instant (so their rows share one key)."""
+    line = b"|device_id=FT1_900|s_d0=12.00|"
+
+    def copy(received_at: float) -> Batch:
+        rows: list[ReadingRow] = [(received_at, "FT1_900", "pm25", 12.0, 12.0, int(Flag.NO_CLOCK), None)]
+        return Batch(readings=rows, once=[OncePayload.of(line, received_at, "FT1_900", received_at)])
+
+    async def scenario() -> list[int]:
+        one, two = BatchWriter(database_url, STUCK_SPIKE_RULE), BatchWriter(database_url, STUCK_SPIKE_RULE)
+        try:
+            same_instant = copy(BASE)
+            same_instant.readings += copy(BASE).readings
+            same_instant.once += copy(BASE).once
+            written = [await one.write(same_instant), await two.write(copy(BASE + 1)),
+                       await one.write(copy(BASE + 601))]  # past the memory: a new reading
+            return [w.readings_inserted for w in written]
+        finally:
+            await one.close()
+            await two.close()
+
+    assert asyncio.run(scenario()) == [1, 0, 1]
