@@ -124,6 +124,8 @@ def _expand(text: str, depth: int) -> tuple[Expand, ...]:
         segments = [seg.strip() for seg in path.split("/")]
         if any(not seg for seg in segments):
             raise StaBadRequest(f"$expand path {path!r} has an empty segment")
+        if depth + len(segments) - 1 > MAX_EXPAND_DEPTH:
+            raise StaBadRequest(f"$expand nests deeper than {MAX_EXPAND_DEPTH} levels")
         expand = Expand(segments[-1], options)
         for seg in reversed(segments[:-1]):  # `A/B(opts)` is `A($expand=B(opts))`
             expand = Expand(seg, QueryOptions(expand=(expand,)))
