@@ -14,7 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.response_cache import TtlCache
 from api.routes import admin, aqi, devices, export, flags, health, latest, map_page, parking, readings, series, stream
-from api.routes import lass_feed, sensorthings
+from api.routes.lass_feed import router as lass_feed_router
+from api.routes.sensorthings import router as sensorthings_router
 from contracts.settings import Settings, get_settings
 from contracts.version import __version__
 from ingest.backend import recorded_backend_async
@@ -70,6 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (health, devices, admin, latest, readings, series, export, parking, stream, aqi, flags, map_page):
         app.include_router(module.router)
-    app.include_router(sensorthings.router)
-    app.include_router(lass_feed.router)
+    app.include_router(sensorthings_router)
+    app.include_router(lass_feed_router)
     return app

@@ -119,8 +119,11 @@ inlined, because a unit such as '%' inside SQL text would read as a placeholder.
 
 
 def _registry_values() -> sql.Composable:
-    arrays = sql.SQL(", ").join(sql.SQL("{}::text[]").format(sql.Placeholder(f"registry_{c}")) for c in _REGISTRY_COLUMNS)
-    return sql.SQL("unnest({}) AS m({})").format(arrays, sql.SQL(", ").join(sql.Identifier(c) for c in _REGISTRY_COLUMNS))
+    arrays = sql.SQL(", ").join(
+        sql.SQL("{}::text[]").format(sql.Placeholder(f"registry_{c}")) for c in _REGISTRY_COLUMNS
+    )
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in _REGISTRY_COLUMNS)
+    return sql.SQL("unnest({}) AS m({})").format(arrays, names)
 
 
 _POINT_JSON = ("CASE WHEN {a}.lat IS NULL OR {a}.lon IS NULL THEN NULL ELSE "

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
 
 from psycopg import sql
+from psycopg.sql import Composable
 
 from api.sensorthings.entity_model import ENTITY_SETS, REGISTRY_PARAMS, EntitySet, property_sql
 from api.sensorthings.errors import StaBadRequest
@@ -61,9 +64,9 @@ class SqlParams:
 
 @dataclass(frozen=True)
 class Typed:
-    sql: sql.Composable
+    sql: Composable
     kind: str
-    geometry: sql.Composable | None = None
+    geometry: Composable | None = None
     literal: object = None
     is_literal: bool = False
 
@@ -124,10 +127,10 @@ class ExpressionCompiler:
         if node.kind == "interval":
             return Typed(sql.SQL("NULL"), "interval literal", literal=value, is_literal=True)
         if node.kind == "point":
-            x, y = value  # type: ignore[misc]
+            x, y = cast(tuple[float, float], value)
             point = sql.SQL("point({}, {})").format(p.bind(x, "float8"), p.bind(y, "float8"))
             return Typed(point, "point", geometry=point, is_literal=True)
-        ring = ",".join(f"({float(x)!r},{float(y)!r})" for x, y in value)  # type: ignore[attr-defined]
+        ring = ",".join(f"({float(x)!r},{float(y)!r})" for x, y in cast(tuple[tuple[float, float], ...], value))
         polygon = p.bind(f"({ring})", "polygon")
         return Typed(polygon, "polygon", geometry=polygon, is_literal=True)
 
@@ -217,9 +220,9 @@ class ExpressionCompiler:
     # -- operators -----------------------------------------------------------------------------------
     def _binary(self, node: Binary) -> Typed:
         if node.op in ("and", "or"):
-            left = self._bool(self.value(node.left), node.op)
-            right = self._bool(self.value(node.right), node.op)
-            return Typed(sql.SQL("({} {} {})").format(left, sql.SQL(node.op.upper()), right), "bool")
+            lhs = self._bool(self.value(node.left), node.op)
+            rhs = self._bool(self.value(node.right), node.op)
+            return Typed(sql.SQL("({} {} {})").format(lhs, sql.SQL(node.op.upper()), rhs), "bool")
         left, right = self.value(node.left), self.value(node.right)
         if node.op in _SQL_COMPARISON:
             return Typed(self._compare(node.op, left, right), "bool")
@@ -253,7 +256,7 @@ class ExpressionCompiler:
         instant = self.as_time(instant, op)
         if flipped:  # `interval op instant` reads as `instant op' interval`
             op = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}.get(op, op)
-        start_value, end_value = interval.literal  # type: ignore[misc]
+        start_value, end_value = cast(tuple[datetime, datetime], interval.literal)
         start = self.params.bind(start_value, "timestamptz")
         end = self.params.bind(end_value, "timestamptz")
         t = instant.sql
@@ -265,7 +268,8 @@ class ExpressionCompiler:
 
     def _arithmetic(self, op: str, left: Typed, right: Typed) -> Typed:
         if left.kind == "time" and right.kind == "duration" and op in ("add", "sub"):
-            return Typed(sql.SQL("({} {} {})").format(left.sql, sql.SQL("+" if op == "add" else "-"), right.sql), "time")
+            sign = sql.SQL("+" if op == "add" else "-")
+            return Typed(sql.SQL("({} {} {})").format(left.sql, sign, right.sql), "time")
         a, b = self.as_number(left, op), self.as_number(right, op)
         if op == "add":
             return Typed(sql.SQL("({} + {})").format(a.sql, b.sql), "number")

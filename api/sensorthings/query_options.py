@@ -109,8 +109,8 @@ def _expand(text: str, depth: int) -> tuple[Expand, ...]:
     if depth > MAX_EXPAND_DEPTH:
         raise StaBadRequest(f"$expand nests deeper than {MAX_EXPAND_DEPTH} levels")
     merged: dict[str, Expand] = {}
-    for item in split_top_level(text, ","):
-        item = item.strip()
+    for raw_item in split_top_level(text, ","):
+        item = raw_item.strip()
         if not item:
             raise StaBadRequest("$expand has an empty item")
         paren = item.find("(")

@@ -47,7 +47,9 @@ def _check_select(entity: EntitySet, select: tuple[str, ...] | None) -> None:
 
 
 def _select_list(entity: EntitySet, alias: sql.Identifier, select: tuple[str, ...] | None) -> sql.Composable:
-    items = [sql.SQL("{} AS {}").format(property_sql(entity.properties["id"].sql, alias), sql.Identifier("k:id"))]
+    items: list[sql.Composable] = [
+        sql.SQL("{} AS {}").format(property_sql(entity.properties["id"].sql, alias), sql.Identifier("k:id"))
+    ]
     for name, prop in entity.properties.items():
         if name != "id" and (select is None or name in select):
             items.append(sql.SQL("{} AS {}").format(property_sql(prop.sql, alias), sql.Identifier(f"p:{name}")))
@@ -58,7 +60,9 @@ def _select_list(entity: EntitySet, alias: sql.Identifier, select: tuple[str, ..
 
 def _where(entity: EntitySet, alias: sql.Identifier, params: SqlParams, options: QueryOptions,
            equal: Sequence[tuple[str, sql.Composable]]) -> sql.Composable:
-    parts = [sql.SQL("{}.{} = {}").format(alias, sql.Identifier(col), value) for col, value in equal]
+    parts: list[sql.Composable] = [
+        sql.SQL("{}.{} = {}").format(alias, sql.Identifier(col), value) for col, value in equal
+    ]
     if options.filter is not None:
         parts.append(ExpressionCompiler(entity, alias, params).condition(options.filter))
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
@@ -79,7 +83,7 @@ class QueryRunner:
         self.conn = conn
         self.base = base
 
-    async def _rows(self, statement: sql.Composable, params: SqlParams) -> list[Row]:
+    async def _rows(self, statement: sql.Composed, params: SqlParams) -> list[Row]:
         async with self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(statement, params.values)
             return await cur.fetchall()

@@ -28,7 +28,7 @@ def seed(url: str) -> None:
             "('box-c', 'lass', NULL, NULL, NULL, 25.01, 121.46, NULL, false, '新北市', '板橋區', NULL), "
             "('park-1', 'parking', 'P1', NULL, NULL, NULL, NULL, NULL, true, NULL, NULL, NULL)"
         )
-        rows = []
+        rows: list[tuple[datetime, str, str, float, float | None, int, int | None]] = []
         for minute in range(MINUTES):
             t = NOW - timedelta(minutes=minute)
             for dev, base in (("box-a", 10.0), ("box-b", 20.0)):

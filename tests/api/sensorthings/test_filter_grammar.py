@@ -13,7 +13,8 @@ from api.sensorthings.filter_grammar import Binary, Call, Literal, Negate, Not, 
 def test_or_expr_is_left_associative_and_binds_loosest() -> None:
     assert parse_filter("a eq 1 or b eq 2 and c eq 3") == Binary(
         "or", Binary("eq", Path(("a",)), Literal("number", 1.0)),
-        Binary("and", Binary("eq", Path(("b",)), Literal("number", 2.0)), Binary("eq", Path(("c",)), Literal("number", 3.0))),
+        Binary("and", Binary("eq", Path(("b",)), Literal("number", 2.0)),
+               Binary("eq", Path(("c",)), Literal("number", 3.0))),
     )
 
 
