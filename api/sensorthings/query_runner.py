@@ -71,7 +71,7 @@ def _where(entity: EntitySet, alias: sql.Identifier, params: SqlParams, options:
 def _order(entity: EntitySet, alias: sql.Identifier, params: SqlParams, options: QueryOptions) -> sql.Composable:
     compiler = ExpressionCompiler(entity, alias, params)
     items = [
-        sql.SQL("{} {}").format(compiler.orderable(o.expression), sql.SQL("DESC NULLS LAST" if o.descending else "ASC"))
+        sql.SQL("{} {}").format(compiler.orderable(o.expression), sql.SQL("DESC" if o.descending else "ASC"))
         for o in options.orderby
     ]
     items.extend(sql.SQL("{}.{}").format(alias, sql.Identifier(c)) for c in entity.order_columns)
