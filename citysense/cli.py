@@ -156,6 +156,7 @@ def device_register(
     device_id: Annotated[str, typer.Argument(help="Device id, [a-z0-9-]{3,64}")],
     kind: KindOption = None, name: NameOption = None, school: NameOption = None, site: NameOption = None,
     lat: LatOption = None, lon: LonOption = None, sensor_type: SensorOption = None, owner: NameOption = None,
+    city: NameOption = None, district: NameOption = None, authority: NameOption = None,
     rotate_token: Annotated[bool, typer.Option(
         "--rotate-token", help="The id is registered already: issue a new token (the old one stops working)"
     )] = False,
@@ -171,6 +172,7 @@ def device_register(
         done = register_device(
             settings.database_url, device_id=device_id, token=token, rotate_token=rotate_token, kind=kind,
             name=name, site=site, school=school, lat=lat, lon=lon, sensor_type=sensor_type, owner=owner,
+            city=city, district=district, authority=authority,
         )
     except (ValueError, DeviceRegisteredAlready) as exc:
         raise fail(str(exc)) from None
@@ -184,14 +186,16 @@ def device_update(
     device_id: Annotated[str, typer.Argument(help="Device id")],
     kind: KindOption = None, name: NameOption = None, school: NameOption = None, site: NameOption = None,
     lat: LatOption = None, lon: LonOption = None, sensor_type: SensorOption = None, owner: NameOption = None,
+    city: NameOption = None, district: NameOption = None, authority: NameOption = None,
 ) -> None:
     """Change the fields given (the others, and the token, stay)."""
     from ingest.device_store import DeviceFields, DeviceNotFound, update_device  # noqa: PLC0415
 
     settings = _settings()
     try:
-        update_device(settings.database_url, device_id, DeviceFields(kind, name, site, school, lat, lon,
-                                                                     sensor_type, owner))
+        update_device(settings.database_url, device_id, DeviceFields(
+            kind, name, site, school, lat, lon, sensor_type, owner, city, district, authority
+        ))
     except (ValueError, DeviceNotFound) as exc:
         raise fail(str(exc)) from None
     typer.echo(f"updated {device_id}")

@@ -68,6 +68,9 @@ class DeviceFields:
     lon: float | None = None
     sensor_type: str | None = None
     owner: str | None = None
+    city: str | None = None  # where it stands, for the open interfaces (SensorThings Thing properties)
+    district: str | None = None
+    authority: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +94,11 @@ class NewDevice:
 
 # psycopg (sync and async): named parameters, so each value is passed once and read twice
 _REGISTER = """
-INSERT INTO devices AS d (device_id, kind, name, site, school, lat, lon, sensor_type, owner, token_hash, registered)
+INSERT INTO devices AS d (device_id, kind, name, site, school, lat, lon, sensor_type, owner, city, district,
+                          authority, token_hash, registered)
 VALUES (%(device_id)s, coalesce(%(kind)s, 'airbox'), %(name)s, %(site)s, %(school)s, %(lat)s, %(lon)s,
         coalesce(%(sensor_type)s, CASE WHEN coalesce(%(kind)s, 'airbox') = 'airbox' THEN 'pms5003' END),
-        %(owner)s, %(token_hash)s, true)
+        %(owner)s, %(city)s, %(district)s, %(authority)s, %(token_hash)s, true)
 ON CONFLICT (device_id) DO UPDATE SET
     kind = coalesce(%(kind)s, d.kind),
     name = coalesce(%(name)s, d.name),
@@ -105,6 +109,9 @@ ON CONFLICT (device_id) DO UPDATE SET
     sensor_type = coalesce(%(sensor_type)s, d.sensor_type,
                            CASE WHEN coalesce(%(kind)s, d.kind) = 'airbox' THEN 'pms5003' END),
     owner = coalesce(%(owner)s, d.owner),
+    city = coalesce(%(city)s, d.city),
+    district = coalesce(%(district)s, d.district),
+    authority = coalesce(%(authority)s, d.authority),
     token_hash = EXCLUDED.token_hash,
     registered = true,
     retired_at = NULL
@@ -121,7 +128,10 @@ UPDATE devices AS d SET
     lat = coalesce(%(lat)s, d.lat),
     lon = coalesce(%(lon)s, d.lon),
     sensor_type = coalesce(%(sensor_type)s, d.sensor_type),
-    owner = coalesce(%(owner)s, d.owner)
+    owner = coalesce(%(owner)s, d.owner),
+    city = coalesce(%(city)s, d.city),
+    district = coalesce(%(district)s, d.district),
+    authority = coalesce(%(authority)s, d.authority)
 WHERE d.device_id = %(device_id)s
 RETURNING d.device_id
 """
@@ -167,14 +177,14 @@ def _checked(device_id: str, fields: DeviceFields) -> dict[str, Any]:
         raise ValueError(f"lat must be within -90..90, got {fields.lat}")
     if fields.lon is not None and not -180 <= fields.lon <= 180:
         raise ValueError(f"lon must be within -180..180, got {fields.lon}")
-    for name in ("name", "site", "school", "sensor_type", "owner"):
+    for name in ("name", "site", "school", "sensor_type", "owner", "city", "district", "authority"):
         value = getattr(fields, name)
         if value is not None and "\x00" in value:
             raise ValueError(f"{name} must not contain a NUL character")
     return {
         "device_id": device_id, "kind": fields.kind, "name": fields.name, "site": fields.site,
         "school": fields.school, "lat": fields.lat, "lon": fields.lon, "sensor_type": fields.sensor_type,
-        "owner": fields.owner,
+        "owner": fields.owner, "city": fields.city, "district": fields.district, "authority": fields.authority,
     }
 
 
@@ -198,10 +208,11 @@ def _register_params(device_id: str, fields: DeviceFields, token: str, rotate_to
 def register_device(
     database_url: str, *, device_id: str, token: str, rotate_token: bool = False, kind: str | None = None,
     name: str | None = None, site: str | None = None, school: str | None = None, lat: float | None = None,
-    lon: float | None = None, sensor_type: str | None = None, owner: str | None = None,
+    lon: float | None = None, sensor_type: str | None = None, owner: str | None = None, city: str | None = None,
+    district: str | None = None, authority: str | None = None,
 ) -> Registration:
     """Create or claim a device with a new token, committed on return (the CLI's path)."""
-    fields = DeviceFields(kind, name, site, school, lat, lon, sensor_type, owner)
+    fields = DeviceFields(kind, name, site, school, lat, lon, sensor_type, owner, city, district, authority)
     params = _register_params(device_id, fields, token, rotate_token)
     with psycopg.connect(database_url) as conn:
         row = conn.execute(_REGISTER, params).fetchone()

@@ -36,10 +36,13 @@ class DeviceFieldsIn(BaseModel):
     lon: float | None = Field(None, ge=-180, le=180)
     sensor_type: str | None = Field(None, max_length=40, pattern=NO_NUL, description="a new air box: pms5003")
     owner: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    city: str | None = Field(None, max_length=100, pattern=NO_NUL, examples=["臺北市"])
+    district: str | None = Field(None, max_length=100, pattern=NO_NUL, examples=["大安區"])
+    authority: str | None = Field(None, max_length=200, pattern=NO_NUL)
 
     def fields(self) -> DeviceFields:
         return DeviceFields(self.kind, self.name, self.site, self.school, self.lat, self.lon, self.sensor_type,
-                            self.owner)
+                            self.owner, self.city, self.district, self.authority)
 
 
 class DeviceIn(DeviceFieldsIn):

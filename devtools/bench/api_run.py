@@ -8,7 +8,10 @@ off for the load (what is measured are reads, which fsync does not touch).
 
 Reads: `python -m citysense api` in a child process, timed from an HTTP client with a
 kept-alive connection, one request at a time: GET /v1/latest?metric=pm25 (the city map)
-and GET /v1/readings for one random device and one random day.
+GET /v1/readings for one random device and one random day, and the SensorThings query Taiwan's
+Civil IoT clients send for "the latest PM2.5 of every station in a city" (every bench box is in
+臺北市, so its $count is all 1,000 Datastreams; the page is the default $top of 100, and once more
+with $top=1000 for all of them in one response).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class ApiBench:
         started = time.perf_counter()
         register_devices(url, [
             (_device(i), DeviceFields(name=f"Box {i}", school=f"School {i % 300}", lat=25.0 + (i % 40) * 0.004,
-                                      lon=121.45 + (i // 40) * 0.006, owner="bench"))
+                                      lon=121.45 + (i // 40) * 0.006, owner="bench", city="臺北市"))
             for i in range(self.o.devices)
         ])
         with psycopg.connect(url, autocommit=True) as conn:
@@ -158,6 +161,17 @@ class ApiBench:
                         "start": day_start.isoformat(), "end": (day_start + timedelta(days=1)).isoformat(),
                     }
 
+                def sta_latest(top: int | None) -> Any:
+                    def make() -> tuple[str, dict[str, str]]:
+                        params = {
+                            "$expand": "Thing,Observations($orderby=phenomenonTime desc;$top=1)",
+                            "$filter": "name eq 'PM2.5' and Thing/properties/city eq '臺北市'", "$count": "true",
+                        }
+                        if top is not None:
+                            params["$top"] = str(top)
+                        return "/sta/v1.1/Datastreams", params
+                    return make
+
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
                     first = http.get("/v1/latest", params={"metric": "pm25"})
                     first.raise_for_status()
@@ -170,6 +184,12 @@ class ApiBench:
                             http, latest_uncached, self.o.requests
                         ),
                         "GET /v1/readings (1 device, pm25, 1 day)": self._time(http, one_day, self.o.requests),
+                        "GET /sta/v1.1/Datastreams latest PM2.5 in a city ($top 100, $count)": self._time(
+                            http, sta_latest(None), self.o.requests
+                        ),
+                        "GET /sta/v1.1/Datastreams latest PM2.5 in a city ($top=1000)": self._time(
+                            http, sta_latest(1000), max(1, self.o.requests // 4)
+                        ),
                         "_check": {"latest_features": features, "one_day_rows": len(sample.get("results", []))},
                     }
             finally:

@@ -1,0 +1,49 @@
+"""`/sta/v1.1`: the OGC SensorThings API 1.1, read-only (see api/sensorthings/ for how)."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from api.deps import DbDep
+from api.sensorthings.errors import StaBadRequest, StaNotFound
+from api.sensorthings.query_runner import QueryRunner, service_root
+
+PREFIX = "/sta/v1.1"
+router = APIRouter(prefix=PREFIX, tags=["sensorthings"])
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"code": status, "type": "error", "message": message}, status)
+
+
+@router.get("", summary="SensorThings service root: the entity sets and conformance classes")
+async def root(request: Request) -> Response:
+    return _json(service_root(_base(request)))
+
+
+@router.get(
+    "/{resource_path:path}",
+    summary="Any SensorThings resource path with $filter, $expand, $select, $orderby, $top, $skip, $count",
+)
+async def resource(resource_path: str, request: Request, db: DbDep) -> Response:
+    if not resource_path.strip("/"):
+        return _json(service_root(_base(request)))
+    try:
+        body = await QueryRunner(db, _base(request)).get(resource_path, dict(request.query_params))
+    except StaBadRequest as exc:
+        return _error(400, str(exc))
+    except StaNotFound as exc:
+        return _error(404, str(exc))
+    if isinstance(body, str):
+        return PlainTextResponse(body)
+    return _json(body)
