@@ -88,21 +88,21 @@ CAR = (
     (1.30, 0.0, 0.45, 40.0, 120.0, 0.8, 1.6),  # engine block
     (1.35, 0.0, 0.30, 10.0, 30.0, 0.1, 0.3),  # front axle
     (-1.35, 0.0, 0.30, 10.0, 30.0, 0.1, 0.3),  # rear axle
-    (-0.80, 0.0, 0.30, 4.0, 15.0, 0.1, 0.3),  # floor pan
-    (0.00, 0.0, 0.30, 4.0, 15.0, 0.1, 0.3),
-    (0.80, 0.0, 0.30, 4.0, 15.0, 0.1, 0.3),
+    (-0.80, 0.0, 0.30, 4.0, 15.0, 0.2, 0.4),  # floor pan
+    (0.00, 0.0, 0.30, 4.0, 15.0, 0.2, 0.4),
+    (0.80, 0.0, 0.30, 4.0, 15.0, 0.2, 0.4),
     (-1.00, 0.3, 0.30, 3.0, 10.0, 0.05, 0.15),  # exhaust, tank
 )
 SCOOTER = (
-    (-0.30, 0.0, 0.30, 6.0, 15.0, 0.05, 0.15),  # engine and swing arm
-    (0.30, 0.0, 0.35, 1.0, 4.0, 0.02, 0.08),  # frame, battery
+    (-0.15, 0.0, 0.30, 6.0, 15.0, 0.15, 0.3),  # engine and swing arm, under the seat
+    (0.30, 0.0, 0.30, 2.0, 6.0, 0.05, 0.12),  # frame, floorboard, battery
     (0.75, 0.0, 0.35, 0.5, 2.0, 0.01, 0.04),  # front fork
 )
 KINDS: dict[str, tuple[tuple[float, ...], ...]] = {
     "car": CAR,
     "scooter": SCOOTER,
     "van": tuple((a * 1.15, b, c + 0.05, lo * 1.5, hi * 1.5, ilo * 1.5, ihi * 1.5) for a, b, c, lo, hi, ilo, ihi in CAR),
-    "high": tuple((a * 1.05, b, c + 0.22, lo * 1.2, hi * 1.2, ilo, ihi) for a, b, c, lo, hi, ilo, ihi in CAR),
+    "high": tuple((a * 1.05, b, c + 0.18, lo * 1.4, hi * 1.4, ilo * 1.4, ihi * 1.4) for a, b, c, lo, hi, ilo, ihi in CAR),
     "bus": tuple((-5.25 + 1.5 * i, 0.0, 0.6, 60.0, 200.0, 2.0, 5.0) for i in range(8)),
 }
 LENGTH_M = {"car": 4.5, "scooter": 1.9, "van": 5.2, "high": 4.8, "bus": 12.0}
@@ -300,7 +300,7 @@ def passing_path(rng: random.Random, lay: Layout, t0: float, queue_s: float) -> 
         def at(s: float) -> tuple[float, float, float]:
             return (sign * s, lane, 0.0 if forward else math.pi)
     else:
-        lane = lay.lane - off
+        lane = lay.lane + off  # the far lane is further from the bays
 
         def at(s: float) -> tuple[float, float, float]:
             return (lane, sign * s, math.pi / 2 if forward else -math.pi / 2)

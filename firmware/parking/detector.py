@@ -116,6 +116,7 @@ class Detector:
         self.lx = self.ly = self.lz = 0.0
         self.have_last = False
         self.end_n = self.start_n = self.first_bad = 0
+        self.fx = self.fy = self.fz = 0.0
         self.qx = self.qy = self.qz = 0.0
         self.q_start = -1
         self.held = 0
@@ -264,6 +265,7 @@ class Detector:
                 self.bad += 1
                 if self.bad == 1:
                     self.first_bad = self.n
+                    self.fx, self.fy, self.fz = x, y, z
                 if self.bad < self.debounce:
                     return self.rn >= need and self.state != LEARNING  # a spike: judge the level again
                 if self.rn >= self.settle:  # a settled level ends: remember where and when
@@ -301,12 +303,16 @@ class Detector:
     def _maybe_step(self) -> None:
         """A new level reached without a manoeuvre (a jump between two samples): an offset step."""
         self.have_last = False
+        if self.state == LEARNING or self.start_n - self.end_n >= self.debounce:
+            return
+        r = self._radius()
+        dx, dy, dz = self.fx - self.mx, self.fy - self.my, self.fz - self.mz
+        if (dx * dx + dy * dy + dz * dz) ** 0.5 > r:
+            return  # the first sample off the old level was not yet at the new one: motion
+        if self.state == OCCUPIED and self._level_dev() < self._th_arr():
+            return  # back at the baseline: a fast departure
         dx, dy, dz = self.mx - self.lx, self.my - self.ly, self.mz - self.lz
-        if (
-            self.start_n - self.end_n <= self.debounce
-            and self.state != LEARNING
-            and (dx * dx + dy * dy + dz * dz) ** 0.5 > self._radius()
-        ):
+        if (dx * dx + dy * dy + dz * dz) ** 0.5 > r:
             self.ax += dx
             self.ay += dy
             self.az += dz
@@ -423,6 +429,8 @@ class Detector:
             self.exc_len = 0
             self.exc_peak = 0.0
             return False
+        if self.held >= self.slow and d >= max(2.5, 8.0 * self.noise) and self.exc_peak >= max(self._th_big(), 3.0 * d):
+            th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
         if d >= th_arr and (self.held >= self.slow or (d >= self._th_big() and self.rn >= self.settle)):
             self.state = OCCUPIED
             self._car_here()
