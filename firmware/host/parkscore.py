@@ -81,12 +81,12 @@ def run_trace(tr: streettraces.Trace, factory: Callable[[], Detector]) -> tuple[
     """Reports (sample index, occupied) and the reported state per second."""
     det = factory()
     saved: list[float] | None = None
-    reported = 0
+    reported = -1  # nothing reported before the first boot
     reports: list[tuple[int, int]] = []
     state = bytearray(tr.n)
     for i in range(tr.n):
         if not tr.powered[i]:
-            state[i] = reported
+            state[i] = max(reported, 0)
             continue
         if i in tr.boots:
             det = factory()
@@ -98,14 +98,14 @@ def run_trace(tr: streettraces.Trace, factory: Callable[[], Detector]) -> tuple[
             learning = det.state == LEARNING
             if det.update(tr.x[i], tr.y[i], tr.z[i], tr.temp[i]):
                 saved = det.snapshot()
-                if not learning or det.occupied != reported:
+                if not learning or reported not in (-1, det.occupied):
                     reports.append((i, det.occupied))
                 reported = det.occupied
         else:
             det.skip()
         if i % HEARTBEAT_S == 0 and det.state != LEARNING:
             saved = det.snapshot()
-        state[i] = reported
+        state[i] = max(reported, 0)
     return reports, state
 
 

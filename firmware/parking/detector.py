@@ -348,7 +348,7 @@ class Detector:
 
     def _decide_boot(self) -> bool:
         if not self.restored:
-            if self._misfit(self.mx, self.my, self.mz) > 20.0:
+            if self._misfit(self.mx, self.my, self.mz) > 12.0:
                 self.state = OCCUPIED  # far from Earth's field: a car stands on the new sensor
                 self._car_here()
             else:
@@ -429,6 +429,12 @@ class Detector:
             self.exc_len = 0
             self.exc_peak = 0.0
             return False
+        if not self.verified and d >= th_arr and self.rn >= self.settle:
+            b = self.base
+            if self._misfit(self.mx, self.my, self.mz) + 8.0 < self._misfit(b[0], b[1], b[2]):
+                self._anchor_here()  # the unverified baseline was a car, which has left: learn the bay
+                self.verified = True
+                return False
         if self.held >= self.slow and d >= max(2.5, 8.0 * self.noise) and self.exc_peak >= max(self._th_big(), 3.0 * d):
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
         if d >= th_arr and (self.held >= self.slow or (d >= self._th_big() and self.rn >= self.settle)):
