@@ -311,6 +311,10 @@ class Detector:
             return  # the first sample off the old level was not yet at the new one: motion
         if self.state == OCCUPIED and self._level_dev() < self._th_arr():
             return  # back at the baseline: a fast departure
+        ref = self._dev_of(self.lx, self.ly, self.lz) if self.state == VACANT else (
+            (self.lx - self.cx) ** 2 + (self.ly - self.cy) ** 2 + (self.lz - self.cz) ** 2) ** 0.5
+        if ref > self._th_arr() * 0.5:
+            return  # the old level was a passing disturbance ending (a lane vehicle driving off)
         dx, dy, dz = self.mx - self.lx, self.my - self.ly, self.mz - self.lz
         if (dx * dx + dy * dy + dz * dz) ** 0.5 > r:
             self.ax += dx
