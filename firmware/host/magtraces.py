@@ -14,7 +14,7 @@ temperature drifts, quick turnover.
 
 import math
 
-EARTH = (18.0, -4.0, 42.0)
+EARTH = (30.0, -20.1, -26.2)  # Taipei, flat sensor: 36 uT horizontal, 26.2 uT down (44.5 uT, 36 deg)
 
 
 class Rng:

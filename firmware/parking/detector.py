@@ -373,7 +373,8 @@ class Detector:
             self._car_here()
             return True
         b = self.base
-        if d >= self._th_arr() and self._misfit(self.mx, self.my, self.mz) > self._misfit(b[0], b[1], b[2]) + 8.0:
+        far = d >= 2.0 * self.th_high  # bigger than a battery swap moves the offset
+        if d >= self._th_arr() and (far or self._misfit(self.mx, self.my, self.mz) > self._misfit(b[0], b[1], b[2]) + 8.0):
             self.state = OCCUPIED  # a car arrived while the device was off
             self._car_here()
             return True
@@ -428,10 +429,11 @@ class Detector:
             self._fit()
             self.age = 0
             self.stuck = 0
-            if 0 < self.exc_len < 150 and self.exc_peak > self.lane_peak:
-                self.lane_peak = self.exc_peak
-            self.exc_len = 0
-            self.exc_peak = 0.0
+            if self.bad == 0:  # back on the baseline (not just a spike in a quiet run)
+                if 0 < self.exc_len < 150 and self.exc_peak > self.lane_peak:
+                    self.lane_peak = self.exc_peak
+                self.exc_len = 0
+                self.exc_peak = 0.0
             return False
         if not self.verified and d >= th_arr and self.rn >= self.settle:
             b = self.base
