@@ -229,8 +229,8 @@ class Detector:
         if self.have_prev:
             dx, dy, dz = x - self.px, y - self.py, z - self.pz
             e = (dx * dx + dy * dy + dz * dz) ** 0.5
-            if e < 4.0 * self.sd + 0.1:
-                self.sd += (e - self.sd) * 0.005
+            cap = 3.0 * self.sd + 0.1  # motion and spikes pull only a little (clipped), a noisier chip wins
+            self.sd += ((e if e < cap else cap) - self.sd) * 0.005
         self.px, self.py, self.pz = x, y, z
         self.have_prev = True
         self.lane_peak *= 0.999992  # half-life ~1 day
