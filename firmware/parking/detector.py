@@ -437,7 +437,7 @@ class Detector:
             return False
         if not self.verified and d >= th_arr and self.rn >= self.settle:
             b = self.base
-            if self._misfit(self.mx, self.my, self.mz) + 8.0 < self._misfit(b[0], b[1], b[2]):
+            if self._misfit(self.mx, self.my, self.mz) + 4.0 < self._misfit(b[0], b[1], b[2]):
                 self._anchor_here()  # the unverified baseline was a car, which has left: learn the bay
                 self.verified = True
                 return False
