@@ -78,6 +78,9 @@ mp = await fresh();
 install(mp);
 try {
   mp.runPython(readFileSync(join(here, "ram_parking.py"), "utf8"));
+  mp.runPython("import gc\ngc.collect()\nPARKING_BASE = gc.mem_alloc()");
+  mp.runPython("DET = run(TRACE)");
+  mp.runPython("gc.collect()\nprint('PARKING detector heap=%d' % (gc.mem_alloc() - PARKING_BASE))");
 } catch (e) {
   console.error("parking measurement crashed:", e.message || e);
   failed += 1;
