@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the firmware's parking package
 
-import streettraces  # noqa: E402
-from parking.detector import LEARNING, Detector, make_detector  # noqa: E402
+import streettraces
+from parking.detector import LEARNING, Detector, make_detector
 
 EARLY_S = 30
 LATE_S = 120

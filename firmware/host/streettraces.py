@@ -101,8 +101,10 @@ SCOOTER = (
 KINDS: dict[str, tuple[tuple[float, ...], ...]] = {
     "car": CAR,
     "scooter": SCOOTER,
-    "van": tuple((a * 1.15, b, c + 0.05, lo * 1.5, hi * 1.5, ilo * 1.5, ihi * 1.5) for a, b, c, lo, hi, ilo, ihi in CAR),
-    "high": tuple((a * 1.05, b, c + 0.18, lo * 1.4, hi * 1.4, ilo * 1.4, ihi * 1.4) for a, b, c, lo, hi, ilo, ihi in CAR),
+    # a van: longer, a little higher, 1.5 x the steel
+    "van": tuple((a * 1.15, b, c + 0.05, lo * 1.5, hi * 1.5, il * 1.5, ih * 1.5) for a, b, c, lo, hi, il, ih in CAR),
+    # a high chassis (SUV, pick-up): 18 cm more clearance, 1.4 x the steel
+    "high": tuple((a * 1.05, b, c + 0.18, lo * 1.4, hi * 1.4, il * 1.4, ih * 1.4) for a, b, c, lo, hi, il, ih in CAR),
     "bus": tuple((-5.25 + 1.5 * i, 0.0, 0.6, 60.0, 200.0, 2.0, 5.0) for i in range(8)),
 }
 LENGTH_M = {"car": 4.5, "scooter": 1.9, "van": 5.2, "high": 4.8, "bus": 12.0}
@@ -330,7 +332,7 @@ class Sensor:
     chip_t_offset: float
 
     @classmethod
-    def random(cls, rng: random.Random, noise: float) -> Sensor:
+    def draw(cls, rng: random.Random, noise: float) -> Sensor:
         yaw = rng.uniform(0, 2 * math.pi)
         tilt = math.radians(rng.uniform(0, 3))
         tilt_dir = rng.uniform(0, 2 * math.pi)
@@ -373,7 +375,11 @@ def _rotation(yaw: float, tilt: float, tilt_dir: float) -> tuple[tuple[float, fl
         (ax * ay * (1 - c), c + ay * ay * (1 - c), -ax * s),
         (-ay * s, ax * s, c),
     )
-    return tuple(tuple(sum(rt[i][k] * rz[k][j] for k in range(3)) for j in range(3)) for i in range(3))  # type: ignore[return-value]
+    def row(i: int) -> tuple[float, float, float]:
+        a, b, c = (sum(rt[i][k] * rz[k][j] for k in range(3)) for j in range(3))
+        return (float(a), float(b), float(c))
+
+    return (row(0), row(1), row(2))
 
 
 # ---- scenarios -------------------------------------------------------------------------
@@ -487,7 +493,8 @@ def _visits(
             break
         v = make_vehicle(rng, kind, earth)
         if first and start_occupied:
-            p = PathBuilder(-1.0, park[0], park[1], park[2] + (math.pi if lay.kind != "parallel" and rng.random() < 0.4 else 0))
+            turned = lay.kind != "parallel" and rng.random() < 0.4  # backed in before the sensor was installed
+            p = PathBuilder(-1.0, park[0], park[1], park[2] + (math.pi if turned else 0.0))
             t_park = -1.0
         else:
             p = arrival_path(rng, lay, t, park)
@@ -496,7 +503,7 @@ def _visits(
         du, dv = shift
         v.keys = [(kt, u + du, vv + dv, y) for kt, u, vv, y in p.keys]
         vehicles.append(v)
-        spans.append((max(0, int(math.ceil(t_park))), int(t_park + stay)))
+        spans.append((max(0, math.ceil(t_park)), int(t_park + stay)))
         t = v.span()[1] + math.exp(rng.uniform(math.log(fam.gap_s[0]), math.log(fam.gap_s[1])))
         first = False
     return vehicles, spans
@@ -509,7 +516,7 @@ def generate(fam: Family, seed: int) -> Trace:
     lay = _layout(fam)
     heading = rng.uniform(0, 360)
     earth = earth_in_bay(heading)
-    sensor = Sensor.random(rng, rng.uniform(*fam.noise))
+    sensor = Sensor.draw(rng, rng.uniform(*fam.noise))
     own, spans = _visits(rng, fam, lay, earth, n, (0.0, 0.0), rng.random() < fam.start_occupied, fam.long_stays)
     others: list[Vehicle] = []
     if fam.neighbours:
@@ -546,7 +553,7 @@ def _power(
     steps: list[tuple[int, tuple[float, float, float]]] = []
     plans = []
     for per_day, kind in ((fam.glitch_per_day, "glitch"), (fam.wipe_per_day, "wipe"), (fam.maint_per_day, "maint")):
-        for _ in range(int(round(per_day * fam.days))):
+        for _ in range(round(per_day * fam.days)):
             plans.append((rng.uniform(600, n - 1800), kind))
     for at, kind in sorted(plans):
         start = int(at)
@@ -581,7 +588,7 @@ def _gaps(spans: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
 def _render(rng: random.Random, fam: Family, tr: Trace, vehicles: list[Vehicle], earth: tuple[float, float, float],
             sensor: Sensor, steps: list[tuple[int, tuple[float, float, float]]]) -> None:
     n = tr.n
-    days = int(math.ceil(fam.days)) + 1
+    days = math.ceil(fam.days) + 1
     t_mean = [rng.uniform(*fam.temp_mean) for _ in range(days)]
     t_amp = [rng.uniform(3, 7) for _ in range(days)]
     sun = [rng.uniform(*fam.sun) * (0.3 if rng.random() < 0.25 else 1.0) for _ in range(days)]
@@ -610,8 +617,7 @@ def _render(rng: random.Random, fam: Family, tr: Trace, vehicles: list[Vehicle],
         bx, by, bz = earth
         keep = []
         for v in active:
-            a, b = v.span()
-            if b < i:
+            if v.span()[1] < i:
                 continue
             keep.append(v)
             f = v.field_at_sensor(float(i))

@@ -168,7 +168,7 @@ class Detector:
             c = 0.5
         else:
             dx, dy, dz = self.mx - self.cx, self.my - self.cy, self.mz - self.cz
-            c = 1.0 - (dx * dx + dy * dy + dz * dz) ** 0.5 / max(self.sig, 1.0)
+            c = 1.0 - math.sqrt(dx * dx + dy * dy + dz * dz) / max(self.sig, 1.0)
         c = _clamp(c, 0.0, 1.0)
         return c if self.verified else c * 0.5
 
@@ -210,9 +210,9 @@ class Detector:
 
     def _misfit(self, x: float, y: float, z: float) -> float:
         """Distance of a field from Earth's for a flat sensor: horizontal and vertical parts."""
-        h = (x * x + y * y) ** 0.5 - self.earth_h
+        h = math.sqrt(x * x + y * y) - self.earth_h
         v = (z if z > 0 else -z) - self.earth_z
-        return (h * h + v * v) ** 0.5
+        return math.sqrt(h * h + v * v)
 
     # ---- samples ---------------------------------------------------------------------
 
@@ -228,7 +228,7 @@ class Detector:
         self.n += 1
         if self.have_prev:
             dx, dy, dz = x - self.px, y - self.py, z - self.pz
-            e = (dx * dx + dy * dy + dz * dz) ** 0.5
+            e = math.sqrt(dx * dx + dy * dy + dz * dz)
             cap = 3.0 * self.sd + 0.1  # motion and spikes pull only a little (clipped), a noisier chip wins
             self.sd += ((e if e < cap else cap) - self.sd) * 0.005
         self.px, self.py, self.pz = x, y, z
@@ -239,7 +239,7 @@ class Detector:
             dx = x - self.ax - self.kx * dt
             dy = y - self.ay - self.ky * dt
             dz = z - self.az - self.kz * dt
-            d = (dx * dx + dy * dy + dz * dz) ** 0.5
+            d = math.sqrt(dx * dx + dy * dy + dz * dz)
             d2 = d if d < self.d_prev else self.d_prev  # two samples: a spike is not an excursion
             self.d_prev = d
             self.deviation = d
@@ -261,7 +261,7 @@ class Detector:
         need = self.learn_samples if (self.state == LEARNING and not self.restored) else self.settle
         if self.rn > 0:
             dx, dy, dz = x - self.mx, y - self.my, z - self.mz
-            if (dx * dx + dy * dy + dz * dz) ** 0.5 > self._radius():
+            if math.sqrt(dx * dx + dy * dy + dz * dz) > self._radius():
                 self.bad += 1
                 if self.bad == 1:
                     self.first_bad = self.n
@@ -295,7 +295,7 @@ class Detector:
     def _persist(self) -> None:
         """How long (samples) the field has been at this level, across brief disturbances."""
         dx, dy, dz = self.mx - self.qx, self.my - self.qy, self.mz - self.qz
-        if self.q_start < 0 or (dx * dx + dy * dy + dz * dz) ** 0.5 > max(1.5, 2.0 * self._radius()):
+        if self.q_start < 0 or math.sqrt(dx * dx + dy * dy + dz * dz) > max(1.5, 2.0 * self._radius()):
             self.qx, self.qy, self.qz = self.mx, self.my, self.mz
             self.q_start = self.start_n
         self.held = self.n - self.q_start
@@ -307,16 +307,18 @@ class Detector:
             return
         r = self._radius()
         dx, dy, dz = self.fx - self.mx, self.fy - self.my, self.fz - self.mz
-        if (dx * dx + dy * dy + dz * dz) ** 0.5 > r:
+        if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
             return  # the first sample off the old level was not yet at the new one: motion
         if self.state == OCCUPIED and self._level_dev() < self._th_arr():
             return  # back at the baseline: a fast departure
-        ref = self._dev_of(self.lx, self.ly, self.lz) if self.state == VACANT else (
-            (self.lx - self.cx) ** 2 + (self.ly - self.cy) ** 2 + (self.lz - self.cz) ** 2) ** 0.5
+        if self.state == VACANT:
+            ref = self._dev_of(self.lx, self.ly, self.lz)
+        else:
+            ref = math.sqrt((self.lx - self.cx) ** 2 + (self.ly - self.cy) ** 2 + (self.lz - self.cz) ** 2)
         if ref > self._th_arr() * 0.5:
             return  # the old level was a passing disturbance ending (a lane vehicle driving off)
         dx, dy, dz = self.mx - self.lx, self.my - self.ly, self.mz - self.lz
-        if (dx * dx + dy * dy + dz * dz) ** 0.5 > r:
+        if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
             self.ax += dx
             self.ay += dy
             self.az += dz
@@ -333,11 +335,11 @@ class Detector:
         dx = self.mx - self.ax - self.kx * dt
         dy = self.my - self.ay - self.ky * dt
         dz = self.mz - self.az - self.kz * dt
-        return (dx * dx + dy * dy + dz * dz) ** 0.5
+        return math.sqrt(dx * dx + dy * dy + dz * dz)
 
     def _from_car(self) -> float:
         dx, dy, dz = self.mx - self.cx, self.my - self.cy, self.mz - self.cz
-        return (dx * dx + dy * dy + dz * dz) ** 0.5
+        return math.sqrt(dx * dx + dy * dy + dz * dz)
 
     def _anchor_here(self) -> None:
         """The settled level is the empty bay at the current temperature."""
@@ -374,7 +376,8 @@ class Detector:
             return True
         b = self.base
         far = d >= 2.0 * self.th_high  # bigger than a battery swap moves the offset
-        if d >= self._th_arr() and (far or self._misfit(self.mx, self.my, self.mz) > self._misfit(b[0], b[1], b[2]) + 8.0):
+        unearthly = self._misfit(self.mx, self.my, self.mz) > self._misfit(b[0], b[1], b[2]) + 8.0
+        if d >= self._th_arr() and (far or unearthly):
             self.state = OCCUPIED  # a car arrived while the device was off
             self._car_here()
             return True
@@ -388,7 +391,7 @@ class Detector:
         dx = x - self.ax - self.kx * dt
         dy = y - self.ay - self.ky * dt
         dz = z - self.az - self.kz * dt
-        return (dx * dx + dy * dy + dz * dz) ** 0.5
+        return math.sqrt(dx * dx + dy * dy + dz * dz)
 
     def _fit(self) -> None:
         """One empty settled level into the temperature fit (forgetting: ~3 days of minutes)."""

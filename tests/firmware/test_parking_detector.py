@@ -3,7 +3,7 @@
 The street-trace score per scenario family is in test_parking_street.py (CPython only).
 """
 
-# ruff: noqa: UP031 - also runs under MicroPython (kept portable)
+
 
 from parking.detector import OCCUPIED, VACANT, Detector, make_detector
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 import parkscore
+import pytest
 import streettraces
 
 HELD_OUT_SEED = 2000
