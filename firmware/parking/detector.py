@@ -28,8 +28,9 @@ widths of their mean (single spikes are ignored). A judgement needs
   squares on empty settled levels once a minute (ridge towards 0 while the
   temperature has not moved), so a multi-day stay in sun and shade departs
   against the right baseline.
-- an instantaneous jump between two settled levels (no manoeuvre: 2 samples
-  or fewer) is a hard-iron offset step, not a vehicle: baseline and car move with it.
+- an instantaneous jump away from the settled empty level (no manoeuvre: 2
+  samples or fewer) is a hard-iron offset step, not a vehicle: the baseline moves
+  with it. With a car on the bay a fast jump is a scooter leaving, not a step.
 - first boot without a saved state: the first quiet `learn_samples` give a
   level; if it is far from Earth's field for a flat-mounted sensor (magnitude
   `earth_ut`, inclination `earth_incl`), a car is taken to stand there and the
@@ -303,28 +304,19 @@ class Detector:
     def _maybe_step(self) -> None:
         """A new level reached without a manoeuvre (a jump between two samples): an offset step."""
         self.have_last = False
-        if self.state == LEARNING or self.start_n - self.end_n >= self.debounce:
-            return
+        if self.state != VACANT or self.start_n - self.end_n >= self.debounce:
+            return  # with a car on the bay a fast jump is far more often a scooter leaving than a step
         r = self._radius()
         dx, dy, dz = self.fx - self.mx, self.fy - self.my, self.fz - self.mz
         if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
             return  # the first sample off the old level was not yet at the new one: motion
-        if self.state == OCCUPIED and self._level_dev() < self._th_arr():
-            return  # back at the baseline: a fast departure
-        if self.state == VACANT:
-            ref = self._dev_of(self.lx, self.ly, self.lz)
-        else:
-            ref = math.sqrt((self.lx - self.cx) ** 2 + (self.ly - self.cy) ** 2 + (self.lz - self.cz) ** 2)
-        if ref > self._th_arr() * 0.5:
+        if self._dev_of(self.lx, self.ly, self.lz) > self._th_arr() * 0.5:
             return  # the old level was a passing disturbance ending (a lane vehicle driving off)
         dx, dy, dz = self.mx - self.lx, self.my - self.ly, self.mz - self.lz
         if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
             self.ax += dx
             self.ay += dy
             self.az += dz
-            self.cx += dx
-            self.cy += dy
-            self.cz += dz
             self.qx += dx
             self.qy += dy
             self.qz += dz
