@@ -24,7 +24,7 @@ FLOORS: dict[str, tuple[float, float, float]] = {
     "scooters": (90.0, 94.0, 90.0),
     "high_chassis_vans": (99.0, 99.0, 99.5),
     "bus_bay": (99.0, 99.0, 99.5),
-    "busy_lane_queues": (94.0, 99.0, 95.0),
+    "busy_lane_queues": (99.0, 99.0, 99.5),
     "quick_turnover": (98.0, 99.0, 98.5),
     "long_stays_heat": (99.0, 99.0, 99.5),
     "reboots_maintenance": (99.0, 99.0, 99.5),
