@@ -7,9 +7,7 @@ Gaussian noise, no `random`. It scales fixed vectors up and down; the
 detector is scored on the physically modelled traces of streettraces.py.
 
 A trace is a list of (x, y, z) samples in uT plus a list of true events
-(sample index, occupied 0/1). Scenarios: arrivals and departures, drift over a
-day, a car in the next bay, heavy noise with spikes, a long stay while the
-temperature drifts, quick turnover.
+(sample index, occupied 0/1).
 """
 
 import math
