@@ -1,20 +1,18 @@
-"""Synthetic magnetometer traces with ground-truth parking events.
+"""Simple synthetic magnetometer traces with ground-truth parking events.
 
-Used by the detector tests (on CPython and under MicroPython) and by the host
-runner's fake QMC5883L, so it sticks to what both runtimes have: a seeded
-linear congruential generator and Box-Muller for Gaussian noise, no `random`.
+Used by the host runner's fake QMC5883L and by the detector's cost figure
+under MicroPython (tests_mpy/ram_parking.py), so it sticks to what both
+runtimes have: a seeded linear congruential generator and Box-Muller for
+Gaussian noise, no `random`. It scales fixed vectors up and down; the
+detector is scored on the physically modelled traces of streettraces.py.
 
 A trace is a list of (x, y, z) samples in uT plus a list of true events
-(sample index, occupied 0/1). Scenarios: arrivals and departures, drift over a
-day, a car in the next bay, heavy noise with spikes, a long stay while the
-temperature drifts, quick turnover.
+(sample index, occupied 0/1).
 """
-
-# ruff: noqa: SIM113 - also runs under MicroPython (kept portable)
 
 import math
 
-EARTH = (18.0, -4.0, 42.0)
+EARTH = (30.0, -20.1, -26.2)  # Taipei, flat sensor: 36 uT horizontal, 26.2 uT down (44.5 uT, 36 deg)
 
 
 class Rng:
@@ -136,57 +134,3 @@ def _presence(i, start, end, ramp, rng):
     if i > end:
         return rng.uniform(0.0, 0.4)  # driving away
     return 1.0
-
-
-def suite():
-    """The detection test suite: a list of Scenario objects."""
-    return [
-        Scenario("arrivals_departures", 4 * 3600, seed=11).add_visits(16, 180, 1200, 120),
-        Scenario("drift_over_a_day", 24 * 3600, period_s=5, seed=23, drift=6.0).add_visits(30, 600, 5400, 600),
-        Scenario("car_in_next_bay", 4 * 3600, seed=37).add_visits(10, 300, 1800, 300).add_neighbours(6),
-        Scenario("noise_and_spikes", 3 * 3600, seed=41, noise=1.2, spikes=0.003).add_visits(14, 180, 1200, 120),
-        Scenario("long_stay_with_drift", 24 * 3600, period_s=10, seed=53, drift=8.0).add_visits(
-            3, 5 * 3600, 9 * 3600, 1800
-        ),
-        Scenario("quick_turnover", 2 * 3600, seed=67).add_visits(20, 60, 400, 15, start_s=60),
-        Scenario("weak_cars", 3 * 3600, seed=79, noise=0.7).add_visits(14, 180, 1200, 120, lo=13.0, hi=22.0),
-    ]
-
-
-def score(truth, detected, window, early=2):
-    """Match true events to detections (same state, from `early` samples before
-    the event, while the car manoeuvres, to `window` samples after).
-
-    Returns (matched, false_events): every detection is used at most once;
-    a detection not matching any true event is a false event (a flap).
-    """
-    used = [False] * len(detected)
-    matched = 0
-    for t_idx, state in truth:
-        for j in range(len(detected)):
-            d_idx, d_state = detected[j]
-            if not used[j] and d_state == state and t_idx - early <= d_idx <= t_idx + window:
-                used[j] = True
-                matched += 1
-                break
-    false_events = 0
-    for u in used:
-        if not u:
-            false_events += 1
-    return matched, false_events
-
-
-def run_detector(detector, scenario, window_s=60):
-    """Run `detector` over the scenario; return (true_events, matched, false_events)."""
-    detected = []
-    idx = 0
-    for x, y, z in scenario.samples():
-        was_learning = detector.state == 0
-        changed = detector.update(x, y, z)
-        if changed and not was_learning:
-            detected.append((idx, detector.occupied))
-        idx += 1
-    truth = scenario.truth()
-    early = max(1, int(8 / scenario.period_s))
-    matched, false_events = score(truth, detected, max(3, int(window_s / scenario.period_s)), early)
-    return len(truth), matched, false_events

@@ -1,11 +1,20 @@
 """The parking sensor: sample the magnetometer, detect vehicles, publish changes and heartbeats.
 
-Every `sample_ms` one magnetometer read feeds the detector. A change of
-occupancy is published at once (`ev: change`); a `heartbeat` with battery,
-temperature and baseline goes out every `heartbeat_every_s`; `boot` once the
-baseline is known. The baseline is saved on flash so a reboot with a car on
-the bay still reports it correctly. A failing read is logged and skipped.
-RAM: the detector (~15 numbers) and the app object.
+Every `sample_ms` one magnetometer read (field and chip temperature) feeds the
+detector. A change of occupancy is published at once (`ev: change`); a
+`heartbeat` with battery, temperature and baseline goes out every
+`heartbeat_every_s`; `boot` once the detector has decided the state. The
+detector's snapshot (baseline, its temperature model, occupancy and the car's
+signature: 11 numbers) is saved on flash when it is decided, at every change
+and at every heartbeat, so a reboot with a car on the bay still reports it
+correctly. A failing read is logged and counted as a skipped second.
+
+The retained status gains what the detector knows (the gateway keeps unknown
+status keys as they are): `base_age_s` (seconds since the empty bay was last
+seen, null while no baseline is known), `conf` (0..1) and `relearn` (true
+while the baseline is unconfirmed; the API and alerts can show it). A change
+of `relearn` publishes the status at once.
+RAM: the detector (~60 numbers) and the app object.
 """
 
 import json
@@ -48,6 +57,9 @@ class ParkingSensor:
         self.temp: "float | None" = None
         self.field = 0.0
         self.booted = False
+        self.relearn_shown = None
+        self._device_status = device.status
+        device.status = self.status  # the device's status plus the detector's fields
         self._load_baseline()
 
     def _new_detector(self) -> "Any":  # parking.detector is not type-checked yet: see firmware/mypy-device.ini
@@ -57,19 +69,29 @@ class ParkingSensor:
         )
 
     def reconfigure(self) -> None:
-        """New thresholds from the server: keep the learnt baseline and state."""
+        """New thresholds from the server: keep the learnt baseline and state (checked again on the next level)."""
         old = self.detector
         self.detector = self._new_detector()
-        if old.state != 0:
-            self.detector.set_baseline(old.base[0], old.base[1], old.base[2])
-            self.detector.state = old.state
-            self.detector.car = old.car
+        if old.base_known:
+            self.detector.restore(old.snapshot())
+
+    def status(self) -> str:
+        """The device's retained status JSON with the detector's baseline age, confidence and re-learning flag."""
+        text = self._device_status()
+        d = self.detector
+        age = "null"
+        if d.base_known:
+            age = "%d" % (d.age * self.cfg["sample_ms"] // 1000)
+        return text[:-1] + ',"base_age_s":%s,"conf":%.2f,"relearn":%s}' % (
+            age, d.confidence, "true" if d.needs_relearning else "false")
 
     def _load_baseline(self) -> None:
         try:
             with open(self.baseline_path) as f:
                 b = json.load(f)
-            self.detector.set_baseline(float(b[0]), float(b[1]), float(b[2]))
+            if len(b) not in (3, 11):
+                raise ValueError("baseline file holds %d numbers, not 3 or 11" % len(b))
+            self.detector.restore([float(v) for v in b])
             log("baseline_loaded", x=b[0], y=b[1], z=b[2])
         except OSError:
             pass
@@ -79,7 +101,7 @@ class ParkingSensor:
     def _save_baseline(self) -> None:
         try:
             with open(self.baseline_path, "w") as f:
-                json.dump([round(v, 2) for v in self.detector.base], f)
+                json.dump([round(v, 4) for v in self.detector.snapshot()], f)
         except OSError as exc:
             self.device.error("baseline_save_failed", exc)
 
@@ -112,23 +134,28 @@ class ParkingSensor:
             self.device.error("mag_read_failed", exc)
         if got is None:
             self.misses += 1
+            self.detector.skip()
         else:
             (x, y, z), self.temp = got
             self.field = (x * x + y * y + z * z) ** 0.5
             learning = self.detector.state == 0
-            if self.detector.update(x, y, z):
+            if self.detector.update(x, y, z, self.temp):
+                self._save_baseline()
                 if learning:
-                    self._save_baseline()
-                    log("baseline_learnt")
+                    log("baseline_learnt", occupied=self.detector.occupied)
                 else:
                     log("parking_change", occupied=self.detector.occupied, dev=round(self.detector.deviation, 1))
                     self.device.record(self._metrics(), "change")
+            if self.detector.needs_relearning != self.relearn_shown:
+                self.relearn_shown = self.detector.needs_relearning
+                self.device.status_now = True
             if not self.booted and self.detector.state != 0:
                 self.booted = True
                 self.device.record(self._metrics(), "boot")
+                self.device.status_now = True  # the baseline is known now
         if ticks_diff(now, self.last_heartbeat_ms) >= self.cfg["heartbeat_every_s"] * 1000:
             self.last_heartbeat_ms = now
             self.device.record(self._metrics(heartbeat=True), "heartbeat")
-            if self.detector.state == 1:
+            if self.detector.state != 0:
                 self._save_baseline()
         return period

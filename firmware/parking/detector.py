@@ -1,52 +1,79 @@
-"""Vehicle detection from a 3-axis magnetometer: baseline, hysteresis, debounce, drift tracking.
+"""Vehicle detection from a 3-axis magnetometer: settled levels, a temperature baseline, noise-scaled thresholds.
 
-Pure logic, no I/O; one call to `update(x, y, z)` per sample (uT).
+Pure logic, no I/O; one call to `update(x, y, z, t)` per sample (uT, degC of
+the chip's own sensor), `skip()` for a failed read.
 
-- Learning: the first `learn_samples` quiet samples give the empty-bay baseline
-  (learning restarts while the field is moving). `set_baseline` restores a
-  baseline saved on flash, so a reboot with a car on the bay is detected.
-- Vacant -> occupied: deviation |B - baseline| above `th_high` for `debounce`
-  consecutive samples. While vacant and below `th_low`, the baseline follows
-  the field slowly (`alpha`), which absorbs temperature drift.
-- Neither change happens within `min_hold` samples of the previous one (a
-  car manoeuvring in or out makes the field swing).
-- Occupied -> vacant: deviation below `th_low` for `debounce` samples, or the field
-  has clearly left the parked car's signature (|B - car| > th_high) and is
-  nearer the baseline than the car (drift accumulated while the car stood
-  there) for `settle_samples` samples that agree with each other; their mean
-  becomes the new baseline.
-  The car signature itself follows slow drift.
-- Re-learning: a vacant bay whose deviation stays between the thresholds for
-  `stuck_samples` (a car parked in the next bay, an offset jump) takes the
-  current field as its new baseline. `relearn()` forces a new learning phase.
+The idea: a bay is either empty (the field equals the baseline, which moves
+with the sensor's temperature) or holds one vehicle (the field equals that
+vehicle's signature). Between the two the field swings while the vehicle
+manoeuvres, and lane traffic or a neighbour disturbs it for a while. So only
+*settled* levels are judged: a run of samples that stay within a few noise
+widths of their mean (single spikes are ignored). A judgement needs
 
-RAM: ~15 floats and ints.
+- arrival: a settled level at least `th_arr` from the baseline. A level above
+  `th_big` (a bay's own car) counts after `settle` samples; a smaller one (a
+  scooter, a high chassis, or a bus queuing in the lane) only after `slow`
+  samples, longer than a red light. `th_big` rises with the largest passing
+  disturbance seen recently, so a street with buses asks more. The car's
+  signature is that settled level, never a sample from the manoeuvre.
+- departure: a settled level back within `th_dep` of the baseline predicted
+  for the current temperature (th_dep scales with the car's signature), or,
+  after `slow` samples, a level much nearer the baseline than the car (drift
+  the temperature model did not catch).
+- noise: the typical sample-to-sample step when quiet sets the settling
+  radius and the floors of the thresholds (`th_low` caps the smallest
+  arrival threshold, `th_high` is the floor of `th_big`).
+- baseline model: an anchor (the empty field at a temperature) plus one
+  temperature coefficient per axis, fitted by exponentially forgetting least
+  squares on empty settled levels once a minute (ridge towards 0 while the
+  temperature has not moved), so a multi-day stay in sun and shade departs
+  against the right baseline.
+- an instantaneous jump away from the settled empty level (no manoeuvre: 2
+  samples or fewer) is a hard-iron offset step, not a vehicle: the baseline moves
+  with it. With a car on the bay a fast jump is a scooter leaving, not a step.
+- first boot without a saved state: the first quiet `learn_samples` give a
+  level; if it is far from Earth's field for a flat-mounted sensor (magnitude
+  `earth_ut`, inclination `earth_incl`), a car is taken to stand there and the
+  first level nearer Earth's field teaches the baseline. While the baseline is
+  unverified, a third level resolves which of the three is the empty bay.
+- boot with a saved state (`restore`): the first settled level is compared
+  with the saved baseline and car; a jump while the bay was empty is an
+  offset step (maintenance), not a car, unless it looks much less like Earth's field.
+
+RAM: ~60 numbers in attributes, no lists; `update` allocates no containers
+(MicroPython boxes floats, see the README for the figure).
 """
+
+import math
 
 LEARNING = 0
 VACANT = 1
 OCCUPIED = 2
 
+_SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
 
-def _dist(ax, ay, az, bx, by, bz):
-    dx = ax - bx
-    dy = ay - by
-    dz = az - bz
-    return (dx * dx + dy * dy + dz * dz) ** 0.5
+
+def _clamp(v: float, lo: float, hi: float) -> float:
+    return lo if v < lo else hi if v > hi else v
 
 
 class Detector:
     def __init__(
         self,
-        th_high=12.0,
-        th_low=6.0,
-        debounce=3,
-        learn_samples=30,
-        alpha=0.02,
-        stuck_samples=600,
-        min_hold=8,
-        settle_samples=10,
-    ):
+        th_high: float = 12.0,
+        th_low: float = 6.0,
+        debounce: int = 3,
+        learn_samples: int = 30,
+        alpha: float = 0.02,
+        settle: int = 8,
+        slow: int = 100,
+        stuck: int = 1200,
+        move: int = 300,
+        fit_every: int = 60,
+        arr_floor: float = 4.5,
+        earth_ut: float = 44.5,
+        earth_incl: float = 36.0,
+    ) -> None:
         if th_low >= th_high:
             raise ValueError("th_low must be below th_high")
         self.th_high = th_high
@@ -54,133 +81,439 @@ class Detector:
         self.debounce = debounce
         self.learn_samples = learn_samples
         self.alpha = alpha
-        self.stuck_samples = stuck_samples
-        self.min_hold = min_hold
-        self._held = min_hold
-        self.settle_samples = settle_samples
-        self._ax = self._ay = self._az = 0.0
-        self.base = (0.0, 0.0, 0.0)
-        self.car = (0.0, 0.0, 0.0)
+        self.settle = settle
+        self.slow = slow
+        self.stuck_n = stuck
+        self.move = move
+        self.fit_every = fit_every
+        self.arr_floor = min(arr_floor, th_low)
+        self.earth_h = earth_ut * math.cos(math.radians(earth_incl))
+        self.earth_z = earth_ut * math.sin(math.radians(earth_incl))
+        self.sd = 0.5  # EWMA of the quiet sample-to-sample step (uT)
+        self.lane_peak = 0.0
+        self.temp = 25.0
+        self.age = 0  # samples since the empty bay was last seen
         self.deviation = 0.0
+        self.saved_occ = -1
+        self.n = 0
         self.relearn()
 
+    # ---- state -------------------------------------------------------------------
+
+    def relearn(self) -> None:
+        """Forget the baseline and the car: the next quiet level is learnt as at first boot."""
+        self.state = LEARNING
+        self.restored = False
+        self.base_known = False
+        self.verified = False
+        self.ax = self.ay = self.az = 0.0
+        self.at = 25.0
+        self.kx = self.ky = self.kz = 0.0
+        self.sw = self.st = self.stt = 0.0
+        self.sx = self.sy = self.sz = self.sxt = self.syt = self.szt = 0.0
+        self.cx = self.cy = self.cz = 0.0
+        self.sig = 0.0
+        self._reset_run()
+        self.lx = self.ly = self.lz = 0.0
+        self.have_last = False
+        self.end_n = self.start_n = self.first_bad = 0
+        self.fx = self.fy = self.fz = 0.0
+        self.qx = self.qy = self.qz = 0.0
+        self.q_start = -1
+        self.held = 0
+        self.fit_n = 0
+        self.exc_len = 0
+        self.exc_peak = 0.0
+        self.d_prev = 0.0
+        self.px = self.py = self.pz = 0.0
+        self.have_prev = False
+
+    def _reset_run(self) -> None:
+        self.rn = 0
+        self.mx = self.my = self.mz = 0.0
+        self.bad = 0
+
     @property
-    def occupied(self):
+    def occupied(self) -> int:
         return 1 if self.state == OCCUPIED else 0
 
-    def relearn(self):
-        self.state = LEARNING
-        self._n = 0
-        self._sx = self._sy = self._sz = 0.0
-        self._first = None
-        self._count = 0
-        self._stuck = 0
+    @property
+    def base(self) -> tuple[float, float, float]:
+        """The empty-bay field predicted for the last temperature."""
+        dt = self.temp - self.at
+        return (self.ax + self.kx * dt, self.ay + self.ky * dt, self.az + self.kz * dt)
 
-    def set_baseline(self, x, y, z):
-        self.base = (x, y, z)
-        self.state = VACANT
-        self._count = 0
-        self._stuck = 0
+    @property
+    def car(self) -> tuple[float, float, float]:
+        return (self.cx, self.cy, self.cz)
 
-    def _learn(self, x, y, z):
-        if self._first is None:
-            self._first = (x, y, z)
-        elif _dist(x, y, z, self._first[0], self._first[1], self._first[2]) > self.th_low:
-            self._n = 0  # the field moved: start again from here
-            self._sx = self._sy = self._sz = 0.0
-            self._first = (x, y, z)
-        self._n += 1
-        self._sx += x
-        self._sy += y
-        self._sz += z
-        if self._n >= self.learn_samples:
-            n = self._n
-            self.set_baseline(self._sx / n, self._sy / n, self._sz / n)
-            return True
-        return False
+    @property
+    def noise(self) -> float:
+        """Per-axis noise sigma estimated from quiet samples (uT)."""
+        return self.sd / _SETTLE_STEP
 
+    @property
+    def needs_relearning(self) -> bool:
+        """True while the empty-bay field is not confirmed (no saved or seen baseline, an offset
+        step taken on trust, a level stuck between the thresholds) or last seen over a week ago."""
+        return (not self.base_known) or (not self.verified) or self.stuck > self.stuck_n // 2 or self.age > 7 * 86400
 
-    def update(self, x, y, z):
-        """Feed one sample; return True when the occupied state changed (or learning ended)."""
+    @property
+    def confidence(self) -> float:
+        """0..1: how clearly the field sits at the state reported (and how sure the baseline is)."""
         if self.state == LEARNING:
-            return self._learn(x, y, z)
-        bx, by, bz = self.base
-        d = _dist(x, y, z, bx, by, bz)
-        self.deviation = d
+            return 0.0
         if self.state == VACANT:
-            return self._vacant(x, y, z, d)
-        return self._occupied(x, y, z, d)
-
-    def _vacant(self, x, y, z, d):
-        if self._held < self.min_hold:
-            self._held += 1
-        if d > self.th_high and self._held >= self.min_hold:
-            self._stuck = 0
-            self._count += 1
-            if self._count >= self.debounce:
-                self.state = OCCUPIED
-                self.car = (x, y, z)
-                self._count = 0
-                self._held = 0
-                return True
-            return False
-        self._count = 0
-        if d < self.th_low:
-            self._stuck = 0
-            a = self.alpha
-            bx, by, bz = self.base
-            self.base = (bx + a * (x - bx), by + a * (y - by), bz + a * (z - bz))
+            c = 1.0 - self.deviation / self._th_arr()
+        elif not self.base_known:
+            c = 0.5
         else:
-            self._stuck += 1
-            if self._stuck >= self.stuck_samples:
-                self.set_baseline(x, y, z)
-        return False
+            dx, dy, dz = self.mx - self.cx, self.my - self.cy, self.mz - self.cz
+            c = 1.0 - math.sqrt(dx * dx + dy * dy + dz * dz) / max(self.sig, 1.0)
+        c = _clamp(c, 0.0, 1.0)
+        return c if self.verified else c * 0.5
 
-    def _depart(self, settled):
-        self.state = VACANT
-        self._count = 0
-        self._held = 0
-        self._stuck = 0
-        if settled is not None:
-            self.base = settled
+    def set_baseline(self, x: float, y: float, z: float) -> None:
+        """A baseline from flash (the old 3-number file): checked against the first settled level."""
+        self.restore((x, y, z))
+
+    def snapshot(self) -> list[float]:
+        """What survives a reboot: anchor, its temperature, the temperature coefficients,
+        the occupied flag and the car's signature (11 numbers)."""
+        return [self.ax, self.ay, self.az, self.at, self.kx, self.ky, self.kz,
+                float(self.occupied), self.cx, self.cy, self.cz]
+
+    def restore(self, v: "list[float] | tuple[float, ...]") -> None:
+        """Take a snapshot (or a 3-number baseline); the first settled level decides the state."""
+        self.relearn()
+        self.ax, self.ay, self.az = float(v[0]), float(v[1]), float(v[2])
+        if len(v) >= 11:
+            self.at = float(v[3])
+            self.kx, self.ky, self.kz = float(v[4]), float(v[5]), float(v[6])
+            self.saved_occ = int(v[7])
+            self.cx, self.cy, self.cz = float(v[8]), float(v[9]), float(v[10])
+        else:
+            self.saved_occ = -1
+        self.base_known = True
+        self.restored = True
+        self.verified = False
+
+    # ---- thresholds ----------------------------------------------------------------
+
+    def _th_arr(self) -> float:
+        return _clamp(6.0 * self.noise, self.arr_floor, self.th_low)
+
+    def _th_big(self) -> float:
+        return min(max(self.th_high, 1.25 * self.lane_peak), 3.0 * self.th_high)
+
+    def _radius(self) -> float:
+        return max(0.8, 4.5 * self.noise)
+
+    def _misfit(self, x: float, y: float, z: float) -> float:
+        """Distance of a field from Earth's for a flat sensor: horizontal and vertical parts."""
+        h = math.sqrt(x * x + y * y) - self.earth_h
+        v = (z if z > 0 else -z) - self.earth_z
+        return math.sqrt(h * h + v * v)
+
+    # ---- samples ---------------------------------------------------------------------
+
+    def skip(self) -> None:
+        """A failed read: the second still counts (a manoeuvre may hide in a gap)."""
+        self.n += 1
+
+    def update(self, x: float, y: float, z: float, t: "float | None" = None) -> bool:
+        """Feed one sample; True when the occupied state changed (or the boot state was decided)."""
+        if t is not None:
+            self.temp = t
+        self.age += 1
+        self.n += 1
+        if self.have_prev:
+            dx, dy, dz = x - self.px, y - self.py, z - self.pz
+            e = math.sqrt(dx * dx + dy * dy + dz * dz)
+            cap = 3.0 * self.sd + 0.1  # motion and spikes pull only a little (clipped), a noisier chip wins
+            self.sd += ((e if e < cap else cap) - self.sd) * 0.005
+        self.px, self.py, self.pz = x, y, z
+        self.have_prev = True
+        self.lane_peak *= 0.999992  # half-life ~1 day
+        if self.base_known:
+            dt = self.temp - self.at
+            dx = x - self.ax - self.kx * dt
+            dy = y - self.ay - self.ky * dt
+            dz = z - self.az - self.kz * dt
+            d = math.sqrt(dx * dx + dy * dy + dz * dz)
+            d2 = d if d < self.d_prev else self.d_prev  # two samples: a spike is not an excursion
+            self.d_prev = d
+            self.deviation = d
+            if self.state == VACANT:
+                if d2 > self._th_arr() * 0.5:
+                    self.exc_len += 1
+                    if d2 > self.exc_peak:
+                        self.exc_peak = d2
+        if not self._run(x, y, z):
+            return False
+        if self.state == LEARNING:
+            return self._decide_boot()
+        if self.state == VACANT:
+            return self._vacant()
+        return self._occupied()
+
+    def _run(self, x: float, y: float, z: float) -> bool:
+        """Extend or restart the settled run; True when the run is settled (a level to judge)."""
+        need = self.learn_samples if (self.state == LEARNING and not self.restored) else self.settle
+        if self.rn > 0:
+            dx, dy, dz = x - self.mx, y - self.my, z - self.mz
+            if math.sqrt(dx * dx + dy * dy + dz * dz) > self._radius():
+                self.bad += 1
+                if self.bad == 1:
+                    self.first_bad = self.n
+                    self.fx, self.fy, self.fz = x, y, z
+                if self.bad < self.debounce:
+                    return self.rn >= need and self.state != LEARNING  # a spike: judge the level again
+                if self.rn >= self.settle:  # a settled level ends: remember where and when
+                    self.lx, self.ly, self.lz = self.mx, self.my, self.mz
+                    self.have_last = True
+                    self.end_n = self.first_bad
+                self._reset_run()
+            else:
+                self.bad = 0
+        if self.rn == 0:
+            self.mx, self.my, self.mz = x, y, z
+            self.rn = 1
+            self.start_n = self.n
+            return False
+        self.rn += 1
+        w = 1.0 / (self.rn if self.rn < 64 else 64)
+        self.mx += (x - self.mx) * w
+        self.my += (y - self.my) * w
+        self.mz += (z - self.mz) * w
+        if self.rn < need:
+            return False
+        if self.rn == self.settle and self.have_last:
+            self._maybe_step()
+        self._persist()
         return True
 
-    def _occupied(self, x, y, z, d):
-        cx, cy, cz = self.car
-        from_car = _dist(x, y, z, cx, cy, cz)
-        if self._held < self.min_hold:
-            self._held += 1
+    def _persist(self) -> None:
+        """How long (samples) the field has been at this level, across brief disturbances."""
+        dx, dy, dz = self.mx - self.qx, self.my - self.qy, self.mz - self.qz
+        if self.q_start < 0 or math.sqrt(dx * dx + dy * dy + dz * dz) > max(1.5, 2.0 * self._radius()):
+            self.qx, self.qy, self.qz = self.mx, self.my, self.mz
+            self.q_start = self.start_n
+        self.held = self.n - self.q_start
+
+    def _maybe_step(self) -> None:
+        """A new level reached without a manoeuvre (a jump between two samples): an offset step."""
+        self.have_last = False
+        if self.state != VACANT or self.start_n - self.end_n >= self.debounce:
+            return  # with a car on the bay a fast jump is far more often a scooter leaving than a step
+        r = self._radius()
+        dx, dy, dz = self.fx - self.mx, self.fy - self.my, self.fz - self.mz
+        if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
+            return  # the first sample off the old level was not yet at the new one: motion
+        if self._dev_of(self.lx, self.ly, self.lz) > self._th_arr() * 0.5:
+            return  # the old level was a passing disturbance ending (a lane vehicle driving off)
+        dx, dy, dz = self.mx - self.lx, self.my - self.ly, self.mz - self.lz
+        if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
+            self.ax += dx
+            self.ay += dy
+            self.az += dz
+            self.qx += dx
+            self.qy += dy
+            self.qz += dz
+            self.verified = False
+
+    def _level_dev(self) -> float:
+        dt = self.temp - self.at
+        dx = self.mx - self.ax - self.kx * dt
+        dy = self.my - self.ay - self.ky * dt
+        dz = self.mz - self.az - self.kz * dt
+        return math.sqrt(dx * dx + dy * dy + dz * dz)
+
+    def _from_car(self) -> float:
+        dx, dy, dz = self.mx - self.cx, self.my - self.cy, self.mz - self.cz
+        return math.sqrt(dx * dx + dy * dy + dz * dz)
+
+    def _anchor_here(self) -> None:
+        """The settled level is the empty bay at the current temperature."""
+        self.ax, self.ay, self.az, self.at = self.mx, self.my, self.mz, self.temp
+        self.base_known = True
+        self.age = 0
+        self.stuck = 0
+
+    def _car_here(self) -> None:
+        self.cx, self.cy, self.cz = self.mx, self.my, self.mz
+        self.sig = self._level_dev() if self.base_known else 0.0
+
+    def _decide_boot(self) -> bool:
+        if not self.restored:
+            if self._misfit(self.mx, self.my, self.mz) > 12.0:
+                self.state = OCCUPIED  # far from Earth's field: a car stands on the new sensor
+                self._car_here()
+            else:
+                self.state = VACANT
+                self._anchor_here()
+            return True
+        d = self._level_dev()
+        if d < max(2.5, self._th_arr() * 0.5):
+            self.state = VACANT
+            self.verified = True
+            self.age = 0
+            return True
+        if self.saved_occ == 1:
+            sig = self._dev_of(self.cx, self.cy, self.cz)
+            if self._from_car() < max(3.0, 0.3 * sig):
+                self.verified = True
+            self.state = OCCUPIED
+            self._car_here()
+            return True
+        b = self.base
+        far = d >= 2.0 * self.th_high  # bigger than a battery swap moves the offset
+        unearthly = self._misfit(self.mx, self.my, self.mz) > self._misfit(b[0], b[1], b[2]) + 8.0
+        if d >= self._th_arr() and (far or unearthly):
+            self.state = OCCUPIED  # a car arrived while the device was off
+            self._car_here()
+            return True
+        self.state = VACANT  # an offset step while the device was off (a battery swap in an empty bay)
+        self._anchor_here()
+        self.verified = False
+        return True
+
+    def _dev_of(self, x: float, y: float, z: float) -> float:
+        dt = self.temp - self.at
+        dx = x - self.ax - self.kx * dt
+        dy = y - self.ay - self.ky * dt
+        dz = z - self.az - self.kz * dt
+        return math.sqrt(dx * dx + dy * dy + dz * dz)
+
+    def _fit(self) -> None:
+        """One empty settled level into the temperature fit (forgetting: ~3 days of minutes)."""
+        self.fit_n += 1
+        if self.fit_n < self.fit_every:
+            return
+        self.fit_n = 0
+        lam = 0.99975
+        t = self.temp
+        self.sw = self.sw * lam + 1.0
+        self.st = self.st * lam + t
+        self.stt = self.stt * lam + t * t
+        self.sx = self.sx * lam + self.mx
+        self.sy = self.sy * lam + self.my
+        self.sz = self.sz * lam + self.mz
+        self.sxt = self.sxt * lam + self.mx * t
+        self.syt = self.syt * lam + self.my * t
+        self.szt = self.szt * lam + self.mz * t
+        w = self.sw
+        mt = self.st / w
+        var = self.stt / w - mt * mt
+        if w < 10:
+            return
+        r = 1.0 / (var + 4.0)  # ridge: 2 degC of spread gives half the slope
+        self.kx = (self.sxt / w - mt * self.sx / w) * r
+        self.ky = (self.syt / w - mt * self.sy / w) * r
+        self.kz = (self.szt / w - mt * self.sz / w) * r
+
+    def _vacant(self) -> bool:
+        d = self._level_dev()
+        th_arr = self._th_arr()
+        if d < th_arr * 0.5:
+            a = self.alpha * 0.1
+            dt = self.temp - self.at
+            self.ax += (self.mx - self.ax - self.kx * dt) * a
+            self.ay += (self.my - self.ay - self.ky * dt) * a
+            self.az += (self.mz - self.az - self.kz * dt) * a
+            self._fit()
+            self.age = 0
+            self.stuck = 0
+            if self.bad == 0:  # back on the baseline (not just a spike in a quiet run)
+                if 0 < self.exc_len < 150 and self.exc_peak > self.lane_peak:
+                    self.lane_peak = self.exc_peak
+                self.exc_len = 0
+                self.exc_peak = 0.0
             return False
-        if d < self.th_low:
-            self._count += 1
-            if self._count >= self.debounce:
-                return self._depart(None)
+        if not self.verified and d >= th_arr and self.rn >= self.settle:
+            b = self.base
+            if self._misfit(self.mx, self.my, self.mz) + 4.0 < self._misfit(b[0], b[1], b[2]):
+                self._anchor_here()  # the unverified baseline was a car, which has left: learn the bay
+                self.verified = True
+                return False
+        if self.held >= self.slow and d >= max(2.5, 8.0 * self.noise) and self.exc_peak >= max(self._th_big(), 3.0 * d):
+            th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
+        if d >= th_arr and (self.held >= self.slow or (d >= self._th_big() and self.rn >= self.settle)):
+            self.state = OCCUPIED
+            self._car_here()
+            self.stuck = 0
+            self.exc_len = 0
+            self.exc_peak = 0.0
+            return True
+        if d < th_arr:
+            self.stuck = self.held
+            if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level
+                self._anchor_here()
+                self.verified = False
+        return False
+
+    def _depart(self) -> bool:
+        self.state = VACANT
+        self._anchor_here()
+        self.verified = True
+        self.exc_len = 0
+        self.exc_peak = 0.0
+        return True
+
+    def _occupied(self) -> bool:
+        dc = self._from_car()
+        if not self.base_known:
+            if self.held >= 30 and dc >= self._th_arr():
+                if self._misfit(self.mx, self.my, self.mz) + 3.0 < self._misfit(self.cx, self.cy, self.cz):
+                    return self._depart()
+                if self.held >= self.move:
+                    self._car_here()
             return False
-        if from_car > self.th_high and from_car > d:
-            # Drifted while the car stood there: leave once the field has settled,
-            # and take the mean of the settled samples as the new baseline.
-            if self._count == 0 or _dist(x, y, z, self._ax, self._ay, self._az) > self.th_low / 2:
-                self._count = 0
-                self._ax, self._ay, self._az = x, y, z
-                self._sx = self._sy = self._sz = 0.0
-            self._count += 1
-            self._sx += x
-            self._sy += y
-            self._sz += z
-            if self._count >= self.settle_samples:
-                n = self._count
-                return self._depart((self._sx / n, self._sy / n, self._sz / n))
-            return False
-        self._count = 0
-        if from_car < self.th_low:
+        d = self._level_dev()
+        sig = self.sig
+        th_dep = _clamp(0.4 * sig, max(1.0, 3.0 * self.noise), self.th_low)
+        if d < th_dep:
+            return self._depart()
+        if dc < max(th_dep, 0.25 * sig):
             a = self.alpha
-            self.car = (cx + a * (x - cx), cy + a * (y - cy), cz + a * (z - cz))
+            self.cx += (self.mx - self.cx) * a
+            self.cy += (self.my - self.cy) * a
+            self.cz += (self.mz - self.cz) * a
+            self.sig = self._dev_of(self.cx, self.cy, self.cz)
+            return False
+        if self.held < self.slow:
+            return False
+        if not self.verified:
+            # three levels (baseline, car, this): the one nearest Earth's field is the empty bay
+            b = self.base
+            mb = self._misfit(b[0], b[1], b[2])
+            mc = self._misfit(self.cx, self.cy, self.cz)
+            ml = self._misfit(self.mx, self.my, self.mz)
+            if ml < mb and ml < mc:
+                return self._depart()
+            if mc < mb and mc < ml:
+                self.ax, self.ay, self.az, self.at = self.cx, self.cy, self.cz, self.temp
+                self.verified = True
+                self._car_here()
+                return False
+        if d < 0.5 * sig and dc > 0.5 * sig:
+            return self._depart()
+        if self.held >= self.move:
+            self._car_here()
         return False
 
 
-def make_detector(sample_ms, th_high=12.0, th_low=6.0, debounce=3, learn_samples=30, alpha=0.02):
-    """A Detector whose time-based settings (hold 8 s, settle 10 s, stuck 10 min)
-    are converted to sample counts for the given sample period."""
+def make_detector(
+    sample_ms: int,
+    th_high: float = 12.0,
+    th_low: float = 6.0,
+    debounce: int = 3,
+    learn_samples: int = 30,
+    alpha: float = 0.02,
+) -> Detector:
+    """A Detector whose time-based settings (settle 8 s, slow confirmation 100 s, stuck 20 min,
+    a changed signature 5 min, the temperature fit once a minute) are converted to sample
+    counts for the given sample period."""
     per_s = 1000.0 / sample_ms
     return Detector(
         th_high=th_high,
@@ -188,7 +521,9 @@ def make_detector(sample_ms, th_high=12.0, th_low=6.0, debounce=3, learn_samples
         debounce=debounce,
         learn_samples=learn_samples,
         alpha=alpha,
-        stuck_samples=max(10, int(600 * per_s)),
-        min_hold=max(2, int(8 * per_s)),
-        settle_samples=max(3, int(10 * per_s)),
+        settle=max(3, int(8 * per_s)),
+        slow=max(10, int(100 * per_s)),
+        stuck=max(20, int(1200 * per_s)),
+        move=max(20, int(300 * per_s)),
+        fit_every=max(1, int(60 * per_s)),
     )

@@ -1,5 +1,6 @@
 // Runs the firmware's driver, queue, config and detector tests, and the air-box
-// RAM measurement, under real MicroPython (the WebAssembly port, v1.27).
+// RAM measurement and the parking detector's RAM and time per sample, under real
+// MicroPython (the WebAssembly port, v1.27).
 // Usage: node firmware/tests_mpy/run.mjs [--mpy BUILD_DIR]
 // With --mpy the firmware modules are loaded from mpy-cross output instead of source.
 import { readFileSync, readdirSync, existsSync } from "node:fs";
@@ -71,4 +72,18 @@ try {
   failed += 1;
 }
 if (!lines.some((l) => l.startsWith("RAM airbox"))) failed += 1;
+
+// The parking detector: its heap and its cost per sample, in a fresh interpreter too.
+mp = await fresh();
+install(mp);
+try {
+  mp.runPython(readFileSync(join(here, "ram_parking.py"), "utf8"));
+  mp.runPython("import gc\ngc.collect()\nPARKING_BASE = gc.mem_alloc()");
+  mp.runPython("DET = run(TRACE)");
+  mp.runPython("gc.collect()\nprint('PARKING detector heap=%d' % (gc.mem_alloc() - PARKING_BASE))");
+} catch (e) {
+  console.error("parking measurement crashed:", e.message || e);
+  failed += 1;
+}
+if (!lines.some((l) => l.startsWith("PARKING detector"))) failed += 1;
 process.exit(failed ? 1 : 0);

@@ -256,21 +256,42 @@ def _parking(tmp_path: Path, samples: Any) -> tuple[Any, Device]:
     return app, device
 
 
+EMPTY, CAR = (30.0, -20.1, -26.2), (30.0, 9.9, -26.2)  # Taipei's field for a flat sensor; a car adds 30 uT
+
+
+def _manoeuvre(a: tuple[float, ...], b: tuple[float, ...]) -> list[tuple[float, float, float]]:
+    """Eight samples swinging between two fields, as a car driving in or out makes them."""
+    out = []
+    for i in range(8):
+        f = 0.2 + 0.1 * i + (0.5 if i % 2 else -0.3)
+        out.append((a[0] + (b[0] - a[0]) * f + 6.0 * (i % 3), a[1] + (b[1] - a[1]) * f, a[2] - 3.0 * (i % 2)))
+    return out
+
+
 def test_parking_publishes_boot_and_change_events_at_once(tmp_path: Path, lines: list[str]) -> None:
-    empty, car = (18.0, -4.0, 42.0), (18.0, 26.0, 42.0)
-    app, device = _parking(tmp_path, [empty] * 20 + [car] * 20 + [empty] * 20)
-    run_loop(device, app, lambda ms: None, max_cycles=60)
+    samples = [EMPTY] * 20 + _manoeuvre(EMPTY, CAR) + [CAR] * 20 + _manoeuvre(CAR, EMPTY) + [EMPTY] * 20
+    app, device = _parking(tmp_path, samples)
+    run_loop(device, app, lambda ms: None, max_cycles=len(samples))
     ups = _ups(FakeClient.instances[-1])
     assert [(u["ev"], u["m"]["occupied"]) for u in ups] == [("boot", 0), ("change", 1), ("change", 0)]
     assert ups[1]["m"]["batt_mv"] == 2950 and ups[1]["m"]["mag"] > 25
 
 
+def test_parking_status_reports_baseline_age_confidence_and_relearning(tmp_path: Path, lines: list[str]) -> None:
+    app, device = _parking(tmp_path, [EMPTY] * 40)
+    run_loop(device, app, lambda ms: None, max_cycles=40)
+    statuses = [json.loads(p) for t, p, _ in FakeClient.instances[-1].published if t.endswith("/status")]
+    first, last = statuses[0], statuses[-1]
+    assert first["base_age_s"] is None and first["relearn"] is True and first["conf"] == 0.0
+    assert last["online"] is True and last["base_age_s"] == 0 and 0.5 <= last["conf"] <= 1.0
+    assert last["relearn"] is True  # learnt at first boot: unconfirmed until a car has come and gone
+
+
 def test_parking_reboot_with_a_car_on_the_bay_uses_the_saved_baseline(tmp_path: Path, lines: list[str]) -> None:
-    empty, car = (18.0, -4.0, 42.0), (18.0, 26.0, 42.0)
-    app, device = _parking(tmp_path, [empty] * 10)
+    app, device = _parking(tmp_path, [EMPTY] * 10)
     run_loop(device, app, lambda ms: None, max_cycles=10)
     assert (tmp_path / "baseline.json").exists()
-    app2, device2 = _parking(tmp_path, [car] * 20)  # power cut, car arrives, device boots again
+    app2, device2 = _parking(tmp_path, [CAR] * 20)  # power cut, car arrives, device boots again
     run_loop(device2, app2, lambda ms: None, max_cycles=20)
     ups = _ups(FakeClient.instances[-1])
-    assert ("change", 1) in [(u["ev"], u["m"]["occupied"]) for u in ups]
+    assert [(u["ev"], u["m"]["occupied"]) for u in ups] == [("boot", 1)]  # the boot message carries the car

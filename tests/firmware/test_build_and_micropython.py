@@ -15,6 +15,9 @@ from citysense import firmware_cli
 RUN_MJS = firmware_cli.FIRMWARE_DIR / "tests_mpy" / "run.mjs"
 WASM_PKG = firmware_cli.FIRMWARE_DIR / "tests_mpy" / "node_modules" / "@micropython"
 RAM_LIMIT = 64 * 1024
+PARKING_RAM_LIMIT = 4 * 1024  # the detector object after gc.collect()
+PARKING_US_LIMIT = 1000  # per sample under the WebAssembly port (1 sample/s leaves plenty)
+PARKING_ALLOC_LIMIT = 4096  # boxed floats per sample, collected at once; no container grows
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +121,17 @@ def _report(out: str, label: str) -> None:
         f"\nMicroPython 1.27 (wasm, {label}): {summary.group(1)} tests passed; "
         f"air-box heap after gc.collect(): {heap_used} bytes ({heap_used / 1024:.1f} KB, limit 64 KB)"
     )
-    for line in out.splitlines():
-        if line.startswith("parking detector:"):
-            print("MicroPython " + line)
     assert heap_used < RAM_LIMIT
+    cost = re.search(r"PARKING per_sample_us=(\d+) alloc_per_sample=(\d+)", out)
+    heap = re.search(r"PARKING detector heap=(\d+)", out)
+    assert cost and heap, out[-2000:]
+    per_sample_us, alloc = (int(g) for g in cost.groups())
+    held = int(heap.group(1))
+    print(
+        f"parking detector under MicroPython: {held} bytes held, {per_sample_us} us and "
+        f"{alloc} bytes of short-lived floats per sample"
+    )
+    assert held < PARKING_RAM_LIMIT and per_sample_us < PARKING_US_LIMIT and alloc < PARKING_ALLOC_LIMIT
 
 
 def test_portable_tests_pass_under_micropython_from_mpy_cross_output(build_dir: tuple[Path, list[Path]]) -> None:

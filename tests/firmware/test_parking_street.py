@@ -1,0 +1,130 @@
+"""The parking detector scored on physically modelled street traces it was not tuned on (CPython only).
+
+The detector's constants were tuned on seeds 1000-1001 (`python firmware/host/parkscore.py --seed 1000`);
+this file scores the held-out seed set 2000 (one trace per family, 12.5 trace-days) with the
+definitions of firmware/host/parkscore.py. The thresholds are what the detector achieves there with
+a small margin, per family; the issue's goal (99 % recall and precision, 99.5 % occupied time in every
+family) is not met by all families yet, and the floors below say by how much.
+"""
+
+from __future__ import annotations
+
+import math
+
+import parkscore
+import pytest
+import streettraces
+
+HELD_OUT_SEED = 2000
+
+# family: (recall %, precision %, occupied-time %) floors on the held-out set
+FLOORS: dict[str, tuple[float, float, float]] = {
+    "cars_parallel": (99.0, 99.0, 99.5),
+    "perpendicular_neighbours": (99.0, 99.0, 99.5),
+    "scooters": (90.0, 94.0, 90.0),
+    "high_chassis_vans": (99.0, 99.0, 99.5),
+    "bus_bay": (99.0, 99.0, 99.5),
+    "busy_lane_queues": (99.0, 99.0, 99.5),
+    "quick_turnover": (98.0, 99.0, 98.5),
+    "long_stays_heat": (99.0, 99.0, 99.5),
+    "reboots_maintenance": (99.0, 99.0, 99.5),
+    "install_with_car": (90.0, 92.0, 90.0),
+    "noisy_sensor": (94.0, 99.0, 95.0),
+}
+
+
+@pytest.fixture(scope="module")
+def held_out() -> dict[str, parkscore.Score]:
+    return parkscore.score_set(streettraces.seed_set(HELD_OUT_SEED, 1), parkscore.default_detector)
+
+
+@pytest.mark.slow
+def test_detector_meets_the_floors_of_every_family_on_the_held_out_street_set(
+    held_out: dict[str, parkscore.Score],
+) -> None:
+    print("\n" + parkscore.table(held_out))
+    assert set(held_out) == set(FLOORS)
+    for family, (recall, precision, occupied) in FLOORS.items():
+        s = held_out[family]
+        assert s.recall >= recall and s.precision >= precision and s.occupied_accuracy >= occupied, family
+        assert s.flaps == 0, family
+
+
+@pytest.mark.slow
+def test_detector_finds_98_percent_of_all_held_out_events_with_under_half_a_false_change_a_day(
+    held_out: dict[str, parkscore.Score],
+) -> None:
+    total = parkscore.Score("all")
+    for s in held_out.values():
+        total.add(s)
+    assert total.events > 600
+    assert total.recall >= 97.5 and total.precision >= 99.0 and total.false_per_day <= 0.5
+
+
+def test_street_traces_are_seeded_and_have_earth_s_field_when_the_bay_is_empty() -> None:
+    fam = next(f for f in streettraces.FAMILIES if f.name == "cars_parallel")
+    a, b = streettraces.generate(fam, 5), streettraces.generate(fam, 5)
+    assert a.x == b.x and a.truth == b.truth and a.events() == b.events()
+    empty = [i for i in range(a.n) if a.ok[i] and not a.truth[i]][:600]
+    mag = sum(math.sqrt(a.x[i] ** 2 + a.y[i] ** 2 + a.z[i] ** 2) for i in empty) / len(empty)
+    assert abs(mag - streettraces.EARTH_UT) < 12.0  # installation offset and gain errors, not more
+    q = streettraces.LSB_UT
+    assert all(abs(a.x[i] / q - round(a.x[i] / q)) < 1e-6 for i in empty)  # QMC5883L counts
+
+
+def test_a_parked_car_swings_the_field_in_direction_during_its_manoeuvre() -> None:
+    earth = streettraces.earth_in_bay(30.0)
+    import random
+
+    rng = random.Random(3)
+    lay = streettraces.Layout("parallel", 6.0, -3.0)
+    car = streettraces.make_vehicle(rng, "car", earth)
+    car.keys = streettraces.arrival_path(rng, lay, 100.0, (0.0, 0.0, 0.0)).keys
+    fields = [car.field_at_sensor(float(t)) for t in range(60, 101)]
+    parked = fields[-1]
+    angles = []
+    for f in fields:
+        dot = sum(p * q for p, q in zip(f, parked, strict=True))
+        n = math.sqrt(sum(p * p for p in f)) * math.sqrt(sum(p * p for p in parked))
+        angles.append(math.degrees(math.acos(max(-1.0, min(1.0, dot / n)))) if n > 1e-9 else 0.0)
+    assert max(angles) > 45.0  # not one vector scaled up and down
+    assert math.sqrt(sum(p * p for p in parked)) > 5.0
+
+
+def test_score_counts_a_late_report_as_missed_and_a_blip_as_flapping() -> None:
+    fam = streettraces.Family("unit", 0.05, neighbours=False, lane_per_h=0.0, stay_s=(600.0, 601.0))
+    tr = streettraces.generate(fam, 1)
+    events = tr.events()
+    assert events, "the unit trace holds a visit"
+
+    class Replay:
+        """A stand-in detector that reports given changes at given samples."""
+
+        def __init__(self, plan: dict[int, int]) -> None:
+            self.plan, self.i, self.state, self.occupied = plan, 0, 1, 0
+
+        def update(self, x: float, y: float, z: float, t: float | None = None) -> bool:
+            self.i += 1
+            if self.i - 1 in self.plan:
+                self.occupied = self.plan[self.i - 1]
+                return True
+            return False
+
+        def skip(self) -> None:
+            self.i += 1
+
+        def snapshot(self) -> list[float]:
+            return []
+
+    t_in = events[0][0]
+    good = {t + 10: st for t, st in events}
+    late = {**good, t_in + parkscore.LATE_S + 5: 1}
+    del late[t_in + 10]
+    blip = {**good, t_in + 200: 0, t_in + 230: 1}
+    s_good = parkscore.score_trace(tr, lambda: Replay(good))  # type: ignore[arg-type,return-value]
+    s_late = parkscore.score_trace(tr, lambda: Replay(late))  # type: ignore[arg-type,return-value]
+    s_blip = parkscore.score_trace(tr, lambda: Replay(blip))  # type: ignore[arg-type,return-value]
+    n = len(events)
+    assert s_good.recall == 100.0 and s_good.precision == 100.0 and s_good.occupied_accuracy == 100.0
+    assert s_late.matched == n - 1 and s_late.flaps == 0 and s_late.occupied_accuracy < 100.0
+    assert s_blip.matched == n and s_blip.flaps == 1 and s_blip.reports == n + 2
