@@ -75,6 +75,7 @@ class Device:
         self.status_now = True
         self.want_setup = ""
         self.sent = 0
+        self.status_fields: "Callable[[], dict[str, object]] | None" = None  # the application's own status keys
         session.on_message = self._on_message
 
     # ---- readings --------------------------------------------------------
@@ -148,6 +149,11 @@ class Device:
         }
         if self.cfg_error:
             doc["cfg_error"] = self.cfg_error
+        if self.status_fields is not None:
+            try:
+                doc.update(self.status_fields())
+            except Exception as exc:  # noqa: BLE001 - the status must go out even if the app's part fails
+                self.error("status_fields_failed", exc)
         return dumps(doc)
 
     def _on_message(self, topic: "str | bytes", msg: bytes) -> None:

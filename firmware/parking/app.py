@@ -22,7 +22,7 @@ import json
 from clock import ticks_add, ticks_diff, ticks_ms
 from log import log
 
-from parking.detector import make_detector
+from parking.detector import Detector, make_detector
 
 TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
 if TYPE_CHECKING:
@@ -57,12 +57,11 @@ class ParkingSensor:
         self.temp: "float | None" = None
         self.field = 0.0
         self.booted = False
-        self.relearn_shown = None
-        self._device_status = device.status
-        device.status = self.status  # the device's status plus the detector's fields
+        self.relearn_shown: "bool | None" = None
+        device.status_fields = self.status_fields  # the detector's part of the device's retained status
         self._load_baseline()
 
-    def _new_detector(self) -> "Any":  # parking.detector is not type-checked yet: see firmware/mypy-device.ini
+    def _new_detector(self) -> "Detector":
         c = self.cfg
         return make_detector(
             c["sample_ms"], c["th_high_ut"], c["th_low_ut"], c["debounce"], c["learn_samples"], c["baseline_alpha"]
@@ -75,15 +74,11 @@ class ParkingSensor:
         if old.base_known:
             self.detector.restore(old.snapshot())
 
-    def status(self) -> str:
-        """The device's retained status JSON with the detector's baseline age, confidence and re-learning flag."""
-        text = self._device_status()
+    def status_fields(self) -> "dict[str, object]":
+        """The detector's baseline age (s, None before one is known), confidence and re-learning flag."""
         d = self.detector
-        age = "null"
-        if d.base_known:
-            age = "%d" % (d.age * self.cfg["sample_ms"] // 1000)
-        return text[:-1] + ',"base_age_s":%s,"conf":%.2f,"relearn":%s}' % (
-            age, d.confidence, "true" if d.needs_relearning else "false")
+        age = d.age * self.cfg["sample_ms"] // 1000 if d.base_known else None
+        return {"base_age_s": age, "conf": round(d.confidence, 2), "relearn": bool(d.needs_relearning)}
 
     def _load_baseline(self) -> None:
         try:
