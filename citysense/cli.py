@@ -138,7 +138,8 @@ def db_maintain() -> None:
 
     settings = _settings()
     try:
-        for line in run_maintenance(settings.database_url, settings.retention_days):
+        days = settings.dead_letter_retention_days
+        for line in run_maintenance(settings.database_url, settings.retention_days, days):
             console.print(line, markup=False)
     except BackendError as exc:
         raise fail(str(exc)) from None

@@ -5,6 +5,12 @@ from __future__ import annotations
 MAX_PAYLOAD_BYTES = 256 * 1024
 """Largest MQTT payload the gateway decodes; larger ones are dead-lettered with their size."""
 
+DEAD_LETTER_PAYLOAD_BYTES = 4096
+"""A dead letter keeps this much of its payload (with the full size and a digest of all of it)."""
+
+DEAD_LETTER_TOPIC_CHARS = 1000
+"""... and this much of its topic."""
+
 MAX_READING_AGE_S = 14 * 86400.0
 """Oldest device time the gateway trusts (a device queue holds about a day; two weeks is a broken
 clock): older readings get the receive time and CLOCK_SKEW. The aggregates' refresh window and

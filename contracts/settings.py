@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     receipt_interval_s: float = Field(
         2.0, ge=0.1, le=60, description="At most one receipt per device this often (coalesced)"
     )
+    dead_letter_retention_days: int = Field(
+        30, ge=1, le=3650, description="Dead letters older than this are deleted by `db maintain`"
+    )
+    new_devices_per_minute: int = Field(
+        600, ge=0, le=1_000_000,
+        description="Open network: new ids a gateway registers per minute; the excess is dead-lettered (0 = none)",
+    )
     require_timescaledb: bool = Field(
         False, description="Refuse to migrate onto plain PostgreSQL (production: fail instead of falling back)"
     )

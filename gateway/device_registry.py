@@ -34,10 +34,34 @@ ChangeCallback = Callable[[str | None], None]
 """Called with the id of a device whose registration or calibration changed; None = any device."""
 
 
+class NewDeviceBudget:
+    """How many new ids an open network registers per minute (a token bucket: `per_minute` a
+    minute, bursts up to that many). Without it 10,000 made-up ids in two seconds became 10,000
+    permanent device rows and a 2.5 MB city map. Per gateway process: with N replicas the city
+    admits N times the figure, still bounded."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.tokens = float(per_minute)
+        self.at = time.monotonic()
+
+    def take(self, wanted: int) -> int:
+        """How many of `wanted` new ids may be registered now."""
+        now = time.monotonic()
+        self.tokens = min(float(self.per_minute), self.tokens + (now - self.at) * self.per_minute / 60.0)
+        self.at = now
+        granted = min(wanted, int(self.tokens))
+        self.tokens -= granted
+        return granted
+
+
 class DeviceRegistry:
-    def __init__(self, database_url: str, accept_unknown: bool, refresh_s: float = 60.0) -> None:
+    def __init__(
+        self, database_url: str, accept_unknown: bool, refresh_s: float = 60.0, new_per_minute: int = 600
+    ) -> None:
         self.database_url = database_url
         self.accept_unknown = accept_unknown
+        self.new_budget = NewDeviceBudget(new_per_minute)
         self.refresh_s = refresh_s
         self.known: set[str] = set()
         self.registered: set[str] = set()

@@ -177,10 +177,22 @@ class Pipeline:
             decoded[:] = keep
             unknown = set()
         new: dict[str, NewDevice] = {}
-        for _, d in decoded:
-            if d.device_id in unknown and d.device_id not in new:
-                lat, lon = d.location if d.location else (None, None)
-                new[d.device_id] = NewDevice(d.device_id, d.kind, lat, lon)
+        if unknown:
+            admitted = set(sorted(unknown)[: self.registry.new_budget.take(len(unknown))])
+            if len(admitted) < len(unknown):
+                limit = self.registry.new_budget.per_minute
+                keep = []
+                for msg, d in decoded:
+                    if d.device_id in unknown and d.device_id not in admitted:
+                        why = f"new devices: {limit} a minute registered already; {d.device_id!r} was not"
+                        self._reject(batch, rejected, msg, why)
+                    else:
+                        keep.append((msg, d))
+                decoded[:] = keep
+            for _, d in decoded:
+                if d.device_id in admitted and d.device_id not in new:
+                    lat, lon = d.location if d.location else (None, None)
+                    new[d.device_id] = NewDevice(d.device_id, d.kind, lat, lon)
         batch.devices.extend(new.values())
         kinds = self.registry.kinds
         for device in new.values():  # now, not at commit: the next batch is prepared while this one commits
@@ -201,7 +213,7 @@ class Pipeline:
     @staticmethod
     def _reject(batch: Batch, rejected: Counter[str], msg: Inbound, reason: str) -> None:
         batch.rejected.append(Rejected(msg.received_at, msg.topic, msg.payload, reason))
-        rejected[reason.split(":", maxsplit=1)[0][:60]] += 1
+        rejected[telemetry.reason_label(reason)] += 1
 
     async def batcher(self, stop: asyncio.Event) -> None:
         try:
@@ -211,6 +223,7 @@ class Pipeline:
                     if stop.is_set():
                         break
                     continue
+                telemetry.MESSAGES_RECEIVED.inc(len(messages))
                 telemetry.QUEUE_DEPTH.set(len(self.source.queue))
                 await self._handover.put(await self.prepare(messages))
         finally:
@@ -302,7 +315,6 @@ class Pipeline:
         telemetry.DUPLICATES.inc(max(0, len(p.batch.readings) - readings))
         for codec, n in p.accepted.items():
             telemetry.MESSAGES_ACCEPTED.labels(codec).inc(n)
-            telemetry.MESSAGES_RECEIVED.labels(codec).inc(n)
         for reason, n in p.rejected.items():
             telemetry.MESSAGES_REJECTED.labels(reason).inc(n)
         log.debug("event=batch_committed messages=%d readings=%d ms=%.1f", len(p.messages), readings, seconds * 1000)

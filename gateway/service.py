@@ -85,7 +85,9 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     if settings.gateway_metrics_port:
         start_http_server(settings.gateway_metrics_port, addr="127.0.0.1", registry=telemetry.REGISTRY)
 
-    registry = DeviceRegistry(settings.database_url, settings.accept_unknown_devices)
+    registry = DeviceRegistry(
+        settings.database_url, settings.accept_unknown_devices, new_per_minute=settings.new_devices_per_minute
+    )
     calibrator = Calibrator(settings.database_url)
     await _initial_load(stop, registry, calibrator)
     # a registration, retirement, token or calibration change reaches the models at once

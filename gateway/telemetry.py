@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import re
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_DIGITS = re.compile(r"\d+")
 
 MESSAGES_RECEIVED = Counter(
-    "citysense_gateway_messages_received", "MQTT messages taken off the broker", ["codec"], registry=REGISTRY
+    "citysense_gateway_messages_received", "MQTT messages taken off the broker (accepted, rejected or not yet either)",
+    registry=REGISTRY,
 )
 MESSAGES_ACCEPTED = Counter(
     "citysense_gateway_messages_accepted", "Messages decoded and committed", ["codec"], registry=REGISTRY
 )
 MESSAGES_REJECTED = Counter(
-    "citysense_gateway_messages_rejected", "Messages dead-lettered", ["reason"], registry=REGISTRY
+    "citysense_gateway_messages_rejected", "Messages dead-lettered, by kind of reason (ids and numbers left out)",
+    ["reason"], registry=REGISTRY,
 )
+
+
+def reason_label(reason: str) -> str:
+    """A bounded label for a dead letter's reason: quoted values (ids, names) and numbers are
+    replaced, so made-up device ids cannot grow the metric without bound."""
+    return _DIGITS.sub("N", _QUOTED.sub("…", reason)).split(":", maxsplit=1)[0][:60]
 MESSAGES_ACKED = Counter("citysense_gateway_messages_acked", "PUBACKs sent after commit", registry=REGISTRY)
 ROWS_WRITTEN = Counter(
     "citysense_gateway_rows_written", "Rows inserted (new, not duplicates)", ["table"], registry=REGISTRY

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from contracts.limits import DEAD_LETTER_PAYLOAD_BYTES, DEAD_LETTER_TOPIC_CHARS
 from contracts.records import ParkingRow, ReadingRow
 from ingest import series_windows
 from ingest.device_store import NewDevice, auto_register
@@ -72,9 +73,9 @@ ON CONFLICT (device_id, time) DO NOTHING
 """
 
 _INSERT_REJECTED = """
-INSERT INTO rejected_messages (received_at, topic, payload, reason, digest)
-SELECT to_timestamp(r), t, p, why, dg
-FROM unnest($1::float8[], $2::text[], $3::bytea[], $4::text[], $5::bytea[]) AS u(r, t, p, why, dg)
+INSERT INTO rejected_messages (received_at, topic, payload, payload_bytes, reason, digest)
+SELECT to_timestamp(r), t, p, n, why, dg
+FROM unnest($1::float8[], $2::text[], $3::bytea[], $4::int[], $5::text[], $6::bytea[]) AS u(r, t, p, n, why, dg)
 ON CONFLICT (digest) DO NOTHING
 """
 
@@ -287,8 +288,10 @@ class BatchWriter:
                 rej = batch.rejected
                 rejected_n = _count(
                     await conn.execute(
-                        _INSERT_REJECTED, [r.received_at for r in rej], [r.topic for r in rej],
-                        [r.payload for r in rej], [r.reason[:1000] for r in rej], [r.digest() for r in rej],
+                        _INSERT_REJECTED, [r.received_at for r in rej],
+                        [r.topic[:DEAD_LETTER_TOPIC_CHARS] for r in rej],
+                        [r.payload[:DEAD_LETTER_PAYLOAD_BYTES] for r in rej], [len(r.payload) for r in rej],
+                        [r.reason[:1000] for r in rej], [r.digest() for r in rej],
                     )
                 )
             if batch.statuses:

@@ -36,7 +36,7 @@ _TS_EXPIRED = (
 _TS_DROP = "SELECT count(*) FROM drop_chunks(%s::regclass, older_than => %s::timestamptz)"
 
 
-def run_maintenance(database_url: str, retention_days: int) -> Iterator[str]:
+def run_maintenance(database_url: str, retention_days: int, dead_letter_days: int = 30) -> Iterator[str]:
     """Refresh, compress, expire; yields one line per step saying what changed.
 
     The retention must reach past the refresh window: refreshing buckets whose raw rows are
@@ -71,3 +71,7 @@ def run_maintenance(database_url: str, retention_days: int) -> Iterator[str]:
         else:
             cur = conn.execute("DELETE FROM readings WHERE time < %s", (cutoff,))
             yield f"raw readings older than {retention_days} days deleted: {cur.rowcount} (aggregates kept)"
+        cur = conn.execute(
+            "DELETE FROM rejected_messages WHERE received_at < %s", (now - timedelta(days=dead_letter_days),)
+        )
+        yield f"dead letters older than {dead_letter_days} days deleted: {cur.rowcount}"

@@ -111,7 +111,7 @@ async def rejected(
         args.append(f"%{reason}%")
     async with db.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT received_at, topic, reason, length(payload) AS bytes, "
+            f"SELECT received_at, topic, reason, coalesce(payload_bytes, length(payload)) AS bytes, "
             f"encode(substring(payload FROM 1 FOR 200), 'escape') AS payload_start "
             f"FROM rejected_messages {where} ORDER BY received_at DESC LIMIT %s".encode(),
             [*args, limit],

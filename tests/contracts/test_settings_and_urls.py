@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -54,3 +56,11 @@ def test_default_client_id_differs_per_instance_and_host(monkeypatch: pytest.Mon
     monkeypatch.setenv("CITYSENSE_GATEWAY_INSTANCE", "a b")
     with pytest.raises(ValidationError, match="gateway_instance"):
         Settings()
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    """The README's configuration table is the whole truth about configuration (contracts/settings.py)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    names = [f"CITYSENSE_{name.upper()}" for name in Settings.model_fields]
+    missing = [name for name in names if f"`{name}`" not in readme]
+    assert not missing, f"settings not documented in README.md: {missing}"

@@ -97,3 +97,20 @@ def test_a_retention_inside_the_refresh_window_is_refused(database_url: str) -> 
     """A refresh over buckets whose raw rows are gone would empty them, on both backends."""
     with pytest.raises(ValueError, match="retention"):
         list(run_maintenance(database_url, retention_days=AGGREGATE_REFRESH_DAYS))
+
+
+def test_dead_letters_past_their_retention_are_deleted(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO rejected_messages (received_at, topic, payload, payload_bytes, reason, digest) VALUES "
+            "(now() - interval '40 days', 't', 'old', 3, 'r', 'd1'),"
+            " (now() - interval '1 day', 't', 'new', 3, 'r', 'd2')"
+        )
+    lines = list(run_maintenance(database_url, retention_days=365, dead_letter_days=30))
+    assert "dead letters older than 30 days deleted: 1" in lines
+    assert _dead_letters(database_url) == [b"new"]
+
+
+def _dead_letters(url: str) -> list[bytes]:
+    with psycopg.connect(url) as conn:
+        return [bytes(r[0]) for r in conn.execute("SELECT payload FROM rejected_messages")]
