@@ -17,6 +17,7 @@ class MetricSpec:
     low: float
     high: float
     can_be_negative: bool = False
+    decimals: int = 1  # the precision the sensors report it with: exports and aggregates are rounded to it
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -25,15 +26,15 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("pm1", "µg/m³", 0.0, 1000.0),
         MetricSpec("pm25", "µg/m³", 0.0, 1000.0),
         MetricSpec("pm10", "µg/m³", 0.0, 2000.0),
-        MetricSpec("t", "°C", -40.0, 70.0, can_be_negative=True),
+        MetricSpec("t", "°C", -40.0, 70.0, can_be_negative=True, decimals=2),
         MetricSpec("rh", "%", 0.0, 100.0),
         MetricSpec("p", "hPa", 300.0, 1100.0),
-        MetricSpec("co2", "ppm", 250.0, 10000.0),
-        MetricSpec("occupied", "0/1", 0.0, 1.0),
-        MetricSpec("mag", "µT", 0.0, 5000.0),  # parking: deviation from the learnt baseline
-        MetricSpec("mag_base", "µT", 0.0, 5000.0),  # parking heartbeat: the baseline itself
-        MetricSpec("batt_mv", "mV", 0.0, 6000.0),
-        MetricSpec("rssi", "dBm", -130.0, 0.0, can_be_negative=True),
+        MetricSpec("co2", "ppm", 250.0, 10000.0, decimals=0),
+        MetricSpec("occupied", "0/1", 0.0, 1.0, decimals=0),
+        MetricSpec("mag", "µT", 0.0, 5000.0, decimals=2),  # parking: deviation from the learnt baseline
+        MetricSpec("mag_base", "µT", 0.0, 5000.0, decimals=2),  # parking heartbeat: the baseline itself
+        MetricSpec("batt_mv", "mV", 0.0, 6000.0, decimals=0),
+        MetricSpec("rssi", "dBm", -130.0, 0.0, can_be_negative=True, decimals=0),
     )
 }
 

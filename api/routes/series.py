@@ -4,11 +4,16 @@ Every bucket says how many readings it holds against how many the device's inter
 would give (`expected`), so a bureau can tell a clean hour from a half-empty one. On
 TimescaleDB the continuous aggregates answer (real-time aggregation on); on the plain
 PostgreSQL fallback the buckets are computed from raw readings, so they are never stale.
+
+Both backends give the same JSON: the range is widened to whole buckets (start down, end up,
+on UTC bucket boundaries) and both select by bucket, so neither returns a partial first or
+last bucket; min and max are rounded to the metric's registry precision and avg to one digit
+more (float sums in a different order differ in the last bits, never in those digits).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -18,10 +23,13 @@ from api.deps import DbDep
 from api.errors import READ_ERRORS
 from api.params import DeviceId, Metric, Timestamp, check_metric, time_range
 from api.rate_limit import RateLimited
+from contracts.metrics import METRICS
 
 router = APIRouter(prefix="/v1", tags=["series"], dependencies=[RateLimited], responses=READ_ERRORS)
 
 BUCKETS = {"1h": (timedelta(hours=1), "readings_1h"), "1d": (timedelta(days=1), "readings_1d")}
+
+_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)  # date_bin's and time_bucket's boundaries, hourly and daily
 
 _FROM_RAW = """
 SELECT date_bin(%(width)s::interval, time, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
@@ -50,19 +58,30 @@ async def series(
     interval_s: int = Query(60, ge=1, le=86400, description="The device's reporting interval, for coverage"),
 ) -> dict[str, Any]:
     check_metric(metric)
-    t0, t1 = time_range(start, end, timedelta(days=7))
     width, view = BUCKETS[bucket]
+    t0, t1 = _whole_buckets(*time_range(start, end, timedelta(days=7)), width)
     args = {"device": device_id, "metric": metric, "start": t0, "end": t1, "width": width}
     sql = _FROM_AGGREGATE.format(view=view) if request.app.state.backend == "timescaledb" else _FROM_RAW
     async with db.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql.encode(), args)
         rows = await cur.fetchall()
     expected = int(width.total_seconds() // interval_s)
+    decimals = METRICS[metric].decimals if metric in METRICS else 3
     for r in rows:
+        for key, places in (("avg", decimals + 1), ("min", decimals), ("max", decimals)):
+            if r[key] is not None:
+                r[key] = round(float(r[key]), places)
         r["expected"] = expected
         r["coverage"] = round(min(1.0, r["count"] / expected), 3) if expected else None
     return {
         "meta": {"device_id": device_id, "metric": metric, "bucket": bucket, "start": t0, "end": t1,
-                 "found": len(rows), "backend": request.app.state.backend},
+                 "found": len(rows), "backend": request.app.state.backend, "decimals": decimals},
         "results": rows,
     }
+
+
+def _whole_buckets(start: datetime, end: datetime, width: timedelta) -> tuple[datetime, datetime]:
+    """[start, end) widened to bucket boundaries: start down, end up."""
+    first = _ORIGIN + ((start - _ORIGIN) // width) * width
+    last = _ORIGIN + -((_ORIGIN - end) // width) * width
+    return first, last
