@@ -17,6 +17,7 @@ from psycopg_pool import PoolTimeout, TooManyRequests
 from pydantic import BaseModel, Field
 
 from contracts.settings import Settings
+from ingest.backend import SchemaMissing
 
 RETRY_AFTER_S = 5
 """What a 503 asks the client to wait: about one statement timeout."""
@@ -82,7 +83,11 @@ def install_database_error_handlers(app: FastAPI, settings: Settings) -> None:
     async def database_down(_: Request, __: Exception) -> JSONResponse:
         return unavailable("the database is unreachable right now: retry in a few seconds")
 
+    async def schema_missing(_: Request, __: Exception) -> JSONResponse:
+        return unavailable(str(SchemaMissing()), retry_after_s=60)
+
     app.add_exception_handler(psycopg.errors.QueryCanceled, statement_timeout)
     app.add_exception_handler(PoolTimeout, pool_busy)
     app.add_exception_handler(TooManyRequests, pool_busy)
     app.add_exception_handler(psycopg.OperationalError, database_down)
+    app.add_exception_handler(psycopg.errors.UndefinedTable, schema_missing)  # a database never migrated

@@ -16,7 +16,6 @@ from typing import Annotated, Any, NoReturn
 
 import psycopg
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -26,6 +25,7 @@ from calibration.fitting import MIN_POINTS_DEFAULT, FitError, FitKind, align, fi
 from calibration.models import CalibrationModelError
 from calibration.reference_import import ReferenceFormatError, read_reference
 from calibration.series import to_datetime
+from citysense.terminal import make_console
 from contracts.settings import get_settings
 from ingest.calibration_store import (
     StoreError,
@@ -42,8 +42,8 @@ app = typer.Typer(
     help="Calibrate sensors: fit against a reference station, re-apply to history, find drifting devices.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def fail(message: str) -> NoReturn:

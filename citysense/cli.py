@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from citysense.logging_setup import setup_logging
+from citysense.terminal import make_console
 from contracts.settings import Settings, get_settings
 from contracts.urls import redact_url
 
@@ -24,7 +24,7 @@ db_app = typer.Typer(help="Database schema and maintenance jobs.", no_args_is_he
 device_app = typer.Typer(help="Register and list devices.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(device_app, name="device")
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def _settings() -> Settings:
@@ -62,7 +62,7 @@ def demo(
 @app.command()
 def gateway() -> None:
     """Run the MQTT -> database gateway (configured by CITYSENSE_* variables)."""
-    from gateway.service import run_gateway  # noqa: PLC0415
+    from gateway.service import GatewayStartError, run_gateway  # noqa: PLC0415
 
     settings = _settings()
     try:
@@ -71,7 +71,10 @@ def gateway() -> None:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(run_gateway(settings))
+    try:
+        asyncio.run(run_gateway(settings))
+    except GatewayStartError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()

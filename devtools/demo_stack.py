@@ -42,7 +42,7 @@ class _DemoConsole(Console):
         os.dup2(devnull, sys.stdout.fileno())
 
 
-console = _DemoConsole()
+console = _DemoConsole(soft_wrap=True)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 

@@ -34,6 +34,10 @@ V1_TOPICS = ["citysense/v1/+/+/up", "citysense/v1/+/+/status"]
 LASS_TOPICS = ["LASS/Test/PM25/#", "LASS/AirBox/#"]  # '#' also matches the parent topic itself
 
 
+class GatewayStartError(RuntimeError):
+    """The gateway cannot start; the text says why and what to change."""
+
+
 def subscriptions(settings: Settings) -> list[str]:
     topics = V1_TOPICS + LASS_TOPICS
     if settings.mqtt_shared_group:
@@ -83,7 +87,13 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
     if settings.gateway_metrics_port:
-        start_http_server(settings.gateway_metrics_port, addr="127.0.0.1", registry=telemetry.REGISTRY)
+        try:
+            start_http_server(settings.gateway_metrics_port, addr="127.0.0.1", registry=telemetry.REGISTRY)
+        except OSError as exc:
+            raise GatewayStartError(
+                f"the gateway's metrics port {settings.gateway_metrics_port} is taken ({exc.strerror}): stop what "
+                "holds it, or set CITYSENSE_GATEWAY_METRICS_PORT to another port (0 = no /metrics)"
+            ) from None
 
     registry = DeviceRegistry(
         settings.database_url, settings.accept_unknown_devices, new_per_minute=settings.new_devices_per_minute
