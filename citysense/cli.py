@@ -265,7 +265,7 @@ def device_list() -> None:
         rows = conn.execute(
             "SELECT device_id, kind, registered, coalesce(school, site, ''), lat, lon FROM devices ORDER BY device_id"
         ).fetchall()
-    typer.echo("\t".join(("device_id", "kind", "registered", "school_or_site", "lat", "lon")))  # a header, tab-separated
+    typer.echo("\t".join(("device_id", "kind", "registered", "school_or_site", "lat", "lon")))  # header
     for r in rows:
         typer.echo("\t".join("" if v is None else str(v) for v in r))
 
