@@ -1,5 +1,9 @@
 """The FastAPI application: routers, the connection pool, readable 422s, and the guards against starvation.
 
+Reads and writes have their own pools (api/deps.py: DbDep, PrimaryDbDep): with
+CITYSENSE_DATABASE_READ_URL every read, health included, goes to that streaming replica and
+only admin writes to the primary; without it the two pools are one.
+
 Guards, each a setting: every pooled query has a statement timeout (503 when hit), a pooled
 connection is checked before use (a database restart costs no 500), health has its own
 connection, exports are bounded, read routes are rate-limited per client, and CORS opens
@@ -60,13 +64,18 @@ def _validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
             for err in errors]
 
 
-def open_pool(settings: Settings) -> AsyncConnectionPool:
-    """The query pool: a statement timeout on every connection, each checked before a request gets it."""
+PRIMARY_POOL_SIZE = 4
+"""Connections to the primary when reads go to a replica: only admin writes use them, rare and short."""
+
+
+def open_pool(settings: Settings, url: str | None = None, *, max_size: int | None = None,
+              name: str = "citysense-api") -> AsyncConnectionPool:
+    """A query pool on `url` (default: where the API reads): a statement timeout on every
+    connection, each checked before a request gets it."""
     return AsyncConnectionPool(
-        settings.database_url, min_size=2, max_size=settings.api_pool_size, open=False,
-        timeout=settings.api_pool_timeout_s, check=AsyncConnectionPool.check_connection,
-        kwargs={"options": f"-c statement_timeout={settings.api_statement_timeout_ms}",
-                "application_name": "citysense-api"},
+        url or settings.api_read_url, min_size=min(2, max_size or 2), max_size=max_size or settings.api_pool_size,
+        open=False, timeout=settings.api_pool_timeout_s, check=AsyncConnectionPool.check_connection,
+        kwargs={"options": f"-c statement_timeout={settings.api_statement_timeout_ms}", "application_name": name},
     )
 
 
@@ -75,17 +84,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = open_pool(settings)
-        await pool.open(wait=True, timeout=30)
-        app.state.pool = pool
-        app.state.backend = await _backend(pool)
-        app.state.health_probe = HealthProbe(settings.database_url)
-        log.info("event=api_started database=%s backend=%s", redact_url(settings.database_url), app.state.backend)
+        read_pool = open_pool(settings)
+        primary_pool = read_pool
+        if settings.database_read_url:
+            primary_pool = open_pool(settings, settings.database_url, max_size=PRIMARY_POOL_SIZE,
+                                     name="citysense-api-writes")
         try:
-            yield
+            await read_pool.open(wait=True, timeout=30)
+            if primary_pool is not read_pool:
+                await primary_pool.open(wait=True, timeout=30)
+            app.state.read_pool, app.state.primary_pool = read_pool, primary_pool
+            app.state.backend = await _backend(read_pool)
+            app.state.health_probe = HealthProbe(settings.api_read_url)
+            log.info("event=api_started database=%s reads=%s backend=%s", redact_url(settings.database_url),
+                     redact_url(settings.api_read_url) if settings.database_read_url else "primary",
+                     app.state.backend)
+            try:
+                yield
+            finally:
+                await app.state.health_probe.close()
         finally:
-            await app.state.health_probe.close()
-            await pool.close()
+            await read_pool.close()
+            if primary_pool is not read_pool:
+                await primary_pool.close()
 
     app = FastAPI(
         title="citysense API",

@@ -5,6 +5,9 @@ one, and behind a table lock it hung 17 s and then said ok. Here it keeps one co
 its own (autocommit, server-side statement and lock timeouts shorter than the budget), and
 the whole check, reconnecting included, runs under an asyncio deadline. A connection that
 failed or timed out is dropped and made again by the next check.
+
+It talks to where the API reads (CITYSENSE_DATABASE_READ_URL when set), so it also says
+whether that server is a standby and how far its replay is behind.
 """
 
 from __future__ import annotations
@@ -24,6 +27,20 @@ STATEMENT_TIMEOUT_MS = 500
 
 _NEWEST = "SELECT extract(epoch FROM now() - max(time)) FROM readings WHERE time > now() - interval '1 day'"
 _DEVICES = "SELECT count(*) FROM devices WHERE retired_at IS NULL"
+# On a standby, lag is 0 while everything received has been replayed (an idle primary sends
+# nothing, so the age of the last replayed commit alone would grow without any lag), else the
+# age of the last replayed commit; both are NULL on a primary.
+_REPLICA = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN NOT pg_is_in_recovery() THEN NULL
+            WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())
+"""
+
+
+def _seconds(value: object) -> float | None:
+    return None if value is None else round(float(value), 3)  # type: ignore[arg-type]
 
 
 class HealthProbeError(RuntimeError):
@@ -38,7 +55,7 @@ class HealthProbe:
         self._lock = asyncio.Lock()
 
     async def check(self) -> dict[str, Any]:
-        """Newest reading age and device count, or HealthProbeError within the budget.
+        """Newest reading age, device count and standby state, or HealthProbeError within the budget.
 
         A kept connection that broke (the database restarted since) is replaced once, in
         the same check, so a restart shows as one slower answer rather than one failure.
@@ -74,8 +91,13 @@ class HealthProbe:
         age = row[0] if row else None
         cur = await conn.execute(_DEVICES)
         n = await cur.fetchone()
+        cur = await conn.execute(_REPLICA)
+        standby = await cur.fetchone()
+        in_recovery, lag, replay_age = standby if standby else (False, None, None)
         return {"newest_reading_age_s": None if age is None else round(float(age), 1),
-                "devices": int(n[0]) if n else 0}
+                "devices": int(n[0]) if n else 0,
+                "standby": {"in_recovery": bool(in_recovery), "lag_s": _seconds(lag),
+                            "last_replay_age_s": _seconds(replay_age)}}
 
     async def _connection(self) -> AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "postgresql://citysense@127.0.0.1:5432/citysense", description="PostgreSQL/TimescaleDB URL"
     )
+    database_read_url: str = Field(
+        "", description="A streaming replica for every API read (writes, migrations stay on the primary); "
+        "empty = CITYSENSE_DATABASE_URL",
+    )
     accept_unknown_devices: bool = Field(True, description="Register unknown devices as unregistered (open data)")
     batch_max_messages: int = Field(5000, ge=1, le=100_000, description="Flush a batch at this many messages")
     batch_max_delay_ms: int = Field(100, ge=1, le=60_000, description="Flush a batch after this many ms")
@@ -119,6 +123,18 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError(f"CITYSENSE_DATABASE_URL must start with postgresql://, got {value!r}")
         return value
+
+    @field_validator("database_read_url")
+    @classmethod
+    def _read_db_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"CITYSENSE_DATABASE_READ_URL must be empty or start with postgresql://, got {value!r}")
+        return value
+
+    @property
+    def api_read_url(self) -> str:
+        """Where the API reads: the replica when one is set, else the primary."""
+        return self.database_read_url or self.database_url
 
 
 @lru_cache(maxsize=1)

@@ -119,6 +119,27 @@ class LocalPostgres:
         """initdb once; a folder that already holds a cluster is reused."""
         if (self.datadir / "PG_VERSION").exists():
             return
+        self._make_datadir()
+        self._run(
+            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.superuser,
+             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]
+        )
+
+    def start_standby(self, datadir: Path, port: int, timeout: float = 30.0) -> LocalPostgres:
+        """A hot standby of this (running) server, streaming from it: `pg_basebackup -R` into
+        `datadir` as the server user, then started on `port`. initdb's pg_hba trusts replication
+        from 127.0.0.1 and PostgreSQL's defaults (wal_level replica, max_wal_senders 10) stream."""
+        standby = LocalPostgres(datadir, port, fsync=self.fsync, bindir=self.bindir, preload=self.preload)
+        standby._make_datadir()
+        standby._run(
+            [str(self.bindir / "pg_basebackup"), "-D", str(standby.datadir), "-h", "127.0.0.1",
+             "-p", str(self.port), "-U", self.superuser, "-R", "-X", "stream", "-c", "fast", "--no-sync"]
+        )
+        standby.start(timeout)
+        return standby
+
+    def _make_datadir(self) -> None:
+        """An empty data folder the server user owns and can reach."""
         self.datadir.mkdir(parents=True, exist_ok=True)
         if self.user is not None:
             for path in [self.datadir, *self.datadir.parents]:
@@ -130,10 +151,6 @@ class LocalPostgres:
                     os.chmod(path, 0o700)
                 elif not mode & 0o001:
                     os.chmod(path, mode | 0o001)  # let the server user traverse to its folder
-        self._run(
-            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.superuser,
-             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]
-        )
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server in the foreground of a child process and wait until it accepts."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,26 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgre
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture
+def pg_primary_and_standby() -> Iterator[tuple[LocalPostgres, LocalPostgres]]:
+    """A primary of the test's own and a hot standby streaming from it (`pg_basebackup -R`), both
+    on loopback, on the server CITYSENSE_TEST_PG_BIN / CITYSENSE_TEST_PG_PRELOAD name."""
+    settings = Settings()
+    base = Path(f"/tmp/citysense-test-replica-{os.getpid()}-{next(_db_counter)}")
+    primary = LocalPostgres(base / "primary", free_port(), fsync=False, bindir=settings.test_pg_bin,
+                            preload=settings.test_pg_preload or None)
+    standby: LocalPostgres | None = None
+    try:
+        primary.start()
+        standby = primary.start_standby(base / "standby", free_port())
+        yield primary, standby
+    finally:
+        if standby is not None:
+            standby.remove()
+        primary.remove()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from api.deps import AdminDep, DbDep
+from api.deps import AdminDep, DbDep, PrimaryDbDep
 from api.errors import error_responses
 from api.params import NO_NUL, DeviceIdInPath
 from contracts.ids import V1_DEVICE_ID_SCHEMA
@@ -62,7 +62,7 @@ def _refused(exc: ValueError | DeviceNotFound | DeviceRegisteredAlready) -> HTTP
     "/devices", status_code=201, responses=error_responses(409),
     summary="Register a device (committed before the answer); the MQTT password is returned once",
 )
-async def register(device: DeviceIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
+async def register(device: DeviceIn, db: PrimaryDbDep, _: AdminDep) -> dict[str, Any]:
     token = new_token()
     try:
         done = await register_device_async(db, device.device_id, device.fields(), token,
@@ -80,7 +80,7 @@ async def register(device: DeviceIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
     "/devices/{device_id}", responses=error_responses(404),
     summary="Change the fields given; the others and the token stay",
 )
-async def update(device_id: DeviceIdInPath, body: DeviceFieldsIn, db: DbDep, _: AdminDep) -> dict[str, Any]:
+async def update(device_id: DeviceIdInPath, body: DeviceFieldsIn, db: PrimaryDbDep, _: AdminDep) -> dict[str, Any]:
     try:
         await update_device_async(db, device_id, body.fields())
     except (ValueError, DeviceNotFound) as exc:
@@ -92,7 +92,7 @@ async def update(device_id: DeviceIdInPath, body: DeviceFieldsIn, db: DbDep, _: 
     "/devices/{device_id}/retire", responses=error_responses(404),
     summary="Retire a device (its data stays; the gateway hears at once)",
 )
-async def retire(device_id: DeviceIdInPath, db: DbDep, _: AdminDep) -> dict[str, Any]:
+async def retire(device_id: DeviceIdInPath, db: PrimaryDbDep, _: AdminDep) -> dict[str, Any]:
     try:
         retired_at = await retire_device_async(db, device_id)
     except (ValueError, DeviceNotFound) as exc:

@@ -10,9 +10,8 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from psycopg_pool import AsyncConnectionPool
 
-from api.deps import DbDep
+from api.deps import DbDep, read_pool
 from api.errors import READ_ERRORS, error_responses
 from api.exports import claim_export_slot, csv_export, csv_lines
 from api.params import SchoolName, Timestamp, time_range
@@ -55,7 +54,7 @@ async def school_csv(
     row = await cur.fetchone()
     if not row or row[0] == 0:
         raise HTTPException(status_code=404, detail=f"no devices registered for school {school!r}")
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool = read_pool(request)
 
     async def fetch(a: datetime, b: datetime) -> list[tuple[Any, ...]]:
         async with pool.connection() as conn:

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from psycopg_pool import AsyncConnectionPool
 
+from api.deps import read_pool
 from api.errors import READ_ERRORS
 from api.params import Metric, check_metric
 from api.rate_limit import RateLimited
@@ -72,7 +72,7 @@ async def latest(
     max_age_s: int = Query(3 * 3600, ge=60, le=MAX_AGE_S, description="Ignore devices silent for longer"),
 ) -> Response:
     check_metric(metric)
-    pool: AsyncConnectionPool = request.app.state.pool
+    pool = read_pool(request)
     rows_cache: TtlCache[list[tuple[Any, ...]]] = request.app.state.latest_rows
     cache: TtlCache[bytes] = request.app.state.latest_cache
 

@@ -12,9 +12,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from api.deps import DbDep
+from api.deps import DbDep, read_pool
 from api.errors import READ_ERRORS
 from api.exports import EXPORT_ROWS, SlotJSONResponse, claim_export_slot, csv_export, csv_lines
 from api.params import DeviceId, Limit, Metric, Page, Timestamp, check_metric, time_range
@@ -46,7 +45,7 @@ async def readings(
     t0, t1 = time_range(start, end, timedelta(days=1))
     where = "device_id = %s AND time >= %s AND time < %s" + (" AND metric = %s" if metric else "")
     if format == "csv":
-        pool: AsyncConnectionPool = request.app.state.pool
+        pool = read_pool(request)
 
         async def fetch(a: datetime, b: datetime) -> list[tuple[Any, ...]]:
             async with pool.connection() as conn:

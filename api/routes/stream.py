@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from api.deps import read_pool
 from api.errors import READ_ERRORS
 from api.params import Metric, Timestamp, check_metric
 from api.rate_limit import RateLimited
@@ -42,7 +43,7 @@ async def stream(
     ),
 ) -> StreamingResponse:
     check_metric(metric)
-    pool = request.app.state.pool
+    pool = read_pool(request)
     start: datetime = since or datetime.now(UTC) - timedelta(minutes=2)
 
     async def events() -> AsyncIterator[bytes]:

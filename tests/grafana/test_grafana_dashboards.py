@@ -10,7 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from devtools.local_postgres import LocalPostgres
 from tests.api.seed import seed_city
+from tests.ingest.test_database_roles import apply_roles
 
 DASHBOARDS = sorted((Path(__file__).resolve().parents[2] / "grafana" / "dashboards").glob("*.json"))
 SQL_DATASOURCE = "grafana-postgresql-datasource"
@@ -52,3 +54,19 @@ def test_panel_query_runs_against_real_schema(database_url: str, where: str, sql
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(_expand_macros(sql).encode()).fetchall()
     assert isinstance(rows, list), where
+
+
+def test_every_panel_query_runs_as_the_reader_role(pg_server: LocalPostgres, database_url: str) -> None:
+    """Grafana's data source logs in as deploy/postgres/roles.sql's reader: SELECT only, no token hashes."""
+    seed_city(database_url)
+    apply_roles(database_url)
+    reader_url = database_url.replace(f"//{pg_server.superuser}@", "//citysense_reader@")
+    assert "//citysense_reader@" in reader_url
+    refused = []
+    with psycopg.connect(reader_url, autocommit=True) as conn:
+        for where, sql in _sql_queries():
+            try:
+                conn.execute(_expand_macros(sql).encode()).fetchall()
+            except psycopg.errors.InsufficientPrivilege as exc:
+                refused.append(f"{where}: {exc}")
+    assert refused == []
