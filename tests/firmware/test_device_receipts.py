@@ -146,7 +146,7 @@ def test_a_receipt_for_a_lower_seq_than_sent_acks_only_the_records_it_covers():
         _reading(dev)
     _receipt(dev, 1)
     assert len(dev.queue) == 3 and dev.unconfirmed() == 3
-    last, items = dev.queue.peek()
+    _last, items = dev.queue.peek()
     assert [json.loads(i)["seq"] for i in items] == [2, 3, 4]
     _receipt(dev, 0)  # an older receipt (a redelivery) changes nothing
     assert len(dev.queue) == 3
@@ -302,7 +302,7 @@ def test_a_full_queue_still_overwrites_the_oldest_and_counts_it():
     FakeClient.online = True
     dev.service()
     seqs = []
-    for kind, batch in _sent(FakeClient.last):
+    for _kind, batch in _sent(FakeClient.last):
         seqs += batch
     assert seqs == list(range(4, 20))
     _receipt(dev, 19)
