@@ -18,18 +18,25 @@ so neither a broker crash nor a gateway that lost a batch loses a reading:
 - On every new MQTT connection, and when no receipt has advanced for
   `receipt_timeout_s` while records are unconfirmed, `sent_wid` rewinds to the
   last confirmed record, so everything unconfirmed is resent, oldest first, as
-  `batch` messages, before any newer reading (the gateway flags them REPLAYED
-  and its unique key stores each once). While no receipt comes the timeout
-  doubles after each resend, up to RESEND_BACKOFF_MAX times the configured one,
-  so a gateway that is down for hours is not flooded with resends.
+  `batch` messages (the gateway flags them REPLAYED and its unique key stores
+  each once), together with what was still unsent. Readings made after that
+  are held back (kept in flash, unsent) until a receipt covers everything that
+  was pending at the rewind (`resend_until`): a receipt names only the highest
+  seq stored, so a newer reading that got through while the resend was dropped
+  (a broker that came back before the gateway's subscription did) would
+  otherwise confirm the dropped ones. While a device stays connected, the
+  broker keeps what the gateway's persistent session has not received, so
+  readings sent on one connection reach the gateway in order. While no receipt comes the timeout doubles
+  after each resend, up to RESEND_BACKOFF_MAX times the configured one, so a
+  gateway that is down for hours is not flooded with resends.
 - After a reboot `sent_wid` starts at the last confirmed record: whatever the
-  last boot left unconfirmed is resent.
+  last boot left in flash is resent first, as after a rewind.
 
 `service()` also keeps the MQTT session alive, applies retained config
 messages, publishes the retained status every `status_every_s` (with `queued`:
 records kept in flash, `unconfirmed`: those of them already sent), and feeds
 the watchdog. Payloads follow citysense payload v1 (docs: /work/shared/ARCHITECTURE.md).
-RAM: a few strings per message and five ints for the receipt state; batches are
+RAM: a few strings per message and six ints for the receipt state; batches are
 built from queue slots (<= 2 KB).
 """
 
@@ -125,6 +132,9 @@ class Device:
         self.sent = 0  # records published, resends included
         # receipt state (RAM only; a reboot resends what was unconfirmed)
         self.sent_wid = queue.settled()  # records up to this write id were sent on this connection
+        # write id of the newest record pending at the last rewind (or at boot: the last boot
+        # may have sent them); newer ones wait for the receipt that covers it
+        self.resend_until = queue.head - 1
         self.seen_connects = session.connects
         self.waiting_since: "Ticks | None" = None  # unconfirmed since, or since the last receipt that advanced
         self.resend_factor = 1
@@ -153,7 +163,7 @@ class Device:
             self.error("queue_push_failed", exc)
             # cannot be kept: send it once, without the receipt guarantee, rather than lose it
             return self.session.connected and self.session.publish(self.session.t_up, self._live(item))
-        if not self.session.connected or self.sent_up_to() != wid - 1:
+        if not self.session.connected or self.sent_up_to() != wid - 1 or self.resending():
             return False
         if not self.session.publish(self.session.t_up, self._live(item)):
             return False
@@ -168,6 +178,10 @@ class Device:
         """Write id of the newest record sent and not yet confirmed (or the last confirmed one)."""
         settled = self.queue.settled()
         return self.sent_wid if self.sent_wid > settled else settled
+
+    def resending(self) -> bool:
+        """True while resent records wait for their receipt (newer readings are held back)."""
+        return self.queue.settled() < self.resend_until
 
     def unconfirmed(self) -> int:
         """Records sent whose receipt has not come yet."""
@@ -184,6 +198,7 @@ class Device:
         waiting = self.unconfirmed()
         if waiting:
             log("resend", reason=reason, records=waiting)
+        self.resend_until = self.queue.head - 1
         self.sent_wid = self.queue.settled()
         self.waiting_since = None
 
@@ -210,10 +225,11 @@ class Device:
             if not self.session.connected:
                 return
             start = self.sent_up_to()
-            if start >= self.queue.head - 1:
-                return
+            until = self.resend_until if self.resending() else 0
+            if start >= self.queue.head - 1 or (until and start >= until):
+                return  # nothing unsent, or the rest waits for the resend's receipt
             try:
-                last, items = self.queue.peek(after=start)
+                last, items = self.queue.peek(after=start, until=until)
             except OSError as exc:
                 self.error("queue_read_failed", exc)
                 return

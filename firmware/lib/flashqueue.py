@@ -189,12 +189,16 @@ class FlashQueue:
         self.head = wid + 1
         return wid
 
-    def peek(self, max_items: int = 20, max_bytes: int = 2048, after: int = 0) -> "tuple[int, list[bytes]]":
+    def peek(
+        self, max_items: int = 20, max_bytes: int = 2048, after: int = 0, until: int = 0
+    ) -> "tuple[int, list[bytes]]":
         """Return (last_write_id, [payload bytes, ...]) of the oldest pending records after write id `after`.
 
-        `last_write_id` is where the next peek should start (`after=last`); it is
-        `after` (or the settled floor) itself when nothing is there.
+        With `until` > 0 no record after that write id is returned. `last_write_id`
+        is where the next peek should start (`after=last`); it is `after` (or the
+        settled floor) itself when nothing is there.
         """
+        end = self.head if until <= 0 or until >= self.head else until + 1
         items: "list[bytes]" = []
         last = self._tail_floor()
         if after > last:
@@ -202,7 +206,7 @@ class FlashQueue:
         total = 0
         with open(self.path, "rb") as f:
             wid = last + 1
-            while wid < self.head and len(items) < max_items:
+            while wid < end and len(items) < max_items:
                 got = self._slot_wid(f, wid % self.capacity)
                 if got == wid:
                     length = self.buf[1]

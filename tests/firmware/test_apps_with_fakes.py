@@ -276,7 +276,10 @@ def test_parking_reboot_with_a_car_on_the_bay_uses_the_saved_baseline(tmp_path: 
     assert (tmp_path / "baseline.json").exists()
     app2, device2 = _parking(tmp_path, [car] * 20)  # power cut, car arrives, device boots again
     run_loop(device2, app2, lambda ms: None, max_cycles=20)
-    ups = _ups(FakeClient.instances[-1])
-    assert "batch" in ups[0]  # first the last boot's readings, never confirmed by a receipt
-    items = [i for u in ups for i in u.get("batch", [u])]
+    client = FakeClient.instances[-1]
+    first = _ups(client)[0]
+    assert "batch" in first  # first the last boot's readings, never confirmed by a receipt
+    client.inbox.append((b"citysense/v1/parking/bay-01/receipt", b'{"seq": %d}' % first["batch"][-1]["seq"]))
+    device2.service()  # the gateway confirms them: what waited behind them goes out
+    items = [i for u in _ups(client) for i in u.get("batch", [u])]
     assert ("change", 1) in [(i["ev"], i["m"]["occupied"]) for i in items]

@@ -201,9 +201,36 @@ def test_a_new_connection_resends_the_unconfirmed_before_newer_readings():
     assert _reading(dev) is False  # offline: kept in flash only
     dev.service()  # reconnects
     client = FakeClient.last
-    assert _sent(client) == [("batch", [0, 1, 2])]
+    assert _sent(client) == [("batch", [0, 1, 2])]  # the unconfirmed, then the unsent, oldest first
+    assert _reading(dev) is False  # held back until the resend is confirmed
+    dev.service()
+    assert len(_sent(client)) == 1
+    _receipt(dev, 2)
+    assert _sent(client)[1:] == [("batch", [3])]
     assert _reading(dev) is True
-    assert _sent(client)[1:] == [("live", [3])]
+    assert _sent(client)[2:] == [("live", [4])]
+
+
+def test_no_reading_is_sent_alone_while_a_lost_resend_waits_for_its_receipt():
+    """A receipt names the highest seq stored: a newer reading stored alone would confirm the lost resend."""
+    dev, _ = _device(timeout=10)
+    dev.service()
+    _reading(dev)
+    _reconnect(dev)
+    dev.service()  # resends seq 0; suppose the broker drops it (no gateway subscribed yet)
+    client = FakeClient.last
+    for _ in range(3):
+        _reading(dev)
+        dev.service()
+    assert _sent(client) == [("batch", [0])]
+    _age_wait(dev, 10000)
+    dev.service()
+    assert _sent(client) == [("batch", [0]), ("batch", [0, 1, 2, 3])]  # one message: stored whole or not at all
+    _receipt(dev, 0)
+    assert len(_sent(client)) == 2 and dev.resending()
+    _receipt(dev, 3)
+    assert len(dev.queue) == 0 and not dev.resending()
+    assert _reading(dev) is True
 
 
 def test_a_reading_made_right_after_a_reconnect_waits_behind_the_resend():
@@ -215,7 +242,9 @@ def test_a_reading_made_right_after_a_reconnect_waits_behind_the_resend():
     dev.session.poll()  # the session reconnects before the device's service() has run
     assert _reading(dev) is False
     dev.service()
-    assert _sent(FakeClient.last) == [("batch", [0, 1, 2])]
+    assert _sent(FakeClient.last) == [("batch", [0, 1])]
+    _receipt(dev, 1)
+    assert _sent(FakeClient.last)[1:] == [("batch", [2])]
 
 
 def test_a_receipt_arriving_while_a_resend_is_published_is_applied():
@@ -270,9 +299,11 @@ def test_a_reboot_keeps_the_unconfirmed_records_and_resends_them_first():
     dev2, _ = _device(path)  # power cut: a new boot on the same flash
     assert len(dev2.queue) == 2 and dev2.unconfirmed() == 0
     dev2.service()
-    assert _reading(dev2) is True
+    assert _reading(dev2) is False  # waits behind the last boot's readings
+    assert _sent(FakeClient.last) == [("batch", [1, 2])]
+    _receipt(dev2, 2)
     sent = _sent(FakeClient.last)
-    assert sent[0] == ("batch", [1, 2]) and sent[1][0] == "live" and sent[1][1][0] >= 100  # seq resumes a block up
+    assert sent[1][0] == "batch" and sent[1][1][0] >= 100  # seq resumes a block up
     _receipt(dev2, sent[1][1][0])
     assert len(dev2.queue) == 0
 
@@ -288,9 +319,12 @@ def test_status_reports_what_is_kept_and_what_is_unconfirmed():
     doc = json.loads(dev.status())
     assert doc["queued"] == 3 and doc["unconfirmed"] == 2  # sent before the connection broke
     FakeClient.online = True
-    dev.service()
+    dev.service()  # resends all three
     doc = json.loads(dev.status())
     assert doc["queued"] == 3 and doc["unconfirmed"] == 3
+    _receipt(dev, 0)
+    doc = json.loads(dev.status())
+    assert doc["queued"] == 2 and doc["unconfirmed"] == 2
 
 
 def test_a_full_queue_still_overwrites_the_oldest_and_counts_it():
