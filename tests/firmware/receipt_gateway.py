@@ -54,7 +54,7 @@ class ReceiptGateway:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id="receipt-gateway", clean_session=False, manual_ack=True
         )
-        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -74,7 +74,7 @@ class ReceiptGateway:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.pending.append(_Pending(self.generation, msg.mid, msg.topic, msg.payload))
+            self.pending.append(_Pending(self.generation, msg.mid, msg.topic, bytes(msg.payload)))
 
     def _commit_loop(self) -> None:
         while not self.stop_event.wait(self.commit_s):
@@ -103,7 +103,10 @@ class ReceiptGateway:
     def send_receipts(self) -> None:
         now = time.monotonic()
         with self.lock:
-            due = [(k, d) for k, d in self.devices.items() if d.receipt_due and now - d.last_receipt >= self.receipt_every_s]
+            due = [
+                (k, d) for k, d in self.devices.items()
+                if d.receipt_due and now - d.last_receipt >= self.receipt_every_s
+            ]
             for _, dev in due:
                 dev.receipt_due = False
                 dev.last_receipt = now
@@ -111,6 +114,11 @@ class ReceiptGateway:
         for (kind, device), seq in out:
             self.client.publish(f"citysense/v1/{kind}/{device}/receipt", orjson.dumps({"seq": seq}), qos=1, retain=True)
             self.receipts += 1
+
+    def uncommitted(self) -> int:
+        """Messages received and not yet committed (their PUBACK is still owed)."""
+        with self.lock:
+            return len(self.pending)
 
     def stored(self, kind: str, device: str) -> set[int]:
         with self.lock:

@@ -55,7 +55,7 @@ def test_sigkill_of_the_broker_mid_stream_loses_no_reading(
         for dev in devices:
             dev.start()
         assert _wait(lambda: all(len(gateway.stored("airbox", d.device_id)) >= 4 for d in devices), 15)
-        time.sleep(0.8)  # mid-way between two commits
+        assert _wait(lambda: gateway.uncommitted() >= 2, 5)  # kill while acknowledged readings wait for commit
         broker.kill()
         time.sleep(1.0)
         broker.start()
