@@ -17,12 +17,12 @@ import hostrun
 import paho.mqtt.client as mqtt
 import pytest
 import session as fw_session
-from receipt_gateway import ReceiptGateway
 from v1_payload import check_v1
 
 from citysense import firmware_cli
 from devtools.local_broker import LocalMosquitto
 from devtools.ports import free_port
+from tests.receipt_gateway import ReceiptGateway
 
 
 class Listener:

@@ -2,7 +2,7 @@
 
 Three real air boxes (host runner, fake chips) publish a reading every second to a real
 Mosquitto whose autosave is far off, so a SIGKILL loses what the broker had acknowledged
-but not saved. A small script plays the gateway (tests/firmware/receipt_gateway.py:
+but not saved. A small script plays the gateway (tests/receipt_gateway.py:
 PUBACK after commit, coalesced retained receipts). The broker is killed mid-stream and
 restarted on the same port; every reading each device made must end up stored and
 covered by a receipt.
@@ -16,10 +16,10 @@ from pathlib import Path
 import hostrun
 import pytest
 import session as fw_session
-from receipt_gateway import ReceiptGateway
 
 from devtools.local_broker import LocalMosquitto
 from devtools.ports import free_port
+from tests.receipt_gateway import ReceiptGateway
 
 READINGS = 14  # one a second
 
