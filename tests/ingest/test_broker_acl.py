@@ -72,6 +72,48 @@ def test_device_may_publish_only_under_its_own_id(database_url: str, tmp_path: P
         broker.stop()
 
 
+def test_device_reads_only_its_own_receipt_and_only_the_gateway_writes_receipts(
+    database_url: str, tmp_path: Path
+) -> None:
+    for dev, tok in (("rcpt-box-a", "token-a"), ("rcpt-box-b", "token-b")):
+        register_device(database_url, device_id=dev, kind="airbox", name=None, school=None, lat=None, lon=None,
+                        sensor_type="pms5003", owner="test", token=tok)
+    passwords, acl, _ = write_broker_files(database_url, tmp_path / "auth", "citysense-gateway", "gw-pass")
+    broker = LocalMosquitto(
+        tmp_path / "mq", free_port(),
+        extra_config=f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}\n",
+    )
+    broker.start()
+    clients: list[mqtt.Client] = []
+    try:
+        got: dict[str, list[tuple[str, bytes]]] = {"rcpt-box-a": [], "rcpt-box-b": []}
+        for dev, tok in (("rcpt-box-a", "token-a"), ("rcpt-box-b", "token-b")):
+            c, rc = _client(broker.port, dev, tok)
+            assert rc is not None and not rc.is_failure
+            seen = got[dev]
+            c.on_message = lambda cl, u, m, seen=seen: seen.append((m.topic, bytes(m.payload)))
+            c.subscribe("citysense/v1/airbox/rcpt-box-a/receipt", qos=1)  # b tries to read a's receipt
+            c.subscribe("citysense/v1/airbox/rcpt-box-b/receipt", qos=1)
+            clients.append(c)
+        time.sleep(0.5)
+        gw, rc = _client(broker.port, "citysense-gateway", "gw-pass")
+        assert rc is not None and not rc.is_failure
+        clients.append(gw)
+        for dev in ("rcpt-box-a", "rcpt-box-b"):
+            gw.publish(f"citysense/v1/airbox/{dev}/receipt", b'{"seq":7}', qos=1, retain=True).wait_for_publish(5)
+        # a device may not forge a receipt, for another device or for itself
+        clients[0].publish("citysense/v1/airbox/rcpt-box-b/receipt", b'{"seq":999}', qos=1).wait_for_publish(5)
+        clients[0].publish("citysense/v1/airbox/rcpt-box-a/receipt", b'{"seq":999}', qos=1).wait_for_publish(5)
+        time.sleep(1.0)
+        assert got["rcpt-box-a"] == [("citysense/v1/airbox/rcpt-box-a/receipt", b'{"seq":7}')]
+        assert got["rcpt-box-b"] == [("citysense/v1/airbox/rcpt-box-b/receipt", b'{"seq":7}')]
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        broker.stop()
+
+
 @pytest.mark.parametrize("bad", ["Upper", "a", "x" * 65, "has space"])
 def test_registration_refuses_bad_ids(database_url: str, bad: str) -> None:
     with pytest.raises(ValueError, match="must match"):
