@@ -3,7 +3,11 @@
 The firmware modules are imported unchanged; `machine`, `network`, `ntptime`
 and `umqtt.simple` come from firmware/host/shims (CPython only), the chips
 from fakehw.py, and the devices talk MQTT to a real broker. Each device runs
-in its own thread with its own flash directory (config, queue, seq).
+in its own thread with its own flash directory (config, queue, seq). The
+umqtt stand-in delivers subscribed messages (config, receipts) through
+check_msg() and while publish() waits for a PUBACK, as umqtt.simple does, so
+a device keeps its readings until a gateway's receipt covers them; with a
+reading `count`, `drain_s` keeps the session up afterwards until they are.
 
 Also a script: `python firmware/host/hostrun.py --broker mqtt://127.0.0.1:1883
 --airbox demo-01 --parking park-01 --interval 2`, which is how
