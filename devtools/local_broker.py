@@ -7,6 +7,7 @@ pip-only on machines without it. Both listen on 127.0.0.1 only.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -80,6 +81,10 @@ class LocalMosquitto:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: mosquitto saves its persistence file and exits."""
         stop_process(self._proc, timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies at once and keeps only what its last autosave wrote (a crash)."""
+        stop_process(self._proc, signal.SIGKILL)
 
     def restart(self) -> None:
         self.stop()

@@ -3,7 +3,7 @@
 Device tokens are stored only as Mosquitto's own PBKDF2-SHA512 hash (`$7$` format, as
 written by mosquitto_passwd), so the password file is a straight export and the token
 itself is never kept. The ACL lets a device write only under its own id and read only
-its own config; the gateway reads everything and writes config.
+its own config and receipt; the gateway reads everything and writes config and receipts.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ user {gateway_user}
 topic read citysense/v1/#
 topic read LASS/#
 topic write citysense/v1/+/+/config
+topic write citysense/v1/+/+/receipt
 
 # every device (username = device id): its own topics only
 pattern write citysense/v1/airbox/%u/up
@@ -32,6 +33,8 @@ pattern write citysense/v1/parking/%u/up
 pattern write citysense/v1/parking/%u/status
 pattern read citysense/v1/airbox/%u/config
 pattern read citysense/v1/parking/%u/config
+pattern read citysense/v1/airbox/%u/receipt
+pattern read citysense/v1/parking/%u/receipt
 """
 
 

@@ -1,16 +1,27 @@
-"""Publish the simulated fleet's payload-v1 messages to a broker at QoS 1."""
+"""Publish the simulated fleet's payload-v1 messages to a broker at QoS 1, kept until receipts cover them.
+
+The same discipline as the firmware (firmware/lib/device.py): each simulated device
+keeps every reading it published until the gateway's receipt `{"seq": N}` on
+`citysense/v1/{kind}/{id}/receipt` covers it; on a reconnect, and when no receipt
+has advanced for `receipt_timeout_s` (doubling to 16x while none comes), what is
+unconfirmed is resent oldest first as `batch` messages, and newer readings wait
+until a receipt covers the resend (a receipt names only the highest seq stored).
+Cost: one wildcard subscription for the fleet, one list per device (bounded by
+`max_kept`, the oldest dropped and counted beyond it), O(1) per receipt.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 
 import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from contracts.urls import parse_mqtt_url
 from devtools.simulator.air_model import AirBox, CityState
@@ -38,51 +49,219 @@ def register_fleet(database_url: str, boxes: list[AirBox], spots: list[ParkingSp
         )
 
 
+RECEIPT_TOPICS = "citysense/v1/+/+/receipt"
+RESEND_BACKOFF_MAX = 16
+BATCH_ITEMS = 50
+
+
+@dataclass(slots=True)
+class Outbox:
+    """One simulated device's readings, kept until a receipt covers them."""
+
+    up_topic: str
+    device_id: str
+    kept: list[dict[str, object]] = field(default_factory=list)  # batch items, oldest first
+    sent: int = 0  # how many of `kept` (from the left) were published on this connection
+    hold: int = -1  # after a rewind: readings with a higher seq wait until a receipt covers this one
+    waiting_since: float = 0.0  # when the oldest unconfirmed wait began, or the last receipt advanced
+    factor: int = 1
+    dropped: int = 0
+
+    def sendable(self) -> int:
+        """How many of `kept` may be published now: all, or only up to `hold` while it is uncovered."""
+        if self.hold < 0:
+            return len(self.kept)
+        n = self.sent
+        while n < len(self.kept) and _seq(self.kept[n]) <= self.hold:
+            n += 1
+        return n
+
+    def rewind(self) -> None:
+        self.sent = 0
+        self.hold = _seq(self.kept[-1]) if self.kept else -1
+        self.waiting_since = 0.0
+
+    def cover(self, seq: int, now: float) -> int:
+        """Drop every kept reading with seq <= `seq`; returns how many."""
+        n = 0
+        while n < len(self.kept) and _seq(self.kept[n]) <= seq:
+            n += 1
+        if n:
+            del self.kept[:n]
+            self.sent = max(0, self.sent - n)
+            self.factor = 1
+            self.waiting_since = now if self.sent else 0.0
+            if self.hold <= seq:
+                self.hold = -1
+        return n
+
+
+def _seq(item: dict[str, object]) -> int:
+    value = item["seq"]
+    assert isinstance(value, int)
+    return value
+
+
 class FleetPublisher:
     """One MQTT connection publishing on behalf of every simulated device."""
 
-    def __init__(self, broker_url: str, boxes: list[AirBox], spots: list[ParkingSpot], interval_s: float) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        boxes: list[AirBox],
+        spots: list[ParkingSpot],
+        interval_s: float,
+        receipt_timeout_s: float = 60.0,
+        max_kept: int = 1440,
+    ) -> None:
         self.endpoint = parse_mqtt_url(broker_url)
         self.boxes = boxes
         self.spots = spots
         self.interval_s = interval_s
+        self.receipt_timeout_s = receipt_timeout_s
+        self.max_kept = max_kept
         self.city = CityState()
         self.seq = 0
         self.published = 0
-        self.unconfirmed: list[mqtt.MQTTMessageInfo] = []  # QoS 1 publishes the broker has not acknowledged
+        self.batched = 0  # readings sent inside batch messages: resends and what waited behind them
+        self.receipts = 0
+        # `lock` guards the outboxes; paho's callbacks that run under paho's own message lock
+        # (on_publish, on_disconnect) never take it, or they would deadlock with a publish().
+        self.lock = threading.Lock()
+        self.connected = False
+        self.connects = 0
+        self.ack_lock = threading.Lock()  # a leaf lock: nothing is acquired while it is held
+        self.unacked: set[int] = set()  # mids waiting for the broker's PUBACK
+        self.acked_early: set[int] = set()  # PUBACKs that came before publish() returned the mid
+        self.outboxes: dict[str, Outbox] = {}
+        for kind, ids in (("airbox", [b.device_id for b in boxes]), ("parking", [s.device_id for s in spots])):
+            for dev in ids:
+                self.outboxes[dev] = Outbox(f"citysense/v1/{kind}/{dev}/up", dev)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"citysense-sim-{int(time.time())}")
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(1, 10)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_receipt
+        self.client.on_publish = self._on_publish
         if self.endpoint.username:
             self.client.username_pw_set(self.endpoint.username, self.endpoint.password)
 
-    def _publish(self, topic: str, doc: dict[str, object]) -> None:
-        self.unconfirmed.append(self.client.publish(topic, orjson.dumps(doc), qos=1))
+    # ---- paho callbacks (its network thread) ------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object) -> None:
+        if rc.is_failure:
+            log.warning("event=sim_connect_refused reason=%s", rc)
+            return
+        client.subscribe(RECEIPT_TOPICS, qos=1)
+        with self.lock:
+            self.connected = True
+            self.connects += 1
+            for box in self.outboxes.values():
+                if self.connects > 1:  # what the old connection carried may be lost with the broker
+                    box.rewind()
+                self._flush(box)  # and what was made while there was no connection
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: ReasonCode, props: object
+    ) -> None:
+        self.connected = False  # an atomic store: see `lock`
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, rc: ReasonCode, props: object) -> None:
+        with self.ack_lock:
+            if mid in self.unacked:
+                self.unacked.discard(mid)
+            else:
+                self.acked_early.add(mid)
+
+    def _on_receipt(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        parts = msg.topic.split("/")
+        box = self.outboxes.get(parts[3]) if len(parts) == 5 else None
+        try:
+            doc = orjson.loads(msg.payload)
+            seq = doc["seq"] if isinstance(doc, dict) else None
+        except (orjson.JSONDecodeError, KeyError):
+            seq = None
+        if box is None or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            log.warning("event=sim_receipt_refused topic=%s payload=%r", msg.topic, bytes(msg.payload[:80]))
+            return
+        with self.lock:
+            self.receipts += 1
+            if box.cover(seq, time.monotonic()):
+                self._flush(box)  # what waited behind a resend may go now
+
+    # ---- publishing (called with self.lock held) ---------------------------
+
+    def _send(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        with self.ack_lock:
+            if info.mid in self.acked_early:
+                self.acked_early.discard(info.mid)
+            else:
+                self.unacked.add(info.mid)
         self.published += 1
-        if len(self.unconfirmed) > 10_000:
-            self.unconfirmed = [info for info in self.unconfirmed if not info.is_published()]
+
+    def _flush(self, box: Outbox) -> None:
+        """Publish the device's sendable, unsent readings: a live message for one, else batches."""
+        if not self.connected:
+            return
+        upto = box.sendable()
+        if upto <= box.sent:
+            return
+        if box.sent == 0 or box.waiting_since == 0.0:
+            box.waiting_since = time.monotonic()
+        items = box.kept[box.sent : upto]
+        if len(items) == 1 and box.hold < 0:
+            self._send(box.up_topic, orjson.dumps({"v": 1, "id": box.device_id, **items[0]}))
+        else:
+            for i in range(0, len(items), BATCH_ITEMS):
+                chunk = items[i : i + BATCH_ITEMS]
+                self._send(box.up_topic, orjson.dumps({"v": 1, "id": box.device_id, "batch": chunk}))
+            self.batched += len(items)
+        box.sent = upto
+
+    def _keep(self, box: Outbox, item: dict[str, object]) -> None:
+        box.kept.append(item)
+        if len(box.kept) > self.max_kept:  # bounded, like the device's flash ring
+            del box.kept[0]
+            box.sent = max(0, box.sent - 1)
+            box.dropped += 1
+        self._flush(box)
+
+    def _resend_overdue(self, now: float) -> None:
+        for box in self.outboxes.values():
+            if box.sent and now - box.waiting_since >= self.receipt_timeout_s * box.factor:
+                box.rewind()
+                box.factor = min(box.factor * 2, RESEND_BACKOFF_MAX)
+                self._flush(box)
+
+    def kept(self) -> int:
+        """Readings published or made and not yet covered by a receipt, over the whole fleet."""
+        with self.lock:
+            return sum(len(b.kept) for b in self.outboxes.values())
 
     def tick(self, now: float, dt_s: float) -> None:
         self.city.advance(dt_s)
         self.seq += 1
         ts = int(now)
-        for box in self.boxes:
-            doc = {"v": 1, "id": box.device_id, "seq": self.seq, "ts": ts, "m": box.sample(now, self.city)}
-            self._publish(f"citysense/v1/airbox/{box.device_id}/up", doc)
-        hour = ((now / 3600.0) + 8.0) % 24.0
-        demand = 0.4 + 1.2 * (1.0 if 9 <= hour <= 21 else 0.2)
-        for spot in self.spots:
-            changed = spot.step(dt_s, demand)
-            if changed or self.seq == 1 or self.seq % 10 == 0:
-                m = {"occupied": int(spot.occupied), "mag": round(48.0 + (40.0 if spot.occupied else 0.0)
-                     + spot.rng.gauss(0, 1.5), 1), "batt_mv": 3000 - self.seq % 200, "t": 24.0}
-                ev = "change" if changed else ("boot" if self.seq == 1 else "heartbeat")
-                self._publish(
-                    f"citysense/v1/parking/{spot.device_id}/up",
-                    {"v": 1, "id": spot.device_id, "seq": self.seq, "ts": ts, "m": m, "ev": ev},
-                )
+        with self.lock:
+            self._resend_overdue(time.monotonic())
+            for box_model in self.boxes:
+                item: dict[str, object] = {"seq": self.seq, "ts": ts, "m": box_model.sample(now, self.city)}
+                self._keep(self.outboxes[box_model.device_id], item)
+            hour = ((now / 3600.0) + 8.0) % 24.0
+            demand = 0.4 + 1.2 * (1.0 if 9 <= hour <= 21 else 0.2)
+            for spot in self.spots:
+                changed = spot.step(dt_s, demand)
+                if changed or self.seq == 1 or self.seq % 10 == 0:
+                    m = {"occupied": int(spot.occupied), "mag": round(48.0 + (40.0 if spot.occupied else 0.0)
+                         + spot.rng.gauss(0, 1.5), 1), "batt_mv": 3000 - self.seq % 200, "t": 24.0}
+                    ev = "change" if changed else ("boot" if self.seq == 1 else "heartbeat")
+                    self._keep(self.outboxes[spot.device_id], {"seq": self.seq, "ts": ts, "m": m, "ev": ev})
 
-    def run(self, stop: threading.Event, duration_s: float | None = None) -> int:
+    def run(self, stop: threading.Event, duration_s: float | None = None, receipt_wait_s: float = 5.0) -> int:
+        """Publish every `interval_s` until `stop` or `duration_s`; then wait for PUBACKs and receipts."""
         self.client.connect(self.endpoint.host, self.endpoint.port, keepalive=30)
         self.client.loop_start()
         started = time.time()
@@ -97,10 +276,11 @@ class FleetPublisher:
                 stop.wait(max(0.0, self.interval_s - (time.time() - now)))
         finally:
             deadline = time.time() + 10
-            for info in self.unconfirmed:  # paho's public wait, bounded by one deadline for all
-                # (one publish while disconnected reports an error and is not waited for)
-                with contextlib.suppress(RuntimeError, ValueError):
-                    info.wait_for_publish(max(0.0, deadline - time.time()))
+            while self.unacked and time.time() < deadline:
+                time.sleep(0.05)
+            deadline = time.time() + receipt_wait_s
+            while self.kept() and time.time() < deadline:
+                time.sleep(0.05)
             self.client.loop_stop()
             self.client.disconnect()
         return self.published

@@ -3,7 +3,11 @@
 The firmware modules are imported unchanged; `machine`, `network`, `ntptime`
 and `umqtt.simple` come from firmware/host/shims (CPython only), the chips
 from fakehw.py, and the devices talk MQTT to a real broker. Each device runs
-in its own thread with its own flash directory (config, queue, seq).
+in its own thread with its own flash directory (config, queue, seq). The
+umqtt stand-in delivers subscribed messages (config, receipts) through
+check_msg() and while publish() waits for a PUBACK, as umqtt.simple does, so
+a device keeps its readings until a gateway's receipt covers them; with a
+reading `count`, `drain_s` keeps the session up afterwards until they are.
 
 Also a script: `python firmware/host/hostrun.py --broker mqtt://127.0.0.1:1883
 --airbox demo-01 --parking park-01 --interval 2`, which is how
@@ -21,6 +25,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -79,13 +84,19 @@ class HostDevice:
         tick_ms: int = 50,
         pms_garbage_every: int = 0,
         scenario: Any = None,
+        receipt_timeout_s: int | None = None,
+        drain_s: float = 0.0,
     ) -> None:
+        """`count` readings (None: until stopped); then, for up to `drain_s`, keep the session
+        up until the gateway's receipts cover every reading kept in flash."""
         if kind not in ("airbox", "parking"):
             raise ValueError(f"unknown device kind {kind!r}")
         self.kind = kind
         self.device_id = device_id
         self.interval_s = interval_s
         self.count = count
+        self.drain_s = drain_s
+        self.receipt_timeout_s = receipt_timeout_s
         self.tick_ms = tick_ms
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"citysense-{device_id}-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +139,8 @@ class HostDevice:
             "wdt_ms": 0,
             "queue_slots": 256,
         }
+        if self.receipt_timeout_s is not None:
+            settings["receipt_timeout_s"] = self.receipt_timeout_s
         config.check(dict(settings))
         Path(self._path("config.json")).write_text(json.dumps(settings))
         cfg = config.Config(self._path("config.json"))
@@ -184,12 +197,20 @@ class HostDevice:
     def _sleep(self, ms: int) -> None:
         self.stop_event.wait(ms / 1000.0)
 
+    def _drain(self) -> None:
+        """Service without new readings until nothing is kept in flash, `drain_s` passes, or stop()."""
+        end = time.monotonic() + self.drain_s
+        while len(self.queue) and time.monotonic() < end and not self.stop_event.is_set():
+            self.device.service()
+            self._sleep(self.tick_ms)
+
     def _run(self) -> None:
         from device import run_loop
 
         try:
             run_loop(self.device, self.app, self._sleep, self.stop_event.is_set, self.count)
             self.device.service()  # send what the last cycle queued
+            self._drain()
         except BaseException as exc:
             self.error = exc
             logger.exception("host device %s failed", self.device_id)

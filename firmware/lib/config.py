@@ -40,6 +40,8 @@ DEFAULTS: "dict[str, object]" = {
     "auth_max_failures": 5,
     "wdt_ms": 8000,
     "queue_slots": 1536,
+    # resend what the gateway has not confirmed after this long without a receipt
+    "receipt_timeout_s": 60,
     # air box
     "interval_s": 60,
     "settle_s": 30,
@@ -83,6 +85,7 @@ RULES: "dict[str, tuple[type, int | float, int | float]]" = {
     "auth_max_failures": (int, 1, 1000),
     "wdt_ms": (int, 0, 60000),
     "queue_slots": (int, 16, 1600),
+    "receipt_timeout_s": (int, 1, 3600),
     "interval_s": (int, 1, 86400),
     "settle_s": (int, 0, 120),
     "frames": (int, 1, 30),

@@ -1,12 +1,43 @@
 """What every citysense device does around its sensors: readings, store-and-forward, status, config.
 
-`record(m, ev)` stamps a reading with `seq` and `ts`, sends it at once when the
-broker is reachable and nothing older is waiting, and otherwise appends it to
-the flash queue, which `service()` replays oldest first as `batch` messages.
+Every reading is kept in the flash queue until the gateway's receipt covers it,
+so neither a broker crash nor a gateway that lost a batch loses a reading:
+
+- `record(m, ev)` stamps a reading with `seq` and `ts` and pushes it to the
+  flash queue first. When the broker is reachable and nothing older is unsent,
+  it is also published at once as a plain v1 message.
+- A RAM-only "sent up to" write id (`sent_wid`) splits the pending records into
+  sent-but-unconfirmed and unsent. `flush()` (from `service()`) publishes the
+  unsent ones oldest first as `batch` messages.
+- The gateway publishes `{"seq": N}` on `citysense/v1/{kind}/{id}/receipt`
+  (retained, QoS 1) after it committed our readings; the receipt acknowledges
+  (`FlashQueue.ack_while`) every pending record whose seq is <= N, read from
+  the slot's leading `{"seq":N` without parsing the JSON. A receipt that is not
+  JSON, has no non-negative integer `seq`, names another `id`, or covers a seq
+  this device never issued is logged (`receipt_refused`) and ignored.
+- On every new MQTT connection, and when no receipt has advanced for
+  `receipt_timeout_s` while records are unconfirmed, `sent_wid` rewinds to the
+  last confirmed record, so everything unconfirmed is resent, oldest first, as
+  `batch` messages (the gateway flags them REPLAYED and its unique key stores
+  each once), together with what was still unsent. Readings made after that
+  are held back (kept in flash, unsent) until a receipt covers everything that
+  was pending at the rewind (`resend_until`): a receipt names only the highest
+  seq stored, so a newer reading that got through while the resend was dropped
+  (a broker that came back before the gateway's subscription did) would
+  otherwise confirm the dropped ones. While a device stays connected, the
+  broker keeps what the gateway's persistent session has not received, so
+  readings sent on one connection reach the gateway in order. While no receipt comes the timeout doubles
+  after each resend, up to RESEND_BACKOFF_MAX times the configured one, so a
+  gateway that is down for hours is not flooded with resends.
+- After a reboot `sent_wid` starts at the last confirmed record: whatever the
+  last boot left in flash is resent first, as after a rewind.
+
 `service()` also keeps the MQTT session alive, applies retained config
-messages, publishes the retained status every `status_every_s`, and feeds the
-watchdog. Payloads follow citysense payload v1 (docs: /work/shared/ARCHITECTURE.md).
-RAM: a few strings per message; batches are built from queue slots (<= 2 KB).
+messages, publishes the retained status every `status_every_s` (with `queued`:
+records kept in flash, `unconfirmed`: those of them already sent), and feeds
+the watchdog. Payloads follow citysense payload v1 (docs: /work/shared/ARCHITECTURE.md).
+RAM: a few strings per message and six ints for the receipt state; batches are
+built from queue slots (<= 2 KB).
 """
 
 import gc
@@ -43,6 +74,30 @@ def mem_free() -> int:
     return int(fn()) if fn is not None else 0
 
 MAX_BATCHES_PER_SERVICE = 4
+RESEND_BACKOFF_MAX = 16  # the receipt timeout doubles after each fruitless resend, up to this factor
+SEQ_PREFIX = b'{"seq":'
+
+
+def leading_seq(payload: "memoryview | bytes") -> int:
+    """The n of a record that starts with `{"seq":n`, or -1 when it does not (no allocation).
+
+    Every record `Device.item` writes starts that way; a record whose seq cannot
+    be read counts as covered by any receipt, since keeping it would block the
+    queue behind a record no receipt can ever name.
+    """
+    size = len(payload)
+    n = len(SEQ_PREFIX)
+    if size <= n:
+        return -1
+    for i in range(n):
+        if payload[i] != SEQ_PREFIX[i]:
+            return -1
+    value = -1
+    i = n
+    while i < size and 48 <= payload[i] <= 57:  # ASCII 0-9
+        value = (0 if value < 0 else value * 10) + payload[i] - 48
+        i += 1
+    return value
 
 
 class Device:
@@ -74,7 +129,16 @@ class Device:
         self.last_status_ms: "Ticks | None" = None
         self.status_now = True
         self.want_setup = ""
-        self.sent = 0
+        self.sent = 0  # records published, resends included
+        # receipt state (RAM only; a reboot resends what was unconfirmed)
+        self.sent_wid = queue.settled()  # records up to this write id were sent on this connection
+        # write id of the newest record pending at the last rewind (or at boot: the last boot
+        # may have sent them); newer ones wait for the receipt that covers it
+        self.resend_until = queue.head - 1
+        self.seen_connects = session.connects
+        self.waiting_since: "Ticks | None" = None  # unconfirmed since, or since the last receipt that advanced
+        self.resend_factor = 1
+        self.confirmed_seq = -1  # highest seq a receipt confirmed since boot
         self.status_fields: "Callable[[], dict[str, object]] | None" = None  # the application's own status keys
         session.on_message = self._on_message
 
@@ -88,24 +152,85 @@ class Device:
         return text + "}"
 
     def record(self, m: "dict[str, int | float]", ev: "str | None" = None) -> bool:
+        """Keep a reading in flash; publish it at once when connected and nothing older is unsent.
+
+        Returns True when it was published now (it stays in flash until a receipt covers it).
+        """
         item = self.item(m, ev)
-        if self.session.connected and len(self.queue) == 0:
-            if self.session.publish(self.session.t_up, '{"v":1,"id":"' + self.id + '",' + item[1:]):
-                self.sent += 1
-                return True
+        self._check_connection()
         try:
-            self.queue.push(item)
+            wid = self.queue.push(item)
         except (OSError, ValueError) as exc:
             self.error("queue_push_failed", exc)
-        return False
+            # cannot be kept: send it once, without the receipt guarantee, rather than lose it
+            return self.session.connected and self.session.publish(self.session.t_up, self._live(item))
+        if not self.session.connected or self.sent_up_to() != wid - 1 or self.resending():
+            return False
+        if not self.session.publish(self.session.t_up, self._live(item)):
+            return False
+        self.sent += 1
+        self._mark_sent(wid)
+        return True
+
+    def _live(self, item: str) -> str:
+        return '{"v":1,"id":"' + self.id + '",' + item[1:]
+
+    def sent_up_to(self) -> int:
+        """Write id of the newest record sent and not yet confirmed (or the last confirmed one)."""
+        settled = self.queue.settled()
+        return self.sent_wid if self.sent_wid > settled else settled
+
+    def resending(self) -> bool:
+        """True while resent records wait for their receipt (newer readings are held back)."""
+        return self.queue.settled() < self.resend_until
+
+    def unconfirmed(self) -> int:
+        """Records sent whose receipt has not come yet."""
+        return self.sent_up_to() - self.queue.settled()
+
+    def _mark_sent(self, wid: int) -> None:
+        if self.unconfirmed() == 0:
+            self.waiting_since = ticks_ms()
+        if wid > self.sent_wid:
+            self.sent_wid = wid
+
+    def _rewind(self, reason: str) -> None:
+        """Forget what was sent but not confirmed: flush() sends it again, oldest first."""
+        waiting = self.unconfirmed()
+        if waiting:
+            log("resend", reason=reason, records=waiting)
+        self.resend_until = self.queue.head - 1
+        self.sent_wid = self.queue.settled()
+        self.waiting_since = None
+
+    def _check_connection(self) -> None:
+        """A new MQTT connection: what the old one carried may be lost with the broker, resend it."""
+        if self.session.connects != self.seen_connects:
+            self.seen_connects = self.session.connects
+            self._rewind("reconnect")
+
+    def _receipt_overdue(self) -> bool:
+        since = self.waiting_since
+        if since is None or self.unconfirmed() == 0:
+            return False
+        limit: int = self.cfg["receipt_timeout_s"] * 1000 * self.resend_factor
+        return ticks_diff(ticks_ms(), since) >= limit
 
     def flush(self) -> None:
-        """Send up to a few batches of queued readings, oldest first."""
+        """Resend what a receipt should have covered by now, then send up to a few batches of unsent records."""
+        if self._receipt_overdue():
+            self._rewind("receipt_timeout")
+            if self.resend_factor < RESEND_BACKOFF_MAX:
+                self.resend_factor *= 2
         for _ in range(MAX_BATCHES_PER_SERVICE):
-            if not self.session.connected or len(self.queue) == 0:
+            if not self.session.connected:
                 return
+            start = self.sent_up_to()
+            until = self.resend_until if self.resending() else 0
+            if start >= self.queue.head - 1 or (until and start >= until):
+                return  # nothing unsent, or the rest waits for the resend's receipt
             try:
-                last, items = self.queue.peek()
+                last, items = self.queue.peek(after=start, until=until)
             except OSError as exc:
                 self.error("queue_read_failed", exc)
                 return
@@ -114,9 +239,42 @@ class Device:
                 if not self.session.publish(self.session.t_up, msg):
                     return
                 self.sent += len(items)
-                log("batch_sent", items=len(items), left=len(self.queue) - len(items))
-            self.queue.ack(last)
+                log("batch_sent", items=len(items), unsent=self.queue.head - 1 - last)
+            self._mark_sent(last)  # corrupt slots are passed over too
             self.watchdog.feed()
+
+    def _on_receipt(self, msg: bytes) -> None:
+        """Acknowledge every kept record the gateway's receipt `{"seq": N}` covers."""
+        try:
+            doc = json.loads(msg)
+        except ValueError:
+            self._refuse_receipt("not JSON")
+            return
+        if not isinstance(doc, dict):
+            self._refuse_receipt("not a JSON object")
+            return
+        top = doc.get("seq")
+        if not isinstance(top, int) or isinstance(top, bool) or top < 0:
+            self._refuse_receipt("needs a non-negative integer 'seq'")
+            return
+        other = doc.get("id")
+        if other is not None and other != self.id:
+            self._refuse_receipt("for another device")
+            return
+        if top >= self.seq.next:
+            self._refuse_receipt("covers seq %d, this device has issued only up to %d" % (top, self.seq.next - 1))
+            return
+        done = self.queue.ack_while(lambda payload: leading_seq(payload) <= top)
+        if top > self.confirmed_seq:
+            self.confirmed_seq = top
+        if done:
+            self.resend_factor = 1
+            self.waiting_since = ticks_ms() if self.unconfirmed() else None
+            log("receipt", seq=top, confirmed=done, unconfirmed=self.unconfirmed(), queued=len(self.queue))
+
+    def _refuse_receipt(self, reason: str) -> None:
+        self.errors += 1
+        log("receipt_refused", reason=reason)
 
     def error(self, event: str, exc: BaseException) -> None:
         self.errors += 1
@@ -140,6 +298,7 @@ class Device:
             "rssi": rssi,
             "heap": mem_free(),
             "queued": len(self.queue),
+            "unconfirmed": self.unconfirmed(),
             "dropped": self.queue.dropped,
             "cfg": self.cfg["version"],
             "reset": self.reset,
@@ -159,6 +318,9 @@ class Device:
     def _on_message(self, topic: "str | bytes", msg: bytes) -> None:
         if isinstance(topic, bytes):
             topic = topic.decode()
+        if topic == self.session.t_receipt:
+            self._on_receipt(msg)
+            return
         if topic != self.session.t_config:
             return
         try:
@@ -182,6 +344,7 @@ class Device:
         self.watchdog.feed()
         was = self.session.connected
         self.session.poll()
+        self._check_connection()
         if self.session.connected and not was:
             self.status_now = True
         if self.session.auth_failures >= self.cfg["auth_max_failures"] and not self.want_setup:

@@ -13,12 +13,19 @@ Guarantees:
   (at-least-once; the gateway's writes are idempotent).
 - Bounded: when full, the oldest unsent record is overwritten and `dropped`
   counts it.
-- Replays oldest first, in batches the caller sends as one message each.
+- Replays oldest first, in batches the caller sends as one message each;
+  `peek(after=w)` starts after write id `w`, so a caller can keep records it
+  has sent but not yet seen confirmed (lib/device.py keeps every reading until
+  the gateway's receipt covers it) and still read the unsent ones.
+- `ack_while(covered)` acknowledges the oldest pending records one by one for
+  as long as `covered(payload)` says yes: the queue knows nothing of the
+  payload format, the caller decides what a receipt covers.
 
 Refuses payloads longer than `slot_size - 10` bytes (ValueError).
 Capacity: default 1536 slots x 160 B = 240 KB = 25.6 h of 1-minute readings
 (a slot holds 150 bytes: the longest parking heartbeat is ~125).
-RAM: one slot buffer plus a few ints; `peek` returns at most `max_items` bytes objects.
+RAM: one slot buffer plus a few ints; `peek` returns at most `max_items` bytes objects;
+`ack_while` hands the predicate a memoryview of the slot buffer (no copy).
 """
 
 import os
@@ -28,7 +35,7 @@ from binascii import crc32  # ESP32, RP2, the WebAssembly port and CPython all h
 
 TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
 if TYPE_CHECKING:
-    from typing import IO
+    from typing import IO, Callable
 
 from flashfile import recover, replace
 from log import log
@@ -149,6 +156,10 @@ class FlashQueue:
     def __len__(self) -> int:
         return self.head - 1 - self._tail_floor()
 
+    def settled(self) -> int:
+        """Highest write id that is no longer pending (acknowledged or overwritten)."""
+        return self._tail_floor()
+
     def _tail_floor(self) -> int:
         """Highest write id that is no longer pending (acked or overwritten)."""
         floor = self.head - 1 - self.capacity
@@ -178,14 +189,24 @@ class FlashQueue:
         self.head = wid + 1
         return wid
 
-    def peek(self, max_items: int = 20, max_bytes: int = 2048) -> "tuple[int, list[bytes]]":
-        """Return (last_write_id, [payload bytes, ...]) of the oldest pending records."""
+    def peek(
+        self, max_items: int = 20, max_bytes: int = 2048, after: int = 0, until: int = 0
+    ) -> "tuple[int, list[bytes]]":
+        """Return (last_write_id, [payload bytes, ...]) of the oldest pending records after write id `after`.
+
+        With `until` > 0 no record after that write id is returned. `last_write_id`
+        is where the next peek should start (`after=last`); it is `after` (or the
+        settled floor) itself when nothing is there.
+        """
+        end = self.head if until <= 0 or until >= self.head else until + 1
         items: "list[bytes]" = []
         last = self._tail_floor()
+        if after > last:
+            last = after
         total = 0
         with open(self.path, "rb") as f:
             wid = last + 1
-            while wid < self.head and len(items) < max_items:
+            while wid < end and len(items) < max_items:
                 got = self._slot_wid(f, wid % self.capacity)
                 if got == wid:
                     length = self.buf[1]
@@ -196,6 +217,29 @@ class FlashQueue:
                 last = wid  # a corrupt slot is skipped for good
                 wid += 1
         return last, items
+
+    def ack_while(self, covered: "Callable[[memoryview], bool]") -> int:
+        """Acknowledge pending records oldest first while `covered(payload)` is true; return how many.
+
+        Stops at the first record `covered` refuses. A corrupt slot is passed over
+        and acknowledged with the next covered record after it (it can never be
+        sent); corrupt slots at the end stay pending until `peek` skips them.
+        The payload view points into the slot buffer: valid only during the call.
+        """
+        last = self._tail_floor()
+        done = 0
+        with open(self.path, "rb") as f:
+            wid = last + 1
+            while wid < self.head:
+                if self._slot_wid(f, wid % self.capacity) == wid:
+                    length = self.buf[1]
+                    if not covered(memoryview(self.buf)[HEADER : HEADER + length]):
+                        break
+                    last = wid
+                    done += 1
+                wid += 1
+        self.ack(last)
+        return done
 
     def ack(self, last_wid: int) -> None:
         """Mark every record up to `last_wid` as delivered."""

@@ -6,7 +6,12 @@ The client class is a constructor argument so tests can pass a fake.
 
 - Connects with username = device id (unless configured), the device token as
   password, a retained last will `{"online":false}` on the status topic, and
-  subscribes to the retained config topic (QoS 1).
+  subscribes (QoS 1) to the retained config topic and to its own receipt topic
+  (`t_receipt`: the gateway's `{"seq": N}` after it committed our readings).
+  Messages on both arrive through `on_message`, also while `publish()` waits
+  for a PUBACK (umqtt.simple reads incoming packets there).
+- `connects` counts successful connections, so the caller can tell a new
+  connection (and resend what the last one left unconfirmed) from the old one.
 - Reconnects with exponential backoff (1 s doubling to 5 min). Never raises
   from `poll()` or `publish()`; failures are logged with their reason.
 - A broker refusing the credentials (CONNACK 4 or 5) is counted in
@@ -63,10 +68,12 @@ class Session:
         self.t_up = base + "up"
         self.t_status = base + "status"
         self.t_config = base + "config"
+        self.t_receipt = base + "receipt"
         self.client: "MQTTClient | None" = None
         self.connected = False
         self.auth_failures = 0
         self.failures = 0
+        self.connects = 0
         self.backoff_ms = 0
         self.last_try_ms: "Ticks | None" = None
         self.last_io_ms = ticks_ms()
@@ -90,12 +97,14 @@ class Session:
         try:
             client.connect()
             client.subscribe(self.t_config, qos=1)
+            client.subscribe(self.t_receipt, qos=1)
         except Exception as exc:  # noqa: BLE001 - OSError or MQTTException
             self._close(client)
             self._failed(exc)
             return False
         self.client = client
         self.connected = True
+        self.connects += 1
         self.failures = 0
         self.auth_failures = 0
         self.backoff_ms = 0

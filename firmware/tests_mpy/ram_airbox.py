@@ -2,8 +2,9 @@
 
 Builds the real AirBox, Device, Session, FlashQueue, SeqCounter and Config
 with a fake UART (real PMS5003 frames), a fake SHT31 and a fake MQTT client,
-runs reading cycles online and offline (queue + batch replay) and keeps the
-live objects in the global KEEP. run.mjs then reports gc.mem_alloc() after
+runs reading cycles online and offline (queue + batch replay, the fake client
+playing the gateway: a receipt for the highest seq of each reading message)
+and keeps the live objects in the global KEEP. run.mjs then reports gc.mem_alloc() after
 gc.collect() in a separate top-level call: the WebAssembly port only reclaims
 garbage between top-level calls (its conservative scan sees stale pointers).
 """
@@ -27,7 +28,7 @@ class FakeClient:
     published = 0
 
     def __init__(self, *args, **kwargs):
-        pass
+        self.receipt = None
 
     def set_callback(self, cb):
         self.cb = cb
@@ -43,7 +44,9 @@ class FakeClient:
         pass
 
     def check_msg(self):
-        pass
+        if self.receipt is not None:
+            msg, self.receipt = self.receipt, None
+            self.cb(b"citysense/v1/airbox/ram-01/receipt", msg)
 
     def ping(self):
         pass
@@ -52,6 +55,12 @@ class FakeClient:
         if not FakeClient.online:
             raise OSError(104)
         FakeClient.published += 1
+        if topic.endswith("/up"):
+            at = msg.rfind(b'"seq":') + 6
+            end = at
+            while msg[end] in b"0123456789":
+                end += 1
+            self.receipt = b'{"seq":' + msg[at:end] + b"}"
 
     def disconnect(self):
         pass

@@ -8,6 +8,7 @@ MODULES = (
     "test_pms5003",
     "test_sht31_bme280_qmc5883l",
     "test_flashqueue",
+    "test_device_receipts",
     "test_config_seq",
     "test_parking_detector",
 )

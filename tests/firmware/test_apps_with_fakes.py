@@ -110,12 +110,12 @@ def test_airbox_loop_publishes_averaged_readings_with_device_credentials(tmp_pat
     client = FakeClient.instances[-1]
     assert client.kwargs["user"] == "box-01" and client.kwargs["password"] == "tok"
     assert client.will == ("citysense/v1/airbox/box-01/status", b'{"online":false}', True, 1)
-    assert client.subscribed == ["citysense/v1/airbox/box-01/config"]
+    assert client.subscribed == ["citysense/v1/airbox/box-01/config", "citysense/v1/airbox/box-01/receipt"]
     ups = _ups(client)
     assert [u["seq"] for u in ups] == [0, 1, 2]
     assert set(ups[0]["m"]) == {"pm1", "pm25", "pm10", "t", "rh"}
     status = json.loads(next(p for t, p, r in client.published if t.endswith("/status") and r))
-    assert status["online"] is True and status["reset"] == "wdt" and status["queued"] == 0
+    assert status["online"] is True and status["reset"] == "wdt" and status["queued"] == status["unconfirmed"]
     assert uart.requests == 9 and not uart.awake  # 3 frames per reading, asleep in between
     assert dog.feeds > 0
 
@@ -190,8 +190,12 @@ def test_readings_go_to_flash_while_offline_and_replay_as_one_batch(tmp_path: Pa
     del device.session.connect
     device.session.last_try_ms = None
     device.service()
-    ups = _ups(FakeClient.instances[-1])
+    client = FakeClient.instances[-1]
+    ups = _ups(client)
     assert len(ups) == 1 and [i["seq"] for i in ups[0]["batch"]] == [0, 1, 2, 3]
+    assert len(device.queue) == 4  # kept until the gateway's receipt covers them
+    client.inbox.append((b"citysense/v1/airbox/box-01/receipt", b'{"seq": 3}'))
+    device.service()
     assert len(device.queue) == 0
 
 
@@ -293,5 +297,10 @@ def test_parking_reboot_with_a_car_on_the_bay_uses_the_saved_baseline(tmp_path: 
     assert (tmp_path / "baseline.json").exists()
     app2, device2 = _parking(tmp_path, [CAR] * 20)  # power cut, car arrives, device boots again
     run_loop(device2, app2, lambda ms: None, max_cycles=20)
-    ups = _ups(FakeClient.instances[-1])
-    assert [(u["ev"], u["m"]["occupied"]) for u in ups] == [("boot", 1)]  # the boot message carries the car
+    client = FakeClient.instances[-1]
+    first = _ups(client)[0]
+    assert "batch" in first  # first the last boot's readings, never confirmed by a receipt
+    client.inbox.append((b"citysense/v1/parking/bay-01/receipt", b'{"seq": %d}' % first["batch"][-1]["seq"]))
+    device2.service()  # the gateway confirms them: what waited behind them goes out
+    items = [i for u in _ups(client) for i in u.get("batch", [u])]
+    assert ("boot", 1) in [(i["ev"], i["m"]["occupied"]) for i in items]  # the boot message carries the car

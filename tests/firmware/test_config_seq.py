@@ -44,6 +44,17 @@ def test_config_validation_names_every_bad_field():
     assert "unknown field 'foo'" in text
 
 
+def test_config_receipt_timeout_defaults_to_a_minute_and_is_range_checked():
+    cfg = config.Config(tmp_dir() + "/config.json")
+    assert cfg["receipt_timeout_s"] == 60
+    config.check({"receipt_timeout_s": 5})
+    for bad in (0, 3601, "60", True):
+        exc = raises(config.ConfigError, config.check, {"receipt_timeout_s": bad})
+        assert "receipt_timeout_s" in str(exc)
+    exc = raises(config.ConfigError, cfg.apply_remote, b'{"version": 1, "receipt_timeout_s": 5}')
+    assert "may not be set remotely" in str(exc)
+
+
 def test_config_file_with_a_non_string_id_is_set_aside_not_a_crash():
     # check() used to call valid_device_id(5) after noting the wrong type: a TypeError
     # that Config.load does not catch, so such a file crash-looped the board.

@@ -125,3 +125,44 @@ def test_queue_peek_respects_the_byte_budget():
     for i in items:
         total += len(i) + 1
     assert total <= 400
+
+
+def test_queue_peek_after_a_write_id_skips_what_was_sent_but_keeps_it_pending():
+    q = flashqueue.FlashQueue(tmp_dir() + "/q.bin", capacity=32)
+    for i in range(6):
+        q.push(_item(i))
+    last, items = q.peek(max_items=4)
+    assert [json.loads(i)["seq"] for i in items] == [0, 1, 2, 3]
+    last2, items2 = q.peek(after=last)
+    assert [json.loads(i)["seq"] for i in items2] == [4, 5]
+    assert q.peek(after=last2) == (last2, [])
+    assert len(q) == 6 and q.settled() == 0
+
+
+def test_queue_ack_while_stops_at_the_first_record_not_covered():
+    path = tmp_dir() + "/q.bin"
+    q = flashqueue.FlashQueue(path, capacity=32)
+    for i in range(6):
+        q.push(_item(i))
+    seen = []
+
+    def covered(payload):
+        seen.append(json.loads(bytes(payload))["seq"])
+        return seen[-1] <= 2
+
+    assert q.ack_while(covered) == 3
+    assert seen == [0, 1, 2, 3] and len(q) == 3
+    assert q.ack_while(lambda payload: False) == 0 and len(q) == 3
+    assert len(flashqueue.FlashQueue(path, capacity=32)) == 3  # the ack is on flash
+
+
+def test_queue_ack_while_passes_over_a_corrupt_slot_between_covered_records():
+    path = tmp_dir() + "/q.bin"
+    q = flashqueue.FlashQueue(path, capacity=32)
+    for i in range(4):
+        q.push(_item(i))
+    with open(path, "r+b") as f:  # flip a payload byte of write id 2 (slot 2)
+        f.seek(2 * q.slot_size + flashqueue.HEADER + 3)
+        f.write(b"X")
+    assert q.ack_while(lambda payload: True) == 3
+    assert len(q) == 0

@@ -22,6 +22,7 @@ from v1_payload import check_v1
 from citysense import firmware_cli
 from devtools.local_broker import LocalMosquitto
 from devtools.ports import free_port
+from tests.receipt_gateway import ReceiptGateway
 
 
 class Listener:
@@ -164,13 +165,17 @@ def test_device_queues_while_the_broker_is_down_and_replays_in_batches(
         broker.start()
         try:
             lis = Listener("127.0.0.1", port)
+            gateway = ReceiptGateway(port)
             try:
                 assert lis.wait(lambda: any("batch" in d for d in lis.up("airbox", "store-01")))
-                assert lis.wait(lambda: len(dev.queue) == 0)
                 batch = next(d for d in lis.up("airbox", "store-01") if "batch" in d)
                 seqs = [i["seq"] for i in batch["batch"]]
                 assert seqs == sorted(seqs) and seqs[0] == 0
+                # kept in flash until the gateway's receipt covered it (write ids count from 1)
+                assert lis.wait(lambda: dev.queue.settled() >= len(seqs))
+                assert any(t == "citysense/v1/airbox/store-01/receipt" for t, _, _ in lis.messages)
             finally:
+                gateway.close()
                 lis.close()
         finally:
             dev.stop()

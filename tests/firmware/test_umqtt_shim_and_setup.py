@@ -143,3 +143,30 @@ def test_setup_portal_saves_valid_answers_over_http(tmp_path: Path, monkeypatch:
     assert result["done"] is True
     again = Config(str(tmp_path / "config.json"))
     assert again.is_provisioned() and again["mqtt_password"] == "tok"
+
+
+def test_check_msg_delivers_subscribed_messages_from_a_real_broker(mosquitto: Any) -> None:
+    """As umqtt.simple: retained messages arrive while subscribe() waits, live ones through check_msg()."""
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    other = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    other.connect(mosquitto.host, mosquitto.port)
+    other.loop_start()
+    other.publish("citysense/v1/airbox/shim-01/receipt", b'{"seq":3}', qos=1, retain=True).wait_for_publish(5)
+    got: list[tuple[bytes, bytes]] = []
+    c = MQTTClient("shim-01", mosquitto.host, port=mosquitto.port, keepalive=30)
+    c.set_callback(lambda topic, msg: got.append((topic, msg)))
+    c.connect()
+    c.subscribe("citysense/v1/airbox/shim-01/receipt", qos=1)
+    other.publish("citysense/v1/airbox/shim-01/receipt", b'{"seq":4}', qos=1).wait_for_publish(5)
+    end = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < end:
+        c.check_msg()
+        time.sleep(0.02)
+    c.disconnect()
+    other.loop_stop()
+    other.disconnect()
+    topic = b"citysense/v1/airbox/shim-01/receipt"
+    assert got == [(topic, b'{"seq":3}'), (topic, b'{"seq":4}')]
