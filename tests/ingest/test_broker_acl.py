@@ -11,7 +11,10 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+from typer.testing import CliRunner
 
+from citysense.cli import app
+from contracts.settings import get_settings
 from ingest.broker_files import (
     CLOSED_LISTENER_CONFIG,
     AccountCollision,
@@ -216,3 +219,29 @@ def test_the_deployed_broker_runs_the_closed_listener() -> None:
     listener = next(i for i, line in enumerate(lines) if line.startswith("listener "))
     for line in expected:
         assert line in lines[listener:], line
+
+
+def test_broker_files_command_writes_every_gateway_and_operator(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`citysense device broker-files` with two replicas and the simulator, passwords from the
+    environment; an account without a password is a one-line error, and nothing is written."""
+    _register(database_url, ("cli-box", "token"), owner="demo")
+    monkeypatch.setenv("CITYSENSE_DATABASE_URL", database_url)
+    monkeypatch.setenv("CITYSENSE_GATEWAY_1_MQTT_PASSWORD", "pw-1")
+    monkeypatch.setenv("CITYSENSE_GATEWAY_2_MQTT_PASSWORD", "pw-2")
+    get_settings.cache_clear()
+    try:
+        args = ["device", "broker-files", "--out", str(tmp_path / "auth"), "--gateway", "citysense-gateway-1",
+                "--gateway", "citysense-gateway-2"]
+        refused = CliRunner().invoke(app, [*args, "--operator", "citysense-sim=demo"])
+        assert refused.exit_code != 0 and "CITYSENSE_SIM_MQTT_PASSWORD" in refused.output
+        assert not (tmp_path / "auth").exists()
+        monkeypatch.setenv("CITYSENSE_SIM_MQTT_PASSWORD", "pw-sim")
+        done = CliRunner().invoke(app, [*args, "--operator", "citysense-sim=demo"])
+        assert done.exit_code == 0, done.output
+    finally:
+        get_settings.cache_clear()
+    stored = dict(line.split(":", 1) for line in (tmp_path / "auth" / "passwords").read_text().splitlines())
+    assert verify("pw-2", stored["citysense-gateway-2"]) and verify("pw-sim", stored["citysense-sim"])
+    assert "topic write citysense/v1/airbox/cli-box/up" in (tmp_path / "auth" / "acl").read_text().splitlines()
