@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -223,18 +224,35 @@ def device_broker_files(
     out: Annotated[Path, typer.Option(help="Folder for the mosquitto password and acl files")] = Path(
         "deploy/mosquitto"
     ),
-    gateway_user: Annotated[str, typer.Option()] = "citysense-gateway",
-    gateway_password: Annotated[str, typer.Option(envvar="CITYSENSE_GATEWAY_MQTT_PASSWORD", prompt=True,
-                                                  hide_input=True)] = "",
+    gateway: Annotated[list[str], typer.Option(
+        help="A gateway replica's account, also its CITYSENSE_MQTT_CLIENT_ID (repeat per replica)"
+    )] = ["citysense-gateway-1"],  # noqa: B006 - typer reads the default, nothing mutates it
+    operator: Annotated[list[str], typer.Option(
+        help="NAME=OWNER: an operator account (the simulator) that publishes for OWNER's devices only"
+    )] = [],  # noqa: B006
+    passwords_file: Annotated[Path | None, typer.Option(
+        help="name:password lines for the accounts; else each from CITYSENSE_<NAME>_MQTT_PASSWORD"
+    )] = None,
 ) -> None:
-    """Export Mosquitto password and ACL files from the registered devices."""
-    from ingest.broker_files import write_broker_files  # noqa: PLC0415
+    """Export Mosquitto password and ACL files: registered devices, gateway and operator accounts."""
+    from ingest.broker_files import Operator, account_passwords, write_broker_files  # noqa: PLC0415
 
     settings = _settings()
-    if not gateway_password:
-        raise fail("a gateway password is required (CITYSENSE_GATEWAY_MQTT_PASSWORD)")
-    passwords, acl, n = write_broker_files(settings.database_url, out, gateway_user, gateway_password)
-    typer.echo(f"wrote {passwords} ({n} devices + gateway) and {acl}; reload mosquitto (SIGHUP) to apply")
+    pairs = [o.partition("=") for o in operator]
+    if any(not sep or not owner for _name, sep, owner in pairs):
+        raise fail("--operator takes NAME=OWNER, e.g. citysense-sim=demo")
+    try:
+        secret = account_passwords([*gateway, *(name for name, _, _ in pairs)], passwords_file, os.environ)
+        files = write_broker_files(
+            settings.database_url, out, {name: secret[name] for name in gateway},
+            [Operator(name, secret[name], owner) for name, _, owner in pairs],
+        )
+    except (ValueError, OSError) as exc:
+        raise fail(str(exc)) from None
+    typer.echo(
+        f"wrote {files.passwords} ({files.devices} devices, {len(gateway)} gateways, {len(pairs)} operators) "
+        f"and {files.acl}; reload mosquitto (SIGHUP) to apply"
+    )
 
 
 @device_app.command("config")

@@ -28,6 +28,7 @@ import typer
 
 from devtools.installed_tools import installed_tool
 from devtools.processes import stop_process
+from devtools.simulator.fleet import host_fleet_ids as fleet_ids
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 HOST_DIR = FIRMWARE_DIR / "host"
@@ -186,25 +187,21 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def fleet_ids(count: int) -> tuple[list[str], list[str]]:
-    """Ids for a host fleet of `count` devices: two air boxes for every parking sensor."""
-    n_parking = count // 3
-    airboxes = [f"fw-airbox-{i:02d}" for i in range(1, count - n_parking + 1)]
-    parking = [f"fw-parking-{i:02d}" for i in range(1, n_parking + 1)]
-    return airboxes, parking
-
-
 @app.command("fleet")
 def fleet_cmd(
     count: Annotated[int, typer.Option(min=1, max=50, help="number of host devices")] = 3,
     broker: Annotated[str, typer.Option(help="broker URL")] = "mqtt://127.0.0.1:1883",
     interval: Annotated[float, typer.Option(help="seconds between air-box readings")] = 60.0,
+    tokens: Annotated[Path | None, typer.Option(
+        help="file of device_id:token lines: each device logs in as itself (a closed broker)"
+    )] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
 ) -> None:
     """Run COUNT host devices (2/3 air boxes, 1/3 parking) until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     airboxes, parking = fleet_ids(count)
-    fleet = _hostrun().build_fleet(broker, airboxes, parking, interval).start()
+    logins = dict(line.split(":", 1) for line in tokens.read_text().split()) if tokens else None
+    fleet = _hostrun().build_fleet(broker, airboxes, parking, interval, logins).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -18,6 +18,11 @@ ANY_DEVICE_ID = re.compile(rf"^{ANY_DEVICE_ID_CHARS}\Z")
 V1_DEVICE_ID_SCHEMA = f"^{V1_DEVICE_ID_CHARS}$"
 ANY_DEVICE_ID_SCHEMA = f"^{ANY_DEVICE_ID_CHARS}$"
 
+RESERVED_ID_PREFIX = "citysense-"
+"""Every broker account that is not a device (gateway replicas, operators such as the simulator)
+is named with this prefix, and no device id may start with it: a device's username, which the
+broker also makes its client id, can then never be a gateway's or an operator's."""
+
 KINDS = ("airbox", "parking")
 """Kinds of citysense hardware; LASS devices are kind `lass`, a namespace of their own."""
 
@@ -41,10 +46,34 @@ def namespace_conflict(device_id: str, message_kind: str, stored_kind: str | Non
     return f"device {device_id!r} is registered as {stored_kind}, not {message_kind}"
 
 
+def reserved_id_reason(device_id: str) -> str | None:
+    """Why `device_id` may not name a device (it is in the broker accounts' namespace), or None."""
+    if device_id.startswith(RESERVED_ID_PREFIX):
+        return (f"device id {device_id[:80]!r} starts with {RESERVED_ID_PREFIX!r}, which is reserved for "
+                "gateway and operator broker accounts")
+    return None
+
+
+def check_account_name(name: str) -> str:
+    """A gateway's or operator's broker account name (also its client id), or ValueError.
+
+    It must be a valid v1 id (the same characters Mosquitto and the ACL see for devices) and
+    start with the reserved prefix, so that no registered device can ever hold it."""
+    if not V1_DEVICE_ID.match(name) or not name.startswith(RESERVED_ID_PREFIX):
+        raise ValueError(f"broker account {name[:80]!r} must match {V1_DEVICE_ID_CHARS} and start with "
+                         f"{RESERVED_ID_PREFIX!r} (device ids never do)")
+    return name
+
+
 def check_device_id(device_id: object, pattern: re.Pattern[str] = V1_DEVICE_ID) -> str:
-    """The id itself, or DecodeError (a ValueError) with the reason a person needs."""
+    """The id itself, or DecodeError (a ValueError) with the reason a person needs.
+
+    Ids in the reserved account namespace are refused whatever the pattern (LASS ids too)."""
     if not isinstance(device_id, str):
         raise DecodeError(f"device id must be a string, got {type(device_id).__name__}")
     if not pattern.match(device_id):
         raise DecodeError(f"device id {device_id[:80]!r} does not match {pattern.pattern}")
+    reserved = reserved_id_reason(device_id)
+    if reserved is not None:
+        raise DecodeError(reserved)
     return device_id

@@ -4,6 +4,11 @@ Each service is a child process in its own session so that Ctrl-C, SIGTERM or SI
 them in order (fleet, gateway, API, broker, database) and nothing is left running: also when
 SIGINT was ignored at start (a background job of a non-interactive shell ignores it) and when
 stdout is a closed pipe (every line the demo prints may fail; stopping must not).
+
+With Mosquitto the broker is closed, as in production (`closed_broker`): the gateway logs in
+with its own account, the simulator with an operator account that may publish only for the
+simulated fleet (owner `demo`), each firmware host device with its own token. The amqtt
+fallback stays open (anonymous, any client id): it is a pip-only demo broker, not a deployment.
 """
 
 from __future__ import annotations
@@ -27,9 +32,15 @@ from devtools.local_broker import LocalAmqtt, LocalMosquitto, mosquitto_path
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port, port_is_open
 from devtools.processes import stop_process
-from devtools.simulator.fleet import make_airboxes, make_parking
+from devtools.simulator.fleet import host_fleet_ids, make_airboxes, make_parking
 from devtools.simulator.publisher import register_fleet
+from ingest.broker_files import Operator, write_broker_files
+from ingest.device_store import DeviceFields, register_devices
 from ingest.migrate import migrate
+
+DEMO_GATEWAY = "citysense-demo-gateway"
+DEMO_OPERATOR = "citysense-sim"
+FLEET_OWNER = "demo"
 
 
 class _DemoConsole(Console):
@@ -81,22 +92,16 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
     data.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     mqtt_port = _pick_port(1883)
-    broker: LocalMosquitto | LocalAmqtt
-    if mosquitto_path():
-        broker = LocalMosquitto(data / "mosquitto", mqtt_port)
-        protocol = "5"
-    else:
-        broker = LocalAmqtt(data / "amqtt", mqtt_port)
-        protocol = "3.1.1"
+    closed = mosquitto_path() is not None
+    protocol = "5" if closed else "3.1.1"
     _say(f"[bold]citysense demo[/] data in {data}")
-    _say(f"starting {type(broker).__name__[5:].lower()} broker on 127.0.0.1:{mqtt_port} ...")
     pg = LocalPostgres(data / "pg", _pick_port(5432))
+    broker: LocalMosquitto | LocalAmqtt | None = None
     children: list[Child] = []
     stopper = threading.Event()
     for signum in STOP_SIGNALS:  # explicit handlers: an inherited SIG_IGN for SIGINT is overridden too
         signal.signal(signum, _raise_stop)
     try:
-        broker.start()
         _say(f"starting PostgreSQL ({pg.bindir}) on 127.0.0.1:{pg.port} ...")
         pg.start()
         # the role and database the CLI's default URL names, so `citysense ...` in another shell
@@ -106,31 +111,51 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
         _say(f"database ready: backend={backend}, migrations applied now: {applied or 'none'}")
         boxes, spots = make_airboxes(airboxes), make_parking(parking)
         register_fleet(db_url, boxes, spots)
+        # the firmware devices are registered like real hardware: their own tokens, not the operator's
+        firmware_ids = [i for ids in host_fleet_ids(host_devices) for i in ids]
+        firmware_tokens = register_devices(
+            db_url, [(i, DeviceFields(kind="parking" if "-parking-" in i else "airbox", owner="demo-firmware"))
+                     for i in firmware_ids], rotate_token=True,
+        )
+        tokens_file = data / "firmware-tokens"
+        tokens_file.write_text("".join(f"{reg.device_id}:{token}\n" for reg, token in firmware_tokens))
+        tokens_file.chmod(0o600)
+        _say(f"starting {'closed mosquitto' if closed else 'open amqtt'} broker on 127.0.0.1:{mqtt_port} ...")
+        gateway_url = simulator_url = ""
+        if closed:
+            broker, gateway_url, simulator_url = closed_broker(db_url, data, mqtt_port)
+        else:
+            broker = LocalAmqtt(data / "amqtt", mqtt_port)
+            gateway_url = simulator_url = broker.url
+        broker.start()
         api_port = _pick_port(settings.api_port)
         env = dict(os.environ)
         env.update(
             CITYSENSE_MQTT_URL=broker.url, CITYSENSE_DATABASE_URL=db_url, CITYSENSE_MQTT_PROTOCOL=protocol,
             CITYSENSE_API_PORT=str(api_port), CITYSENSE_GATEWAY_METRICS_PORT=str(_pick_port(9108)),
-            CITYSENSE_MQTT_CLIENT_ID="citysense-demo-gateway", CITYSENSE_ADMIN_TOKEN=admin_token(settings, data),
+            CITYSENSE_MQTT_CLIENT_ID=DEMO_GATEWAY, CITYSENSE_ADMIN_TOKEN=admin_token(settings, data),
         )
         py = sys.executable
-        children.append(Child("gateway", [py, "-m", "citysense", "gateway"], env, data / "gateway.log"))
+        children.append(Child("gateway", [py, "-m", "citysense", "gateway"], {**env, "CITYSENSE_MQTT_URL": gateway_url},
+                              data / "gateway.log"))
         children.append(Child("api", [py, "-m", "citysense", "api"], env, data / "api.log"))
         children.append(
             Child(
                 "fleet",
                 [py, "-m", "citysense", "simulate", "--airboxes", str(airboxes), "--parking", str(parking),
                  "--interval", str(interval_s)],
-                env, data / "simulator.log",
+                {**env, "CITYSENSE_MQTT_URL": simulator_url}, data / "simulator.log",
             )
         )
         if host_devices:
             children.append(
                 Child("firmware", [py, "-m", "citysense", "firmware", "fleet", "--count", str(host_devices),
-                                   "--broker", broker.url, "--interval", str(interval_s)], env,
+                                   "--broker", broker.url, "--interval", str(interval_s),
+                                   "--tokens", str(tokens_file)], env,
                       data / "firmware.log")
             )
         api = f"http://127.0.0.1:{api_port}"
+        broker_note = f"(closed: accounts in {data}/mosquitto-auth)" if closed else "(open)"
         _wait_http(f"{api}/v1/health", 30)
         _say(
             f"\n[bold green]citysense is running[/] (ready in {time.monotonic() - started:.0f} s)\n"
@@ -139,7 +164,7 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
             f"  PM2.5 GeoJSON  {api}/v1/latest?metric=pm25\n"
             f"  health         {api}/v1/health\n"
             f"  gateway stats  http://127.0.0.1:{env['CITYSENSE_GATEWAY_METRICS_PORT']}/metrics\n"
-            f"  MQTT broker    {redact_url(broker.url)}\n"
+            f"  MQTT broker    {redact_url(broker.url)}   {broker_note}\n"
             f"  PostgreSQL     {redact_url(db_url)}\n"
             f"  admin token    {env['CITYSENSE_ADMIN_TOKEN']}   (kept in {data}/admin-token)\n"
             f"  logs           {data}/*.log\n"
@@ -162,9 +187,25 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
         _say("stopping ...")
         _stop_all([c for c in children if c.name in ("fleet", "firmware")])  # producers first
         _stop_all([c for c in children if c.name not in ("fleet", "firmware")])  # then gateway and API
-        broker.stop()
+        if broker is not None:
+            broker.stop()
         pg.stop()
         _say("stopped.")
+
+
+def closed_broker(db_url: str, data: Path, port: int) -> tuple[LocalMosquitto, str, str]:
+    """Mosquitto from generated files, and the gateway's and the simulator's URLs with their own
+    accounts. Passwords are made once and kept (mode 600) in the data folder, like the admin token."""
+    secrets_file = data / "mosquitto-accounts"
+    if not secrets_file.exists():
+        secrets_file.write_text(f"{DEMO_GATEWAY}:{secrets.token_urlsafe(18)}\n{DEMO_OPERATOR}:{secrets.token_urlsafe(18)}\n")
+        secrets_file.chmod(0o600)
+    password = dict(line.split(":", 1) for line in secrets_file.read_text().split())
+    files = write_broker_files(db_url, data / "mosquitto-auth", {DEMO_GATEWAY: password[DEMO_GATEWAY]},
+                               [Operator(DEMO_OPERATOR, password[DEMO_OPERATOR], FLEET_OWNER)])
+    broker = LocalMosquitto.closed(data / "mosquitto", port, files)
+    return (broker, broker.url_for(DEMO_GATEWAY, password[DEMO_GATEWAY]),
+            broker.url_for(DEMO_OPERATOR, password[DEMO_OPERATOR]))
 
 
 def admin_token(settings: Settings, data: Path) -> str:

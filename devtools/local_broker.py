@@ -12,9 +12,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import quote
 
 from devtools.ports import wait_for_port
 from devtools.processes import stop_process
+from ingest.broker_files import CLOSED_LISTENER_CONFIG, BrokerFiles
 
 
 def mosquitto_path() -> str | None:
@@ -36,9 +38,19 @@ class LocalMosquitto:
         self.extra_config = extra_config
         self._proc: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def closed(cls, workdir: Path, port: int, files: BrokerFiles) -> LocalMosquitto:
+        """A broker that admits only the accounts of `files` and names each session after its
+        username (the production listener's lines, `CLOSED_LISTENER_CONFIG`)."""
+        return cls(workdir, port, extra_config=CLOSED_LISTENER_CONFIG.format(passwords=files.passwords, acl=files.acl))
+
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def url_for(self, username: str, password: str) -> str:
+        """The broker URL with one account's credentials (URL-quoted)."""
+        return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}"
 
     @property
     def host(self) -> str:
@@ -89,6 +101,11 @@ class LocalMosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its password and ACL files (new devices, new accounts)."""
+        assert self._proc is not None, "broker not started"
+        self._proc.send_signal(signal.SIGHUP)
 
 
 class LocalAmqtt:

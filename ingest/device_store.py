@@ -33,7 +33,7 @@ import asyncpg
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from contracts.ids import KINDS, V1_DEVICE_ID
+from contracts.ids import KINDS, V1_DEVICE_ID, reserved_id_reason
 from ingest.broker_files import mosquitto_hash
 
 
@@ -164,6 +164,9 @@ def token_hash(token: str) -> str:
 def _check_id(device_id: str) -> None:
     if not V1_DEVICE_ID.match(device_id):
         raise ValueError(f"device id {device_id!r} must match [a-z0-9-]{{3,64}}")
+    reserved = reserved_id_reason(device_id)
+    if reserved is not None:
+        raise ValueError(reserved)
 
 
 def _checked(device_id: str, fields: DeviceFields) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 One PostgreSQL server serves the whole session; each test gets a fresh database cloned
 from a migrated template (fast, isolated). Each test gets its own Mosquitto, so no
 persistent session or retained message leaks from one test into another.
+
+`mosquitto` is open (anonymous clients, any client id): the pipeline tests publish from many
+parallel C clients on arbitrary topics and ids. `closed_mosquitto` runs the production
+listener from files `citysense device broker-files` writes (accounts, ACL,
+use_username_as_clientid) and serves every identity and ACL test.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psycopg
@@ -26,6 +31,7 @@ from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port
 from devtools.processes import stop_process
 from ingest.backend import Backend, current_backend
+from ingest.broker_files import Operator, write_broker_files
 from ingest.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,6 +98,27 @@ def mosquitto(tmp_path: Path) -> Iterator[LocalMosquitto]:
     broker.start()
     yield broker
     broker.stop()
+
+
+StartClosedBroker = Callable[[str, Mapping[str, str], Sequence[Operator]], LocalMosquitto]
+
+
+@pytest.fixture
+def closed_mosquitto(tmp_path: Path) -> Iterator[StartClosedBroker]:
+    """start(database_url, gateways, operators): a closed Mosquitto admitting the devices registered
+    in that database now, the gateway accounts (name -> password) and the operators."""
+    started: list[LocalMosquitto] = []
+
+    def start(database_url: str, gateways: Mapping[str, str], operators: Sequence[Operator] = ()) -> LocalMosquitto:
+        files = write_broker_files(database_url, tmp_path / "broker-files", gateways, operators)
+        broker = LocalMosquitto.closed(tmp_path / "mosquitto-closed", free_port(), files)
+        broker.start()
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
 
 
 class GatewayProcess:

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import orjson
@@ -41,7 +41,12 @@ def message_count(stream: dict[str, list[bytes]]) -> int:
     return sum(len(p) for p in stream.values())
 
 
-def publish(port: int, stream: dict[str, list[bytes]], *, parallel: int = 25, timeout: float = 120.0) -> None:
+Credentials = Mapping[str, tuple[str, str]]
+"""topic -> (username, password) of the device that publishes it, for a closed broker."""
+
+
+def publish(port: int, stream: dict[str, list[bytes]], *, parallel: int = 25, timeout: float = 120.0,
+            credentials: Credentials | None = None) -> None:
     """Publish every payload at QoS 1 with mosquitto_pub -l (one process per topic, `parallel` at once).
 
     mosquitto_pub exits 0 only when the broker has acknowledged every line; a process that
@@ -52,7 +57,10 @@ def publish(port: int, stream: dict[str, list[bytes]], *, parallel: int = 25, ti
     while pending:
         assert time.monotonic() < deadline, f"{len(pending)} topics still unpublished after {timeout:.0f} s"
         wave, pending = pending[:parallel], pending[parallel:]
-        running = [(topic, payloads, _start_pub(port, topic, payloads)) for topic, payloads in wave]
+        running = [
+            (topic, payloads, _start_pub(port, topic, payloads, (credentials or {}).get(topic)))
+            for topic, payloads in wave
+        ]
         for topic, payloads, proc in running:
             try:
                 ok = proc.wait(max(1.0, deadline - time.monotonic())) == 0
@@ -64,9 +72,10 @@ def publish(port: int, stream: dict[str, list[bytes]], *, parallel: int = 25, ti
                 pending.append((topic, payloads))
 
 
-def _start_pub(port: int, topic: str, payloads: list[bytes]) -> subprocess.Popen[bytes]:
+def _start_pub(port: int, topic: str, payloads: list[bytes], login: tuple[str, str] | None) -> subprocess.Popen[bytes]:
+    auth = ["-u", login[0], "-P", login[1]] if login else []
     proc = subprocess.Popen(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-M", "200", "-t", topic, "-l"],
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-M", "200", "-t", topic, "-l", *auth],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     assert proc.stdin is not None
@@ -82,15 +91,16 @@ class BackgroundPublisher:
     """Publishes a stream from a thread, so a test can break things while it flows."""
 
     def __init__(self, port: int, stream: dict[str, list[bytes]], *, parallel: int = 25, chunks: int = 1,
-                 pause_s: float = 0.0) -> None:
+                 pause_s: float = 0.0, credentials: Credentials | None = None) -> None:
         self.port, self.stream, self.parallel, self.chunks, self.pause_s = port, stream, parallel, chunks, pause_s
+        self.credentials = credentials
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         try:
             for part in split_stream(self.stream, self.chunks):
-                publish(self.port, part, parallel=self.parallel)
+                publish(self.port, part, parallel=self.parallel, credentials=self.credentials)
                 time.sleep(self.pause_s)
         except BaseException as exc:  # noqa: BLE001 - surfaced by join()
             self.error = exc

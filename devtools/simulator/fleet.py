@@ -71,3 +71,12 @@ def make_parking(n: int, seed: int = 43) -> list[ParkingSpot]:
             )
         )
     return spots
+
+
+def host_fleet_ids(count: int) -> tuple[list[str], list[str]]:
+    """Ids for a fleet of `count` firmware host devices (`citysense firmware fleet`, the demo,
+    which registers them first): two air boxes for every parking sensor."""
+    n_parking = count // 3
+    airboxes = [f"fw-airbox-{i:02d}" for i in range(1, count - n_parking + 1)]
+    parking = [f"fw-parking-{i:02d}" for i in range(1, n_parking + 1)]
+    return airboxes, parking

@@ -247,9 +247,14 @@ class HostFleet:
             dev.join(timeout)
 
 
-def build_fleet(broker_url: str, airboxes: list[str], parking: list[str], interval_s: float) -> HostFleet:
-    devices = [HostDevice("airbox", i, broker_url, interval_s) for i in airboxes]
-    devices += [HostDevice("parking", i, broker_url, interval_s) for i in parking]
+def build_fleet(
+    broker_url: str, airboxes: list[str], parking: list[str], interval_s: float, tokens: dict[str, str] | None = None
+) -> HostFleet:
+    """Host devices on one broker; `tokens` gives each device its own token (its MQTT password,
+    the username being its id), as a closed broker requires."""
+    tokens = tokens or {}
+    devices = [HostDevice("airbox", i, broker_url, interval_s, password=tokens.get(i, "")) for i in airboxes]
+    devices += [HostDevice("parking", i, broker_url, interval_s, password=tokens.get(i, "")) for i in parking]
     return HostFleet(devices)
 
 

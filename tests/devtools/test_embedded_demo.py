@@ -98,10 +98,32 @@ def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> 
         wait_until(map_full, max(1.0, 60 - (time.monotonic() - started)), interval=1.0, what=">= 200 features")
         assert httpx.get(f"{api}/v1/health", timeout=5).json()["status"] == "ok"
         print(f"demo: 200 boxes on the map after {time.monotonic() - started:.1f} s")
+        _assert_demo_broker_is_closed(tmp_path / "data")
+        wait_until(lambda: _device_has_readings(api, "fw-airbox-01"), 30, interval=1.0,
+                   what="readings of a firmware host device, logged in with its own token")
     finally:
         out = _stop_demo_tree(proc, signal.SIGINT)
     assert proc.returncode == 0, out[-2000:]
     assert "stopped." in out
+
+
+def _assert_demo_broker_is_closed(data: Path) -> None:
+    """The demo's Mosquitto admits no anonymous client: the simulator, the gateway and the
+    firmware devices that fill the map each logged in with an account of their own."""
+    conf = (data / "mosquitto" / "mosquitto.conf").read_text()
+    port = re.search(r"^listener (\d+)", conf, re.MULTILINE)
+    assert port is not None and "use_username_as_clientid true" in conf.splitlines()
+    anonymous = subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", port.group(1), "-q", "1", "-t",
+         "citysense/v1/airbox/tp-school-0000/up", "-m", "{}"], check=False, capture_output=True, timeout=10,
+    )
+    assert anonymous.returncode != 0, "an anonymous client published to the demo broker"
+
+
+def _device_has_readings(api: str, device_id: str) -> bool:
+    fc = httpx.get(f"{api}/v1/latest", params={"metric": "pm25"}, timeout=5).json()
+    return any(f["properties"].get("device_id") == device_id and f["properties"]["value"] is not None
+               for f in fc["features"])
 
 
 @pytest.mark.slow
