@@ -15,14 +15,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from api.deps import DbDep
-from api.params import time_range
+from api.errors import READ_ERRORS, error_responses
+from api.params import DeviceIdInPath, Timestamp, time_range
+from api.rate_limit import RateLimited
 from gateway.codecs.lass import KNOWN_SENSOR_KEYS
 
-router = APIRouter(prefix="/lass", tags=["lass"])
+router = APIRouter(prefix="/lass", tags=["lass"], dependencies=[RateLimited], responses=READ_ERRORS)
 
 SOURCE = "citysense open data (LASS feed format)"
 APP = "citysense"
@@ -107,19 +109,25 @@ async def last_all(db: DbDep, max_age_s: int = MaxAge) -> Response:
     return Response(await _last_all_body(db, max_age_s), media_type="application/json")
 
 
-@router.get("/last-all-airbox.json.gz", summary="The same feed, gzip-compressed as LASS serves it")
+@router.get(
+    "/last-all-airbox.json.gz", summary="The same feed, gzip-compressed as LASS serves it",
+    responses={200: {"content": {"application/gzip": {}}, "description": "The feed as gzip"}},
+)
 async def last_all_gz(db: DbDep, max_age_s: int = MaxAge) -> Response:
     body = gzip.compress(await _last_all_body(db, max_age_s), compresslevel=6)
     return Response(body, media_type="application/gzip",
                     headers={"Content-Disposition": 'attachment; filename="last-all-airbox.json.gz"'})
 
 
-@router.get("/device/{device_id}/history.json", summary="One box's messages in a time range, LASS history shape")
+@router.get(
+    "/device/{device_id}/history.json", summary="One box's messages in a time range, LASS history shape",
+    responses=error_responses(404),
+)
 async def history(
     db: DbDep,
-    device_id: str = Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$"),
-    start: datetime | None = None,
-    end: datetime | None = None,
+    device_id: DeviceIdInPath,
+    start: Timestamp | None = Query(None, description="ISO 8601, 1970-2199; default end - 1 day"),
+    end: Timestamp | None = Query(None, description="ISO 8601, 1970-2199; default now"),
 ) -> Response:
     start, end = time_range(start, end, timedelta(days=1))
     if end - start > MAX_HISTORY:

@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel
 
 from api.deps import DbDep
+from api.errors import READ_ERRORS
+from api.rate_limit import RateLimited
 from api.sensorthings.errors import StaBadRequest, StaNotFound
 from api.sensorthings.query_runner import QueryRunner, service_root
 
 PREFIX = "/sta/v1.1"
-router = APIRouter(prefix=PREFIX, tags=["sensorthings"])
+
+
+class StaErrorOut(BaseModel):
+    """A SensorThings error body, as FROST-Server answers them."""
+
+    code: int
+    type: str
+    message: str
+
+
+_STA_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": StaErrorOut, "description": "A query option or $filter it cannot answer: `message` says why"},
+    404: {"model": StaErrorOut, "description": "No such entity or navigation path"},
+}
+_STA_OK: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}, "text/plain": {}},
+          "description": "An entity, a collection, or a property's raw value ($value)"},
+}
+router = APIRouter(prefix=PREFIX, tags=["sensorthings"], dependencies=[RateLimited], responses=READ_ERRORS)
 
 
 def _base(request: Request) -> str:
@@ -32,7 +55,7 @@ async def root(request: Request) -> Response:
 
 
 @router.get(
-    "/{resource_path:path}",
+    "/{resource_path:path}", responses={**_STA_OK, **_STA_ERRORS},
     summary="Any SensorThings resource path with $filter, $expand, $select, $orderby, $top, $skip, $count",
 )
 async def resource(resource_path: str, request: Request, db: DbDep) -> Response:

@@ -64,8 +64,12 @@ def _operations() -> dict[str, APIOperation[Any, Any, Any, Any]]:
 
 OPERATIONS = _operations()
 STREAM = "GET /v1/stream"
+STA_ANY_PATH = "GET /sta/v1.1/{resource_path}"
+"""Every string is a valid SensorThings resource path (the grammar answers 400 or 404 with a sentence,
+tested production by production in tests/api/sensorthings): no invalid request exists to generate."""
 CASES = [(label, mode) for label, op in sorted(OPERATIONS.items()) for mode in GenerationMode
-         if mode is GenerationMode.POSITIVE or "parameters" in op.definition.raw or "requestBody" in op.definition.raw]
+         if mode is GenerationMode.POSITIVE
+         or (label != STA_ANY_PATH and ("parameters" in op.definition.raw or "requestBody" in op.definition.raw))]
 """Every operation with valid requests, and those that take input also with invalid ones."""
 
 
