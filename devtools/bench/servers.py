@@ -192,7 +192,7 @@ class GatewayChild:
             CITYSENSE_LOG_LEVEL="INFO", PYTHONPATH=str(REPO),
         )
         # batch, queue and protocol knobs set in the caller's environment reach the gateway unchanged
-        knobs = ("CITYSENSE_BATCH_", "CITYSENSE_QUEUE_", "CITYSENSE_MQTT_PROTOCOL")
+        knobs = ("CITYSENSE_BATCH_", "CITYSENSE_QUEUE_", "CITYSENSE_MQTT_PROTOCOL", "CITYSENSE_RECEIPT")
         env.update({k: v for k, v in os.environ.items() if k.startswith(knobs)})
         env.update({f"CITYSENSE_{k.upper()}": v for k, v in settings.items()})
         self.log_path = log_path
