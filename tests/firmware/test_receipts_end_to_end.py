@@ -78,9 +78,9 @@ def test_broker_sigkill_mid_stream_loses_and_duplicates_no_reading_of_real_firmw
     assert 0 < at_kill < DEVICES * READINGS, "the broker was killed before or after the stream: proves nothing"
     assert len(made) == DEVICES * READINGS
     # the unique key is (device, metric, second): two readings a device made within one second
-    # (a late loop turn catching up) are one reading by the contract, stored once
+    # (a loop turn starved of CPU catching up; 5-31 of 500 here) are one reading by the contract
     expected = {(d, ts) for d, _seq, ts in made}
-    assert len(expected) >= 0.95 * len(made)
+    assert len(expected) >= DEVICES * READINGS // 2, "the devices' clock did not advance"
     with psycopg.connect(database_url) as conn:
         stored = conn.execute("SELECT device_id, extract(epoch FROM time)::bigint FROM readings WHERE metric = 'pm25'")
         rows = [(r[0], int(r[1])) for r in stored]
