@@ -23,6 +23,7 @@ Rules, each written here only:
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,26 +93,21 @@ class NewDevice:
     lon: float | None = None
 
 
+KEPT_WHEN_NONE = ("name", "site", "school", "lat", "lon", "owner", "city", "district", "authority")
+"""Owner fields a registration or update changes only when given (None keeps what is stored)."""
+_KEEP_OR_SET = ",\n".join(f"    {f} = coalesce(%({f})s, d.{f})" for f in KEPT_WHEN_NONE)
+
 # psycopg (sync and async): named parameters, so each value is passed once and read twice
-_REGISTER = """
-INSERT INTO devices AS d (device_id, kind, name, site, school, lat, lon, sensor_type, owner, city, district,
-                          authority, token_hash, registered)
-VALUES (%(device_id)s, coalesce(%(kind)s, 'airbox'), %(name)s, %(site)s, %(school)s, %(lat)s, %(lon)s,
+_REGISTER = f"""
+INSERT INTO devices AS d (device_id, kind, {", ".join(KEPT_WHEN_NONE)}, sensor_type, token_hash, registered)
+VALUES (%(device_id)s, coalesce(%(kind)s, 'airbox'), {", ".join(f"%({f})s" for f in KEPT_WHEN_NONE)},
         coalesce(%(sensor_type)s, CASE WHEN coalesce(%(kind)s, 'airbox') = 'airbox' THEN 'pms5003' END),
-        %(owner)s, %(city)s, %(district)s, %(authority)s, %(token_hash)s, true)
+        %(token_hash)s, true)
 ON CONFLICT (device_id) DO UPDATE SET
     kind = coalesce(%(kind)s, d.kind),
-    name = coalesce(%(name)s, d.name),
-    site = coalesce(%(site)s, d.site),
-    school = coalesce(%(school)s, d.school),
-    lat = coalesce(%(lat)s, d.lat),
-    lon = coalesce(%(lon)s, d.lon),
+{_KEEP_OR_SET},
     sensor_type = coalesce(%(sensor_type)s, d.sensor_type,
                            CASE WHEN coalesce(%(kind)s, d.kind) = 'airbox' THEN 'pms5003' END),
-    owner = coalesce(%(owner)s, d.owner),
-    city = coalesce(%(city)s, d.city),
-    district = coalesce(%(district)s, d.district),
-    authority = coalesce(%(authority)s, d.authority),
     token_hash = EXCLUDED.token_hash,
     registered = true,
     retired_at = NULL
@@ -119,19 +115,11 @@ WHERE NOT d.registered OR %(rotate_token)s
 RETURNING d.kind, (d.xmax = 0) AS created
 """
 
-_UPDATE = """
+_UPDATE = f"""
 UPDATE devices AS d SET
     kind = coalesce(%(kind)s, d.kind),
-    name = coalesce(%(name)s, d.name),
-    site = coalesce(%(site)s, d.site),
-    school = coalesce(%(school)s, d.school),
-    lat = coalesce(%(lat)s, d.lat),
-    lon = coalesce(%(lon)s, d.lon),
-    sensor_type = coalesce(%(sensor_type)s, d.sensor_type),
-    owner = coalesce(%(owner)s, d.owner),
-    city = coalesce(%(city)s, d.city),
-    district = coalesce(%(district)s, d.district),
-    authority = coalesce(%(authority)s, d.authority)
+{_KEEP_OR_SET},
+    sensor_type = coalesce(%(sensor_type)s, d.sensor_type)
 WHERE d.device_id = %(device_id)s
 RETURNING d.device_id
 """
@@ -180,15 +168,11 @@ def _checked(device_id: str, fields: DeviceFields) -> dict[str, Any]:
         raise ValueError(f"lat must be within -90..90, got {fields.lat}")
     if fields.lon is not None and not -180 <= fields.lon <= 180:
         raise ValueError(f"lon must be within -180..180, got {fields.lon}")
-    for name in ("name", "site", "school", "sensor_type", "owner", "city", "district", "authority"):
+    for name in ("sensor_type", *KEPT_WHEN_NONE):
         value = getattr(fields, name)
-        if value is not None and "\x00" in value:
+        if isinstance(value, str) and "\x00" in value:
             raise ValueError(f"{name} must not contain a NUL character")
-    return {
-        "device_id": device_id, "kind": fields.kind, "name": fields.name, "site": fields.site,
-        "school": fields.school, "lat": fields.lat, "lon": fields.lon, "sensor_type": fields.sensor_type,
-        "owner": fields.owner, "city": fields.city, "district": fields.district, "authority": fields.authority,
-    }
+    return {"device_id": device_id, **dataclasses.asdict(fields)}
 
 
 async def _commit(conn: psycopg.AsyncConnection[Any]) -> None:
