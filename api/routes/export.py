@@ -1,5 +1,7 @@
 """CSV export of a whole school's data, wide (one column per metric): ready for a spreadsheet.
 
+School names match case-insensitively (a teacher types "da'an elementary").
+
 An export (api/exports.py): a bounded number at once, read window by window from the pool.
 """
 
@@ -16,6 +18,7 @@ from api.errors import READ_ERRORS, error_responses
 from api.exports import claim_export_slot, csv_export, csv_lines
 from api.params import SchoolName, Timestamp, time_range
 from api.rate_limit import RateLimited
+from contracts.metrics import METRICS
 
 router = APIRouter(prefix="/v1/export", tags=["export"], dependencies=[RateLimited], responses=READ_ERRORS)
 
@@ -31,7 +34,7 @@ SELECT r.time, r.device_id,
        max(r.raw) FILTER (WHERE r.metric = 'pm25')   AS pm25_raw,
        bit_or(r.flags) AS flags
 FROM readings r JOIN devices d USING (device_id)
-WHERE d.school = %s AND r.time >= %s AND r.time < %s
+WHERE lower(d.school) = lower(%s) AND r.time >= %s AND r.time < %s
 GROUP BY r.time, r.device_id
 ORDER BY r.time, r.device_id
 """
@@ -50,7 +53,7 @@ async def school_csv(
     end: Timestamp | None = Query(None, description="ISO 8601, 1970-2199; default now"),
 ) -> StreamingResponse:
     t0, t1 = time_range(start, end, timedelta(days=7))
-    cur = await db.execute("SELECT count(*) FROM devices WHERE school = %s", [school])
+    cur = await db.execute("SELECT count(*) FROM devices WHERE lower(school) = lower(%s)", [school])
     row = await cur.fetchone()
     if not row or row[0] == 0:
         raise HTTPException(status_code=404, detail=f"no devices registered for school {school!r}")
@@ -66,6 +69,13 @@ async def school_csv(
     return await csv_export(slot, lines, "citysense-school.csv")
 
 
+# each column rounded to the precision its metric is measured with (the registry's), so a
+# spreadsheet shows 22.0, not 21.999575999999998; pm25_raw as pm25, flags as they are
+_DECIMALS = [METRICS[m].decimals for m in COLUMNS] + [METRICS["pm25"].decimals]
+
+
 def _csv_row(row: Any) -> list[Any]:
     t, device, *values = row
-    return [t.isoformat(), device, *("" if v is None else v for v in values)]
+    *measured, flags = values
+    cells = ["" if v is None else round(v, places) for v, places in zip(measured, _DECIMALS, strict=True)]
+    return [t.isoformat(), device, *cells, "" if flags is None else flags]

@@ -123,3 +123,15 @@ def test_latest_map_is_cached_for_its_ttl_and_fresh_without_cache(database_url: 
         assert second.json() == first and second.headers["cache-control"] == "public, max-age=60"
     with TestClient(create_app(Settings(database_url=database_url, api_latest_cache_s=0))) as fresh:
         assert "box-c" in {f["id"] for f in fresh.get("/v1/latest").json()["features"]}
+
+
+def test_school_export_matches_the_name_in_any_case_and_rounds_to_each_metrics_precision(
+    http: TestClient, database_url: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE readings SET value = 21.999575999999998 WHERE device_id = 'box-a' AND metric = 'pm25'")
+    r = http.get("/v1/export/school.csv", params={"school": "DA'AN elementary",
+                                                  "start": (NOW - timedelta(hours=4)).isoformat()})
+    assert r.status_code == 200
+    rows = [row for row in csv.DictReader(io.StringIO(r.text)) if row["device_id"] == "box-a"]
+    assert rows and {row["pm25"] for row in rows} == {"22.0"}
