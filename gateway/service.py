@@ -120,9 +120,13 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     committer = asyncio.create_task(pipeline.committer(hard_stop))
     receipt_stop = asyncio.Event()  # receipts go on until the last batch has committed
     receipt_task = asyncio.create_task(receipts.run(receipt_stop)) if receipts is not None else None
-    log.info(
-        "event=gateway_started mqtt=%s topics=%s", redact_url(settings.mqtt_url), ",".join(subscriptions(settings))
-    )
+    async def announce() -> None:  # started means connected: said once the session is up, not before
+        await source.connected.wait()
+        log.info(
+            "event=gateway_started mqtt=%s topics=%s", redact_url(settings.mqtt_url), ",".join(subscriptions(settings))
+        )
+
+    announced = asyncio.create_task(announce())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait([stopped, mqtt_task, batcher, committer], return_when=asyncio.FIRST_COMPLETED)
     crashed = next((t for t in (mqtt_task, batcher, committer) if t.done() and not stopped.done()), None)
@@ -139,7 +143,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         receipt_stop.set()  # one last round for what the last batches stored
         await asyncio.wait([receipt_task], timeout=RECEIPT_GRACE_S)
         receipt_task.cancel()
-    for task in (mqtt_task, refresh_task, listener_task, batcher, committer, stopped):
+    for task in (mqtt_task, refresh_task, listener_task, batcher, committer, stopped, announced):
         task.cancel()
     await source.close()
     await writer.close()

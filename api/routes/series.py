@@ -16,11 +16,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from psycopg.rows import dict_row
 
 from api.deps import DbDep
-from api.errors import READ_ERRORS
+from api.errors import READ_ERRORS, error_responses
 from api.params import DeviceId, Metric, Timestamp, check_metric, time_range
 from api.rate_limit import RateLimited
 from contracts.metrics import METRICS
@@ -46,7 +46,10 @@ ORDER BY bucket
 """
 
 
-@router.get("/series", summary="Hourly or daily avg/min/max/count of one device and metric, with coverage")
+@router.get(
+    "/series", responses=error_responses(404),
+    summary="Hourly or daily avg/min/max/count of one device and metric, with coverage",
+)
 async def series(
     request: Request,
     db: DbDep,
@@ -65,6 +68,10 @@ async def series(
     async with db.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql.encode(), args)
         rows = await cur.fetchall()
+        if not rows:  # an empty range of a known device is an answer; an unknown device is a 404
+            await cur.execute("SELECT 1 FROM devices WHERE device_id = %s", [device_id])
+            if await cur.fetchone() is None:
+                raise HTTPException(status_code=404, detail=f"no device {device_id!r}")
     expected = int(width.total_seconds() // interval_s)
     decimals = METRICS[metric].decimals if metric in METRICS else 3
     for r in rows:

@@ -135,3 +135,9 @@ def test_school_export_matches_the_name_in_any_case_and_rounds_to_each_metrics_p
     assert r.status_code == 200
     rows = [row for row in csv.DictReader(io.StringIO(r.text)) if row["device_id"] == "box-a"]
     assert rows and {row["pm25"] for row in rows} == {"22.0"}
+
+
+def test_series_of_an_unknown_device_is_a_404_like_every_other_route(http: TestClient) -> None:
+    r = http.get("/v1/series", params={"device_id": "no-such-box", "metric": "pm25"})
+    assert r.status_code == 404 and "no-such-box" in r.json()["detail"]
+    assert http.get("/v1/series", params={"device_id": "box-c", "metric": "t"}).status_code == 200  # known, empty
