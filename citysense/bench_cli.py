@@ -21,6 +21,9 @@ def ingest(
     gateways: Annotated[int, typer.Option(min=1, max=8, help="Gateway processes (>1: shared subscription)")] = 1,
     quick: Annotated[bool, typer.Option(help="Small, < 60 s run for CI (overrides the sizes)")] = False,
     profile: Annotated[bool, typer.Option(help="py-spy the gateway during the full-load window")] = False,
+    peer: Annotated[
+        str | None, typer.Option(help="Also run a peer in the same run: 'node-red' (installed with npm when missing)")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
 ) -> None:
     """Gateway throughput and latency vs raw COPY, broker pass-through and a naive baseline."""
@@ -29,14 +32,16 @@ def ingest(
     from devtools.bench.report import ingest_table, show, write_json  # noqa: PLC0415
 
     setup_logging("WARNING")
+    if peer not in (None, "node-red"):
+        raise typer.BadParameter(f"unknown peer {peer!r}: the one peer is 'node-red'", param_hint="--peer")
     if quick:
-        options = dataclasses.replace(IngestOptions.quick_run(), profile=profile)
+        options = dataclasses.replace(IngestOptions.quick_run(), profile=profile, peer=peer)
     else:
         if devices < rate / 500:
             raise typer.BadParameter("need devices >= rate/500 so each device's timestamps stay >= 2 ms apart")
         options = IngestOptions(
             devices=devices, rate=rate, duration_s=duration, limit_s=limit_duration, publishers=publishers,
-            gateways=gateways, profile=profile,
+            gateways=gateways, profile=profile, peer=peer,
         )
     results = IngestBench(options).run()
     show(ingest_table(results))

@@ -34,7 +34,7 @@ import asyncpg
 
 from contracts.limits import DEAD_LETTER_PAYLOAD_BYTES, DEAD_LETTER_TOPIC_CHARS
 from contracts.records import ParkingRow, ReadingRow
-from ingest import series_windows
+from ingest import latest_readings, series_windows
 from ingest.device_store import NewDevice, auto_register
 from ingest.series_windows import DeviceWindows, SeriesPlan, SeriesRule, WindowStore
 
@@ -276,6 +276,8 @@ class BatchWriter:
                     per_series = await conn.fetch(_MERGE_READINGS_BY_SERIES, self.series_rule.no_window_flags)
                     readings_n = sum(r[2] for r in per_series)
                     series_windows.settle_after_merge(plan, [(r[0], r[1], r[3], r[4], r[5]) for r in per_series])
+            if readings:
+                await latest_readings.upsert_newest(conn, readings)
             if plan is not None:
                 assert self.series_rule is not None and self._windows is not None
                 _, recomputed = await series_windows.recompute(conn, self.series_rule, plan.recompute)

@@ -71,6 +71,7 @@ def run_maintenance(database_url: str, retention_days: int, dead_letter_days: in
         else:
             cur = conn.execute("DELETE FROM readings WHERE time < %s", (cutoff,))
             yield f"raw readings older than {retention_days} days deleted: {cur.rowcount} (aggregates kept)"
+        conn.execute("DELETE FROM latest_readings WHERE time < %s", (cutoff,))  # their readings are gone
         cur = conn.execute(
             "DELETE FROM rejected_messages WHERE received_at < %s", (now - timedelta(days=dead_letter_days),)
         )

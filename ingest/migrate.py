@@ -5,7 +5,8 @@ A migration is `NNNN_name.sql` (always applied) or a pair `NNNN_name.timescale.s
 (ingest/backend.py decides it once and records it). Versions are recorded in
 `schema_migrations` so a second run changes nothing; an advisory lock keeps two gateways
 starting at once from racing. After migrations were applied the aggregates get one full
-refresh, so history already in the tables is aggregated before anything reads it.
+refresh and the latest readings a rebuild, so history already in the tables is aggregated (and
+its newest values known) before anything reads it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from importlib import resources
 
 import psycopg
 
+from ingest import latest_readings
 from ingest.aggregates import refresh_range
 from ingest.backend import Backend, BackendError, choose_backend, create_extension, recorded_backend, server_support
 
@@ -98,6 +100,7 @@ def migrate(database_url: str, *, require_timescaledb: bool = False) -> tuple[Ba
                 applied_now.append(migration.version)
             if applied_now:
                 refresh_range(conn, None, None)
+                latest_readings.rebuild(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return backend, applied_now

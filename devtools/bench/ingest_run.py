@@ -7,7 +7,10 @@ Phases, each on fresh servers' state where it matters:
    then every message the broker accepted must be a stored row (no loss);
 3. limit (a): asyncpg binary COPY of the very rows phase 1-2 stored, into an empty table;
 4. limit (b): the same payload stream through a fresh Mosquitto to a counting paho subscriber;
-5. naive: one autocommit INSERT per message, same stream, fresh broker and database.
+5. naive: one autocommit INSERT per message, same stream, fresh broker and database;
+6. with `--peer node-red`: the Node-RED flow a maker builds (devtools/bench/node_red_peer.py),
+   same stream at the full offered rate, then a kill -9 in the middle of a second stream to
+   count what it acknowledged and never wrote.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from devtools.bench.latency import CommitProbe, summarize
 from devtools.bench.limits import CountingSubscriber, copy_limit
 from devtools.bench.loadgen import METRICS_PER_MESSAGE, BackgroundLoad, LoadResult, LoadSpec, device_id
 from devtools.bench.naive import NaiveSubscriber
+from devtools.bench.node_red_peer import NodeRedPeer, NodeRedUnavailable, install
 from devtools.bench.profile import Profiler
 from devtools.bench.servers import BenchServers, CpuMeter, GatewayGroup, with_children
 from ingest.device_store import DeviceFields
@@ -52,6 +56,7 @@ class IngestOptions:
     gateways: int = 1
     quick: bool = False
     profile: bool = False  # py-spy on the gateway during the full-load window
+    peer: str | None = None  # "node-red": the maker's flow in the same run
 
     @classmethod
     def quick_run(cls) -> IngestOptions:
@@ -233,6 +238,54 @@ class IngestBench:
         phase["readings_stored"] = _count(db, "SELECT count(*) FROM readings")
         self.results["naive"] = phase
 
+    def _run_node_red(self) -> None:
+        try:
+            home = install()
+        except NodeRedUnavailable as exc:
+            self.results["node_red"] = {"skipped": str(exc)}
+            return
+        o = self.o
+        db = self.servers.database("bench_node_red")
+        peers: list[NodeRedPeer] = []
+
+        def make(broker: Any) -> NodeRedPeer:
+            peers.append(NodeRedPeer(home, broker.port, db, self.servers.root / "node-red"))
+            return peers[-1]
+
+        try:
+            phase = self._run_subscriber_phase("node-red", make, o.rate)
+        finally:
+            for peer in peers:
+                peer.stop()
+        phase["readings_stored"] = _count(db, "SELECT count(*) FROM readings")
+        phase["cpu_us_per_msg"] = _us_per_msg(phase["subscriber_cpu_pct"], phase["msg_s"])
+        phase["kill9"] = self._node_red_kill9(home)
+        phase["flow"] = "mqtt in QoS 1 persistent session -> join 500 msgs or 100 ms -> multi-row INSERT ON CONFLICT"
+        self.results["node_red"] = phase
+
+    def _node_red_kill9(self, home: Any) -> dict[str, Any]:
+        """A second stream at half the offered rate; Node-RED killed -9 half-way and restarted on
+        the same persistent session: what the broker had handed over and it had not written is lost."""
+        o = self.o
+        db = self.servers.database("bench_node_red_kill")
+        broker = self.servers.start_broker("node-red-kill")
+        peer = NodeRedPeer(home, broker.port, db, self.servers.root / "node-red-kill")
+        try:
+            spec = LoadSpec("127.0.0.1", broker.port, o.devices, o.rate / 2, o.limit_s, processes=o.publishers,
+                            seq_offset=20_000_000)
+            load = BackgroundLoad(spec)
+            time.sleep(max(0.0, load.started_at + o.limit_s / 2 - time.time()))
+            peer.kill9()
+            peer.restart()
+            result = load.join()
+            peer.result(timeout=o.limit_s + 60)
+        finally:
+            peer.stop()
+            broker.stop()
+        stored = _count(db, "SELECT count(*) FROM readings") // METRICS_PER_MESSAGE
+        return {"published_and_broker_acked": result.acked, "stored_messages": stored,
+                "lost_messages": max(0, result.acked - stored)}
+
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         o = self.o
@@ -255,6 +308,7 @@ class IngestBench:
             for name, phase in (
                 ("gateway", self._run_gateway), ("raw COPY limit", self._run_copy),
                 ("broker pass-through limit", self._run_passthrough), ("naive baseline", self._run_naive),
+                *((("Node-RED peer", self._run_node_red),) if o.peer == "node-red" else ()),
             ):
                 t0 = time.monotonic()
                 phase()
@@ -262,6 +316,7 @@ class IngestBench:
         finally:
             self.servers.close()
         self.results["ratios"] = ratios(self.results)
+        self.results["cpu_us_per_msg"] = cpu_budget(self.results)
         self.results["targets"] = targets(self.results)
         self.results["elapsed_s"] = round(time.time() - started, 1)
         return self.results
@@ -299,6 +354,18 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
+def _us_per_msg(cpu_pct: float | None, msg_s: float | None) -> float | None:
+    """CPU microseconds per message from a process's CPU share and its rate."""
+    return round(cpu_pct / 100 / msg_s * 1e6, 1) if cpu_pct and msg_s else None
+
+
+def cpu_budget(r: dict[str, Any]) -> dict[str, float | None]:
+    """Per accepted gateway message, the CPU microseconds of each component in the full-load window."""
+    gw = r.get("gateway", {})
+    rate = gw.get("accepted_msg_s")
+    return {name: _us_per_msg(pct, rate) for name, pct in gw.get("cpu_pct", {}).items()}
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
@@ -313,6 +380,7 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
         "gateway_vs_passthrough_limit": _ratio(gw, passthrough),
         "gateway_vs_lower_limit": _ratio(gw, lower),
         "gateway_vs_naive": _ratio(gw, r.get("naive", {}).get("msg_s")),
+        "gateway_vs_node_red": _ratio(gw, r.get("node_red", {}).get("msg_s")),
     }
 
 
@@ -326,5 +394,9 @@ def targets(r: dict[str, Any]) -> dict[str, bool | None]:
         else ratio["gateway_vs_lower_limit"] >= 0.5,
         "ge_10x_naive": None if ratio["gateway_vs_naive"] is None else ratio["gateway_vs_naive"] >= 10,
         "p99_lt_1s_at_half_rate": None if p99 is None else p99 < 1000,
+        "ge_3x_node_red": None if ratio["gateway_vs_node_red"] is None else ratio["gateway_vs_node_red"] >= 3,
+        "ge_0_85x_copy_limit": None if ratio["gateway_vs_copy_limit"] is None
+        else ratio["gateway_vs_copy_limit"] >= 0.85,
+        "p99_lt_250ms_at_half_rate": None if p99 is None else p99 < 250,
         "no_loss": loss.get("lost_messages") == 0 and loss.get("readings_stored") == loss.get("readings_expected"),
     }

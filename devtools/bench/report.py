@@ -62,12 +62,28 @@ def ingest_table(r: dict[str, Any]) -> Table:
         "naive: INSERT per msg", _n(naive["msg_s"]), _n(naive["readings_s"]), "", "", "",
         f"{_n(ratio['gateway_vs_naive'], 1)}x", _cpu(naive["cpu_pct"]),
     )
+    peer = r.get("node_red")
+    if peer and "msg_s" in peer:
+        kill = peer["kill9"]
+        table.add_row(
+            "peer: Node-RED join+INSERT flow", _n(peer["msg_s"]), _n(peer["readings_s"]), "", "", "",
+            f"{_n(ratio['gateway_vs_node_red'], 1)}x", _cpu(peer["cpu_pct"]),
+        )
+        peer_note = (f"\nNode-RED: {_n(peer['cpu_us_per_msg'], 1)} us CPU/msg; kill -9 lost "
+                     f"{kill['lost_messages']:,} of {kill['published_and_broker_acked']:,} acknowledged messages")
+    elif peer:
+        peer_note = f"\nNode-RED peer not run: {peer.get('skipped')}"
+    else:
+        peer_note = ""
+    budget = r.get("cpu_us_per_msg", {})
     loss = r["loss"]
     table.caption = (
         f"loss: {loss['lost_messages']} of {loss['published_and_broker_acked']:,} messages; "
         f"readings {loss['readings_stored']:,}/{loss['readings_expected']:,}; "
         f"gateway vs lower limit {_n(ratio['gateway_vs_lower_limit'], 2)}x; "
         f"targets: {', '.join(f'{k}={v}' for k, v in r['targets'].items())}"
+        f"\nCPU us per accepted message at full load: {', '.join(f'{k} {_n(v, 1)}' for k, v in budget.items())}"
+        + peer_note
     )
     profile = gw.get("profile")
     if profile and profile.get("self"):

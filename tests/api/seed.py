@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from ingest.latest_readings import rebuild as rebuild_latest
+
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 
 
@@ -42,3 +44,4 @@ def seed_city(url: str) -> None:
                 "(now() - interval '1 min', 'park-1', false, 'change'), "
                 "(now() - interval '2 min', 'park-2', true, 'change')"
             )
+        rebuild_latest(conn)  # rows written past the batch writer: the map's latest values follow

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from ingest.latest_readings import rebuild as rebuild_latest
 from contracts.settings import Settings
 from tests.api.seed import NOW, seed_city
 
@@ -119,6 +120,7 @@ def test_latest_map_is_cached_for_its_ttl_and_fresh_without_cache(database_url: 
         first = cached.get("/v1/latest").json()
         with psycopg.connect(database_url) as conn:
             conn.execute(add, ["box-c"])
+            rebuild_latest(conn)
         second = cached.get("/v1/latest")
         assert second.json() == first and second.headers["cache-control"] == "public, max-age=60"
     with TestClient(create_app(Settings(database_url=database_url, api_latest_cache_s=0))) as fresh:

@@ -1,4 +1,5 @@
-"""`citysense bench ingest --quick` runs end to end and its JSON holds every figure, with no loss.
+"""`citysense bench ingest --quick --peer node-red` runs end to end and its JSON holds every figure,
+with no loss of ours, and the Node-RED peer measured beside it (when npm can install it).
 
 Not a timing test: the figures depend on the machine; only their presence and the
 exactly-once count are asserted.
@@ -7,6 +8,7 @@ exactly-once count are asserted.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +26,11 @@ pytestmark = [
 
 
 def test_quick_ingest_bench_writes_complete_json_and_loses_nothing(tmp_path: Path) -> None:
+    with_peer = shutil.which("npm") is not None
     proc = subprocess.run(
-        [sys.executable, "-m", "citysense", "bench", "ingest", "--quick", "--out", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+        [sys.executable, "-m", "citysense", "bench", "ingest", "--quick", "--out", str(tmp_path),
+         *(["--peer", "node-red"] if with_peer else [])],
+        cwd=REPO, capture_output=True, text=True, timeout=400, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files = list(tmp_path.glob("ingest-*-quick.json"))
@@ -46,8 +50,17 @@ def test_quick_ingest_bench_writes_complete_json_and_loses_nothing(tmp_path: Pat
     assert r["naive"]["msg_s"] > 0 and r["naive"]["readings_stored"] > 0
     assert set(r["ratios"]) == {
         "gateway_vs_copy_limit", "gateway_vs_passthrough_limit", "gateway_vs_lower_limit", "gateway_vs_naive",
+        "gateway_vs_node_red",
     }
-    assert all(v is not None and v > 0 for v in r["ratios"].values())
+    measured = {k: v for k, v in r["ratios"].items() if with_peer or k != "gateway_vs_node_red"}
+    assert all(v is not None and v > 0 for v in measured.values())
+    assert set(r["cpu_us_per_msg"]) >= {"gateway", "broker", "postgres"}
+    if with_peer:
+        peer = r["node_red"]
+        assert peer["msg_s"] > 0 and peer["readings_stored"] > 0 and peer["cpu_us_per_msg"] > 0
+        kill = peer["kill9"]
+        assert kill["published_and_broker_acked"] > 0
+        assert kill["stored_messages"] + kill["lost_messages"] >= kill["published_and_broker_acked"]
 
     loss = r["loss"]
     assert loss["published_and_broker_acked"] > 0

@@ -1,0 +1,86 @@
+"""latest_readings holds the newest reading of every series, whatever writes or rewrites the readings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+
+from contracts.records import ReadingRow
+from ingest.batch_writer import Batch, BatchWriter
+from ingest.latest_readings import newest_per_series, rebuild
+
+
+def _row(device: str, metric: str, ts: float, value: float, flags: int = 0) -> ReadingRow:
+    return (ts, device, metric, value, value, flags, None)
+
+
+def _latest(url: str) -> dict[tuple[str, str], tuple[float, float | None, int]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            b"SELECT device_id, metric, extract(epoch FROM time)::float8, value, flags FROM latest_readings"
+        ).fetchall()
+    return {(d, m): (round(t, 3), v, f) for d, m, t, v, f in rows}
+
+
+def _write(url: str, *batches: list[ReadingRow]) -> None:
+    async def run() -> None:
+        writer = BatchWriter(url)
+        for readings in batches:
+            await writer.write(Batch(readings=readings))
+        await writer.close()
+
+    asyncio.run(run())
+
+
+def test_newest_per_series_keeps_the_newest_row_of_each_device_and_metric() -> None:
+    rows = [_row("a", "pm25", 3.0, 1), _row("a", "pm25", 5.0, 2), _row("a", "pm25", 4.0, 3), _row("a", "rh", 1.0, 4),
+            _row("b", "pm25", 2.0, 5)]
+    assert sorted(newest_per_series(rows)) == sorted([rows[1], rows[3], rows[4]])
+
+
+def test_latest_moves_forward_only_late_data_and_redelivery_leave_it(database_url: str) -> None:
+    now = round(time.time(), 3)
+    first = [_row("lt-1", "pm25", now - 60 + i, 10.0 + i) for i in range(30)] + [_row("lt-1", "rh", now - 50, 60.0)]
+    _write(database_url, first)
+    assert _latest(database_url) == {("lt-1", "pm25"): (now - 31, 39.0, 0), ("lt-1", "rh"): (now - 50, 60.0, 0)}
+
+    late = [_row("lt-1", "pm25", now - 3600, 99.0)]  # an hour late (a flash queue drained): not the newest
+    _write(database_url, late, first)  # and the first batch again (a redelivery, merged)
+    assert _latest(database_url)[("lt-1", "pm25")] == (now - 31, 39.0, 0)
+
+    _write(database_url, [_row("lt-1", "pm25", now - 1, 7.0)])
+    assert _latest(database_url)[("lt-1", "pm25")] == (now - 1, 7.0, 0)
+
+
+def test_a_future_reading_never_becomes_the_latest(database_url: str) -> None:
+    now = round(time.time(), 3)
+    _write(database_url, [_row("lt-f", "pm25", now - 5, 3.0)])
+    with psycopg.connect(database_url) as conn:  # a row from a clock far ahead, stored past the gateway's checks
+        conn.execute(b"INSERT INTO readings (time, device_id, metric, raw, value, flags) "
+                     b"VALUES (now() + interval '1 day', 'lt-f', 'pm25', 50, 50, 0)")
+        rebuild(conn)
+    assert _latest(database_url)[("lt-f", "pm25")] == (now - 5, 3.0, 0)
+
+
+def test_an_update_of_the_newest_reading_is_followed_and_of_an_older_one_ignored(database_url: str) -> None:
+    now = round(time.time(), 3)
+    _write(database_url, [_row("lt-u", "pm25", now - 20, 20.0), _row("lt-u", "pm25", now - 10, 10.0)])
+    with psycopg.connect(database_url) as conn:  # what `calibrate apply` and the series rule do
+        conn.execute(b"UPDATE readings SET value = 5.5, calibration_id = NULL, flags = 4 "
+                     b"WHERE device_id = 'lt-u' AND time = to_timestamp(%s)", (now - 10,))
+        conn.execute(b"UPDATE readings SET value = 1.0 WHERE device_id = 'lt-u' AND time = to_timestamp(%s)",
+                     (now - 20,))
+    assert _latest(database_url)[("lt-u", "pm25")] == (now - 10, 5.5, 4)
+
+
+def test_rebuild_fills_from_readings_written_past_the_batch_writer(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(b"INSERT INTO readings (time, device_id, metric, raw, value, flags) VALUES "
+                     b"(now() - interval '2 min', 'lt-r', 'pm25', 1, 1, 0), "
+                     b"(now() - interval '1 min', 'lt-r', 'pm25', 2, 2, 0)")
+        assert ("lt-r", "pm25") not in _latest(database_url)
+        assert rebuild(conn) == 1
+        assert rebuild(conn) == 0  # nothing left to change
+    assert _latest(database_url)[("lt-r", "pm25")][1] == 2.0
