@@ -25,7 +25,7 @@ SELECT d, m, to_timestamp(t), r, v, f, c
 FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::float8[], $6::int4[], $7::int4[])
      AS u(d, m, t, r, v, f, c)
 WHERE to_timestamp(t) <= now() + interval '10 minutes'
-ON CONFLICT (device_id, metric) DO UPDATE
+ON CONFLICT (metric, device_id) DO UPDATE
    SET time = EXCLUDED.time, raw = EXCLUDED.raw, value = EXCLUDED.value, flags = EXCLUDED.flags,
        calibration_id = EXCLUDED.calibration_id
  WHERE l.time < EXCLUDED.time
@@ -37,7 +37,7 @@ SELECT DISTINCT ON (device_id, metric) device_id, metric, time, raw, value, flag
 FROM readings
 WHERE time <= now() + interval '10 minutes'
 ORDER BY device_id, metric, time DESC
-ON CONFLICT (device_id, metric) DO UPDATE
+ON CONFLICT (metric, device_id) DO UPDATE
    SET time = EXCLUDED.time, raw = EXCLUDED.raw, value = EXCLUDED.value, flags = EXCLUDED.flags,
        calibration_id = EXCLUDED.calibration_id
  WHERE l.time IS DISTINCT FROM EXCLUDED.time OR l.value IS DISTINCT FROM EXCLUDED.value

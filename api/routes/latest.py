@@ -76,7 +76,7 @@ async def latest(
     async def read_rows() -> tuple[list[tuple[Any, ...]], float]:
         read_at = time.monotonic()
         async with pool.connection() as conn:
-            cur = await conn.execute(_LATEST.encode(), {"metric": metric, "max_age": MAX_AGE_S})
+            cur = await conn.execute(_LATEST.encode(), {"metric": metric, "max_age": MAX_AGE_S}, binary=True)
             return await cur.fetchall(), read_at
 
     async def compute() -> tuple[bytes, float]:

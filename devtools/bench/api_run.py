@@ -16,12 +16,14 @@ with $top=1000 for all of them in one response).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -131,12 +133,14 @@ class ApiBench:
             "mean_bytes": round(sum(sizes) / len(sizes)),
         }
 
-    def _reads(self, url: str) -> dict[str, Any]:
+    @contextlib.contextmanager
+    def _api(self, url: str, **extra_env: str) -> Iterator[httpx.Client]:
+        """`citysense api` in its own process, as in production, and a client on it."""
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
         # the bench is one very fast client: the per-client rate limit would measure itself, not the queries
         env.update(CITYSENSE_DATABASE_URL=url, CITYSENSE_LOG_LEVEL="WARNING", CITYSENSE_API_RATE_LIMIT_PER_S="0",
-                   PYTHONPATH=str(REPO))
+                   PYTHONPATH=str(REPO), **extra_env)
         log_path = self.servers.root / "api.log"
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
@@ -145,62 +149,72 @@ class ApiBench:
             )
             try:
                 wait_for_port(port, 60)
-                rng = random.Random(6)
-                whole_days = max(1, int(self.o.days))
-
-                def latest() -> tuple[str, dict[str, str]]:
-                    return "/v1/latest", {"metric": "pm25"}
-
-                misses = itertools.count()
-
-                def latest_uncached() -> tuple[str, dict[str, str]]:
-                    # a max_age_s never asked before is a new cache key: every request runs the query
-                    return "/v1/latest", {"metric": "pm25", "max_age_s": str(10_800 + next(misses))}
-
-                def one_day() -> tuple[str, dict[str, str]]:
-                    day_start = self.end - timedelta(days=rng.randint(1, whole_days))
-                    return "/v1/readings", {
-                        "device_id": _device(rng.randrange(self.o.devices)), "metric": "pm25",
-                        "start": day_start.isoformat(), "end": (day_start + timedelta(days=1)).isoformat(),
-                    }
-
-                def sta_latest(top: int | None) -> Any:
-                    def make() -> tuple[str, dict[str, str]]:
-                        params = {
-                            "$expand": "Thing,Observations($orderby=phenomenonTime desc;$top=1)",
-                            "$filter": "name eq 'PM2.5' and Thing/properties/city eq '臺北市'", "$count": "true",
-                        }
-                        if top is not None:
-                            params["$top"] = str(top)
-                        return "/sta/v1.1/Datastreams", params
-                    return make
-
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-                    first = http.get("/v1/latest", params={"metric": "pm25"})
-                    first.raise_for_status()
-                    features = len(first.json().get("features", []))
-                    path, params = one_day()
-                    sample = http.get(path, params=params).json()
-                    return {
-                        "GET /v1/latest?metric=pm25": self._time(http, latest, self.o.requests),
-                        "GET /v1/latest?metric=pm25 (cache missed)": self._time(
-                            http, latest_uncached, self.o.requests
-                        ),
-                        "GET /v1/readings (1 device, pm25, 1 day)": self._time(http, one_day, self.o.requests),
-                        "GET /sta/v1.1/Datastreams latest PM2.5 in a city ($top 100, $count)": self._time(
-                            http, sta_latest(None), self.o.requests
-                        ),
-                        "GET /sta/v1.1/Datastreams latest PM2.5 in a city ($top=1000)": self._time(
-                            http, sta_latest(1000), max(1, self.o.requests // 4)
-                        ),
-                        "_check": {"latest_features": features, "one_day_rows": len(sample.get("results", []))},
-                    }
+                    yield http
             finally:
                 proc.terminate()
                 try:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+    def _reads(self, url: str) -> dict[str, Any]:
+        rng = random.Random(6)
+        whole_days = max(1, int(self.o.days))
+
+        def latest() -> tuple[str, dict[str, str]]:
+            return "/v1/latest", {"metric": "pm25"}
+
+        misses = itertools.count()
+
+        def latest_new_age() -> tuple[str, dict[str, str]]:
+            # a max_age_s never asked before is a new body: the rows come from memory, cut per request
+            return "/v1/latest", {"metric": "pm25", "max_age_s": str(10_800 + next(misses))}
+
+        def one_day() -> tuple[str, dict[str, str]]:
+            day_start = self.end - timedelta(days=rng.randint(1, whole_days))
+            return "/v1/readings", {
+                "device_id": _device(rng.randrange(self.o.devices)), "metric": "pm25",
+                "start": day_start.isoformat(), "end": (day_start + timedelta(days=1)).isoformat(),
+            }
+
+        def sta_latest(top: int | None) -> Any:
+            def make() -> tuple[str, dict[str, str]]:
+                params = {
+                    "$expand": "Thing,Observations($orderby=phenomenonTime desc;$top=1)",
+                    "$filter": "name eq 'PM2.5' and Thing/properties/city eq '臺北市'", "$count": "true",
+                }
+                if top is not None:
+                    params["$top"] = str(top)
+                return "/sta/v1.1/Datastreams", params
+            return make
+
+        with self._api(url) as http:
+            first = http.get("/v1/latest", params={"metric": "pm25"})
+            first.raise_for_status()
+            features = len(first.json().get("features", []))
+            path, params = one_day()
+            sample = http.get(path, params=params).json()
+            out = {
+                "GET /v1/latest?metric=pm25": self._time(http, latest, self.o.requests),
+                "GET /v1/latest?metric=pm25 (new max_age_s, rows cached)": self._time(
+                    http, latest_new_age, self.o.requests
+                ),
+                "GET /v1/readings (1 device, pm25, 1 day)": self._time(http, one_day, self.o.requests),
+                "GET /sta/v1.1/Datastreams latest PM2.5 in a city ($top 100, $count)": self._time(
+                    http, sta_latest(None), self.o.requests
+                ),
+                "GET /sta/v1.1/Datastreams latest PM2.5 in a city ($top=1000)": self._time(
+                    http, sta_latest(1000), max(1, self.o.requests // 4)
+                ),
+            }
+        # no cache at all: every request reads the database and builds the body
+        with self._api(url, CITYSENSE_API_LATEST_CACHE_S="0") as http:
+            out["GET /v1/latest?metric=pm25 (cache off: query every time)"] = self._time(
+                http, latest, self.o.requests
+            )
+        out["_check"] = {"latest_features": features, "one_day_rows": len(sample.get("results", []))}
+        return out
 
     def run(self) -> dict[str, Any]:
         started = time.time()

@@ -92,14 +92,22 @@ def ingest_table(r: dict[str, Any]) -> Table:
     return table
 
 
+def api_target_ms(request: str) -> int:
+    """The p95 each read must meet: the map with no cache at all < 20 ms, SensorThings < 100 ms, others < 50 ms."""
+    if "cache off" in request:
+        return 20
+    return 100 if "/sta/" in request else 50
+
+
 def api_table(r: dict[str, Any]) -> Table:
     table = Table(title=f"citysense bench api ({r['data']['rows']:,} readings, {r['data']['devices']} devices)")
-    for col in ("request", "n", "p50 ms", "p95 ms", "p99 ms", "target p95 < 50 ms"):
+    for col in ("request", "n", "p50 ms", "p95 ms", "p99 ms", "target p95", "met"):
         table.add_column(col, justify="left" if col == "request" else "right")
     for name, q in r["queries"].items():
+        target = api_target_ms(name)
         table.add_row(
-            name, str(q["n"]), _n(q["p50_ms"], 1), _n(q["p95_ms"], 1), _n(q["p99_ms"], 1),
-            "yes" if q["p95_ms"] is not None and q["p95_ms"] < 50 else "no",
+            name, str(q["n"]), _n(q["p50_ms"], 1), _n(q["p95_ms"], 1), _n(q["p99_ms"], 1), f"< {target} ms",
+            "yes" if q["p95_ms"] is not None and q["p95_ms"] < target else "no",
         )
     table.caption = f"data generation {r['data']['seconds']:.0f} s ({r['data']['rows_s']:,.0f} rows/s)"
     return table
