@@ -49,6 +49,32 @@ def ingest(
 
 
 @app.command()
+def backfill(
+    devices: Annotated[int, typer.Option(min=1, max=10_000, help="Boxes coming back online at once")] = 200,
+    hours: Annotated[float, typer.Option(min=0.1, max=72, help="Hours of queued readings per box")] = 24.0,
+    profile: Annotated[bool, typer.Option(help="py-spy the gateway for 8 s of the replay")] = False,
+    out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
+) -> None:
+    """Every box replays its flash queue (batch messages of 20 records) through the gateway, vs raw COPY."""
+    from citysense.logging_setup import setup_logging  # noqa: PLC0415
+    from devtools.bench.backfill_run import BackfillOptions, run_backfill  # noqa: PLC0415
+    from devtools.bench.report import write_json  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    results = run_backfill(BackfillOptions(devices=devices, hours=hours, profile=profile))
+    replay = results["replay"]
+    typer.echo(
+        f"backfill of {devices} boxes x {hours:g} h: {replay['readings_stored']:,}/{replay['readings_expected']:,} "
+        f"readings in {replay['seconds']} s = {replay['readings_s']:,.0f} readings/s "
+        f"({replay['messages_s']:,.0f} batch msg/s); raw COPY {results['limit_copy']['rows_s']:,.0f} rows/s; "
+        f"ratio {results['ratio_vs_copy']}"
+    )
+    for entry in results.get("profile", {}).get("self", [])[:8]:
+        typer.echo(f"  profile: {entry['function']} {entry['pct']}%")
+    typer.echo(f"results: {write_json(results, 'backfill', out)}")
+
+
+@app.command()
 def soak(
     minutes: Annotated[float, typer.Option(min=0.5, max=240, help="Minutes of steady load")] = 10.0,
     rate: Annotated[float, typer.Option(min=10, max=50_000, help="Offered messages/s (5 readings each)")] = 2000.0,
