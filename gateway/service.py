@@ -66,7 +66,6 @@ async def _initial_load(stop: asyncio.Event, registry: DeviceRegistry, calibrato
             telemetry.DB_UP.set(1)  # reached: an idle gateway must not read as "database down"
             return
         except CONNECTION_ERRORS as exc:
-            telemetry.DB_ERRORS.labels("connection").inc()
             log.warning("event=database_unreachable error=%r retry_in_s=%.1f", str(exc), delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
