@@ -9,7 +9,8 @@ repeated here. A message for another school, or without a valid `#rrggbb`, is re
 reason in the log and the LED keeps its colour. With the broker out of reach for
 `flag_offline_s`, the LED goes dark rather than show a flag that may be hours old; the
 retained message lights it again on reconnect.
-RAM: the app object, the topic string and one parsed message at a time.
+RAM: the app object, the topic string and one parsed message at a time: ~7 KB of heap with the
+.mpy files of this module, the LED driver, clock and log (measured once under MicroPython 1.27).
 """
 
 import json
