@@ -32,7 +32,7 @@ from devtools.simulator.fleet import host_fleet_ids as fleet_ids
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 HOST_DIR = FIRMWARE_DIR / "host"
-DEVICE_PACKAGES = ("lib", "drivers", "airbox", "parking")
+DEVICE_PACKAGES = ("lib", "drivers", "airbox", "parking", "flag")
 DEVICE_FILES = ("main.py",)
 DEFAULT_BUILD_DIR = FIRMWARE_DIR / "build"
 

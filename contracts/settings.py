@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     test_pg_preload: str = Field(
         "", description="shared_preload_libraries of those servers: 'timescaledb' runs them on TimescaleDB"
     )
+    gateway_metrics_host: str = Field(
+        "127.0.0.1", description="Address /metrics listens on (0.0.0.0 where Prometheus runs in another container)"
+    )
 
     @field_validator("mqtt_url")
     @classmethod

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from typing import Callable
 
     from airbox.app import AirBox
-    from fwtypes import PMSensor, THSensor
+    from fwtypes import MQTTClientClass, PMSensor, RGBLed, THSensor
     from parking.app import ParkingSensor
 
 
@@ -96,6 +96,46 @@ def build_parking(cfg: Config, device: Device) -> "ParkingSensor":
     return ParkingSensor(device, cfg, mag, battery)
 
 
+def build_led(cfg: Config) -> "RGBLed":
+    """The flag display's LED: three PWM pins (common cathode or anode) or a NeoPixel chain."""
+    from drivers.rgbled import PixelLed, PWMRGBLed
+
+    if cfg["led_driver"] == "neopixel":
+        import neopixel
+
+        pin = machine.Pin(cfg["led_pixel_pin"], machine.Pin.OUT)
+        return PixelLed(neopixel.NeoPixel(pin, cfg["led_pixels"]), cfg["led_pixels"])
+    red, green, blue = (
+        machine.PWM(machine.Pin(cfg[key], machine.Pin.OUT), freq=1000) for key in ("led_r_pin", "led_g_pin", "led_b_pin")
+    )
+    return PWMRGBLed(red, green, blue, common_anode=cfg["led_driver"] == "pwm-anode")
+
+
+def run_flag(cfg: Config, station: Station, wdt: Watchdog, client_class: "MQTTClientClass") -> None:
+    """Kind "flag": show the school's air-quality flag (flag/app.py); no readings, no queue."""
+    from flag.app import FlagDisplay, FlagError, flag_topic, run
+
+    try:
+        topic = flag_topic(cfg["flag_school"])
+    except FlagError as exc:
+        setup_mode(cfg, str(exc), wdt)
+        return
+    session = Session(
+        client_class, cfg["id"], cfg["kind"], cfg["mqtt_host"], cfg["mqtt_port"],
+        cfg["mqtt_user"], cfg["mqtt_password"], cfg["mqtt_keepalive"], topics=(topic,), will=False,
+    )
+    display = FlagDisplay(session, build_led(cfg), cfg["flag_school"], cfg["flag_offline_s"] * 1000)
+    log("running", kind="flag", school=cfg["flag_school"], free=mem_free())
+
+    def stop() -> bool:
+        if not station.isconnected() and not station.ensure():
+            if station.failures >= cfg["wifi_max_failures"]:
+                setup_mode(cfg, "lost WiFi '%s'" % cfg["wifi_ssid"], wdt)
+        return False
+
+    run(display, sleep_ms, stop, wdt.feed)
+
+
 def main() -> None:
     cause = reset_cause(machine)
     log("boot", reset=cause)
@@ -114,6 +154,9 @@ def main() -> None:
     except ImportError:
         log("umqtt_missing", fix="mpremote mip install umqtt.simple")
         raise
+    if cfg["kind"] == "flag":
+        run_flag(cfg, station, wdt, MQTTClient)
+        return
     import ntptime
 
     session = Session(

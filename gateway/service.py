@@ -63,6 +63,7 @@ async def _initial_load(stop: asyncio.Event, registry: DeviceRegistry, calibrato
         try:
             await registry.refresh()
             await calibrator.refresh()
+            telemetry.DB_UP.set(1)  # reached: an idle gateway must not read as "database down"
             return
         except CONNECTION_ERRORS as exc:
             log.warning("event=database_unreachable error=%r retry_in_s=%.1f", str(exc), delay)
@@ -88,7 +89,9 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
             loop.add_signal_handler(sig, on_signal)
     if settings.gateway_metrics_port:
         try:
-            start_http_server(settings.gateway_metrics_port, addr="127.0.0.1", registry=telemetry.REGISTRY)
+            start_http_server(
+                settings.gateway_metrics_port, addr=settings.gateway_metrics_host, registry=telemetry.REGISTRY
+            )
         except OSError as exc:
             raise GatewayStartError(
                 f"the gateway's metrics port {settings.gateway_metrics_port} is taken ({exc.strerror}): stop what "

@@ -65,6 +65,15 @@ DEFAULTS: "dict[str, object]" = {
     "baseline_alpha": 0.02,
     "heartbeat_every_s": 1800,
     "batt_adc_pin": -1,
+    # school flag display (kind "flag")
+    "flag_school": "",
+    "led_driver": "pwm-cathode",
+    "led_r_pin": 25,
+    "led_g_pin": 26,
+    "led_b_pin": 27,
+    "led_pixel_pin": 5,
+    "led_pixels": 1,
+    "flag_offline_s": 600,
 }
 
 # key -> (type, minimum, maximum); strings use (str, min length, max length).
@@ -72,7 +81,7 @@ RULES: "dict[str, tuple[type, int | float, int | float]]" = {
     "schema": (int, 1, SCHEMA),
     "version": (int, 0, 2**31 - 1),
     "id": (str, 0, 64),
-    "kind": (str, 6, 7),
+    "kind": (str, 4, 7),
     "wifi_ssid": (str, 0, 32),
     "wifi_password": (str, 0, 64),
     "mqtt_host": (str, 0, 128),
@@ -107,6 +116,14 @@ RULES: "dict[str, tuple[type, int | float, int | float]]" = {
     "baseline_alpha": (float, 0.0, 0.5),
     "heartbeat_every_s": (int, 10, 86400),
     "batt_adc_pin": (int, -1, 48),
+    "flag_school": (str, 0, 64),
+    "led_driver": (str, 8, 11),
+    "led_r_pin": (int, -1, 48),
+    "led_g_pin": (int, -1, 48),
+    "led_b_pin": (int, -1, 48),
+    "led_pixel_pin": (int, -1, 48),
+    "led_pixels": (int, 1, 300),
+    "flag_offline_s": (int, 10, 86400),
 }
 
 # Keys the server may change through the retained config topic.
@@ -115,7 +132,10 @@ REMOTE_KEYS = (
     "th_high_ut", "th_low_ut", "debounce", "learn_samples", "baseline_alpha",
     "heartbeat_every_s", "mqtt_keepalive",
 )
-CHOICES = {"kind": ("airbox", "parking"), "pm_sensor": ("pms5003", "pms3003", ""), "th_sensor": ("sht31", "bme280", "")}
+CHOICES = {
+    "kind": ("airbox", "parking", "flag"), "pm_sensor": ("pms5003", "pms3003", ""), "th_sensor": ("sht31", "bme280", ""),
+    "led_driver": ("pwm-cathode", "pwm-anode", "neopixel"),
+}
 
 
 class ConfigError(ValueError):

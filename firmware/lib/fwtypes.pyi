@@ -180,3 +180,22 @@ class Application(Protocol):
 
     def tick(self) -> int: ...
     def reconfigure(self) -> None: ...
+
+
+class PWMChannel(Protocol):
+    """machine.PWM as the RGB LED driver sets it (0..65535)."""
+
+    def duty_u16(self, value: int, /) -> None: ...
+
+
+class PixelStrip(Protocol):
+    """neopixel.NeoPixel: pixels set by index, shown by write()."""
+
+    def __setitem__(self, index: int, colour: tuple[int, int, int], /) -> None: ...
+    def write(self) -> None: ...
+
+
+class RGBLed(Protocol):
+    """drivers.rgbled.PWMRGBLed / PixelLed as the flag display drives them."""
+
+    def show(self, rgb: tuple[int, int, int], /) -> None: ...

@@ -14,6 +14,8 @@ The client class is a constructor argument so tests can pass a fake.
   connection (and resend what the last one left unconfirmed) from the old one.
 - Reconnects with exponential backoff (1 s doubling to 5 min). Never raises
   from `poll()` or `publish()`; failures are logged with their reason.
+- `topics` replaces the subscriptions and `will=False` leaves out the last will, for a device
+  that only listens (the school flag display subscribes to its school's flag topic alone).
 - A broker refusing the credentials (CONNACK 4 or 5) is counted in
   `auth_failures`; the application decides when to enter setup mode.
 RAM: the umqtt client (~1 KB) plus topic strings.
@@ -55,6 +57,8 @@ class Session:
         password: str = "",
         keepalive: int = 60,
         on_message: "Callable[[str | bytes, bytes], None] | None" = None,
+        topics: "tuple[str, ...] | None" = None,
+        will: bool = True,
     ) -> None:
         self.client_class = client_class
         self.device_id = device_id
@@ -69,6 +73,8 @@ class Session:
         self.t_status = base + "status"
         self.t_config = base + "config"
         self.t_receipt = base + "receipt"
+        self.topics = topics if topics is not None else (self.t_config, self.t_receipt)
+        self.will = will
         self.client: "MQTTClient | None" = None
         self.connected = False
         self.auth_failures = 0
@@ -93,11 +99,12 @@ class Session:
             self.device_id, self.host, port=self.port, user=self.user, password=self.password, keepalive=self.keepalive
         )
         client.set_callback(self._callback)
-        client.set_last_will(self.t_status, b'{"online":false}', retain=True, qos=1)
+        if self.will:
+            client.set_last_will(self.t_status, b'{"online":false}', retain=True, qos=1)
         try:
             client.connect()
-            client.subscribe(self.t_config, qos=1)
-            client.subscribe(self.t_receipt, qos=1)
+            for topic in self.topics:
+                client.subscribe(topic, qos=1)
         except Exception as exc:  # noqa: BLE001 - OSError or MQTTException
             self._close(client)
             self._failed(exc)

@@ -39,7 +39,7 @@ function install(mp) {
   const ext = mpyDir ? ".mpy" : ".py";
   const root = mpyDir || firmware;
   copyDir(mp, join(root, "lib"), "/lib", ext);
-  for (const pkgName of ["drivers", "airbox", "parking"]) copyDir(mp, join(root, pkgName), "/" + pkgName, ext);
+  for (const pkgName of ["drivers", "airbox", "parking", "flag"]) copyDir(mp, join(root, pkgName), "/" + pkgName, ext);
   mp.FS.writeFile("/lib/magtraces.py", readFileSync(join(firmware, "host", "magtraces.py")));
   copyDir(mp, tests, "/tests", ".py");
   mp.runPython("import sys\nsys.path.append('/lib')");
