@@ -1,0 +1,197 @@
+"""Rules that compare a box with the boxes around it: far from the neighbours' median, and hotspots.
+
+Neighbours are found on a grid of cells about one radius wide (each box is compared with the
+boxes of its own and the eight cells around it, not with the whole fleet), distances are
+calibration.drift's great-circle `distance_km`, and at most the `max_neighbours` nearest count.
+
+- Far from the neighbours (an `implausible` reason): calibration.drift's test, run on the last
+  `neighbour_hours` hours with one-hour windows and a persistence of all of them, so a box is
+  flagged only when every one of those hours is off by both the ratio and the absolute floor.
+  A dying fan (readings collapsing towards 0 while the neighbours see the air) is caught here.
+- Hotspot: the local background of a box is the distance-weighted median of its neighbours'
+  hourly means (weight 1 / (1 + (d / distance_scale_km)^2); a median, so one other hot box
+  does not lift the background); the excess is the box minus that background. A box whose
+  excess is above `excess_ugm3` in each of the last `hours` hours is a hotspot; hotspots are
+  ranked by their median excess, largest first, so a bureau visits the strongest source first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from alerts.conditions import DeviceInfo, Finding
+from alerts.rules import DeviceRules
+from calibration.drift import DriftConfig, Site, detect_drift, distance_km
+from calibration.series import HourlySeries, to_datetime64
+
+Hourly = dict[str, dict[datetime, float]]
+"""device id -> start of the UTC hour -> mean calibrated PM2.5 of that hour."""
+
+KM_PER_DEGREE = 111.32
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    device_id: str
+    km: float
+
+
+def neighbours_within(
+    devices: Sequence[DeviceInfo], radius_km: float, max_neighbours: int
+) -> dict[str, list[Neighbour]]:
+    """device -> its nearest neighbours within `radius_km` (placed devices only), nearest first."""
+    placed = [d for d in devices if d.lat is not None and d.lon is not None]
+    cell_deg = max(radius_km / KM_PER_DEGREE, 1e-6)
+    grid: dict[tuple[int, int], list[DeviceInfo]] = {}
+    for device in placed:
+        assert device.lat is not None and device.lon is not None
+        grid.setdefault((math.floor(device.lat / cell_deg), math.floor(device.lon / cell_deg)), []).append(device)
+    out: dict[str, list[Neighbour]] = {}
+    for device in placed:
+        assert device.lat is not None and device.lon is not None
+        row, col = math.floor(device.lat / cell_deg), math.floor(device.lon / cell_deg)
+        # a degree of longitude shrinks towards the poles: widen the column search accordingly
+        span = max(1, math.ceil(1 / max(math.cos(math.radians(device.lat)), 1e-3)))
+        found = []
+        for r in (row - 1, row, row + 1):
+            for c in range(col - span, col + span + 1):
+                for other in grid.get((r, c), ()):
+                    if other.device_id == device.device_id:
+                        continue
+                    assert other.lat is not None and other.lon is not None
+                    km = distance_km(device.lat, device.lon, other.lat, other.lon)
+                    if km <= radius_km:
+                        found.append(Neighbour(other.device_id, km))
+        found.sort(key=lambda n: (n.km, n.device_id))
+        out[device.device_id] = found[:max_neighbours]
+    return out
+
+
+def _series(hours: dict[datetime, float], grid: Sequence[datetime]) -> HourlySeries:
+    return HourlySeries(
+        np.array([to_datetime64(h) for h in grid], dtype="datetime64[s]"),
+        np.array([hours.get(h, math.nan) for h in grid], dtype=np.float64),
+    )
+
+
+def far_from_neighbours(
+    devices: Sequence[DeviceInfo],
+    hourly: Hourly,
+    hours: Sequence[datetime],
+    rules_of: Callable[[DeviceInfo], DeviceRules],
+) -> dict[str, dict[str, object]]:
+    """device -> evidence, for boxes off their neighbours' median in every one of `hours` (oldest first)."""
+    defaults = [rules_of(d).implausible for d in devices]
+    if not devices:
+        return {}
+    radius = max(r.neighbour_radius_km for r in defaults)
+    widest = max(r.max_neighbours for r in defaults)
+    near = neighbours_within(devices, radius, widest)
+    info = {d.device_id: d for d in devices}
+    out: dict[str, dict[str, object]] = {}
+    for device, rules in zip(devices, defaults, strict=True):
+        if not rules.enabled or device.device_id not in hourly or device.lat is None or device.lon is None:
+            continue
+        chosen = [
+            n for n in near.get(device.device_id, ()) if n.km <= rules.neighbour_radius_km and n.device_id in hourly
+        ]
+        chosen = chosen[: rules.max_neighbours]
+        if len(chosen) < rules.min_neighbours:
+            continue
+        sites = [Site(device.device_id, device.lat, device.lon, _series(hourly[device.device_id], hours))]
+        for n in chosen:
+            other = info[n.device_id]
+            assert other.lat is not None and other.lon is not None
+            sites.append(Site(n.device_id, other.lat, other.lon, _series(hourly[n.device_id], hours)))
+        config = DriftConfig(
+            window_hours=1,
+            neighbour_radius_km=rules.neighbour_radius_km,
+            colocated_km=-1.0,
+            min_neighbours=rules.min_neighbours,
+            min_coverage=1.0,
+            ratio_threshold=rules.ratio_threshold,
+            abs_threshold=rules.abs_threshold,
+            persistence=len(hours),
+        )
+        finding = detect_drift(sites, config)[0]
+        if finding.status == "drift":
+            out[device.device_id] = {
+                "comparator": finding.comparator,
+                "ratio": round(finding.ratio, 3),
+                "diff_ugm3": round(finding.diff, 2),
+                "hours": len(hours),
+                "ratio_threshold": rules.ratio_threshold,
+                "abs_threshold": rules.abs_threshold,
+            }
+    return out
+
+
+def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
+    """The value at which half the total weight lies on each side (the lower one on a tie)."""
+    order = sorted(zip(values, weights, strict=True))
+    total = sum(w for _, w in order)
+    running = 0.0
+    for value, weight in order:
+        running += weight
+        if running >= total / 2:
+            return value
+    raise ValueError("weighted_median of nothing")
+
+
+def hotspots(
+    devices: Sequence[DeviceInfo],
+    hourly: Hourly,
+    hours: Sequence[datetime],
+    rules_of: Callable[[DeviceInfo], DeviceRules],
+) -> list[Finding]:
+    """Boxes above their local background in every one of `hours`, ranked by median excess (rank 1 first)."""
+    if not devices:
+        return []
+    all_rules = [rules_of(d).hotspot for d in devices]
+    near = neighbours_within(devices, max(r.radius_km for r in all_rules), max(r.max_neighbours for r in all_rules))
+    scored: list[tuple[float, DeviceInfo, dict[str, object]]] = []
+    for device, rules in zip(devices, all_rules, strict=True):
+        own = hourly.get(device.device_id)
+        if not rules.enabled or own is None:
+            continue
+        chosen = [n for n in near.get(device.device_id, ()) if n.km <= rules.radius_km and n.device_id in hourly]
+        chosen = chosen[: rules.max_neighbours]
+        excesses = []
+        backgrounds = []
+        for hour in hours[-rules.hours :]:
+            present = [(hourly[n.device_id][hour], n.km) for n in chosen if hour in hourly[n.device_id]]
+            if hour not in own or len(present) < rules.min_neighbours:
+                break
+            background = weighted_median(
+                [v for v, _ in present], [1.0 / (1.0 + (km / rules.distance_scale_km) ** 2) for _, km in present]
+            )
+            backgrounds.append(background)
+            excesses.append(own[hour] - background)
+        if len(excesses) < rules.hours or min(excesses) <= rules.excess_ugm3:
+            continue
+        excess = float(np.median(excesses))
+        scored.append(
+            (
+                excess,
+                device,
+                {
+                    "excess_ugm3": round(excess, 2),
+                    "background_ugm3": round(float(np.median(backgrounds)), 2),
+                    "hours": rules.hours,
+                    "neighbours": len(chosen),
+                    "threshold_ugm3": rules.excess_ugm3,
+                },
+            )
+        )
+    scored.sort(key=lambda item: (-item[0], item[1].device_id))
+    return [
+        Finding(
+            "hotspot", device.device_id, {**evidence, "rank": rank}, school=device.school, device_id=device.device_id
+        )
+        for rank, (_, device, evidence) in enumerate(scored, start=1)
+    ]
