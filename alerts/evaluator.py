@@ -70,7 +70,17 @@ class Judgement:
     findings: dict[tuple[str, str], Finding] = field(default_factory=dict)
     keep: set[tuple[str, str]] = field(default_factory=set)
     schools: list[SchoolVerdict] = field(default_factory=list)
-    emails: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    devices: dict[str, DeviceInfo] = field(default_factory=dict)
+    school_emails: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def recipients(self, row: dict[str, Any], rules: RuleBook) -> tuple[str, ...]:
+        """Who is mailed about an alert: its device's recipients, else its school's, else the fleet's."""
+        device = self.devices.get(row["device_id"] or "")
+        if device is not None:
+            return rules.for_device(device.device_id, device.school, device.district).email
+        if row["school"] in self.school_emails:
+            return self.school_emails[row["school"]]
+        return rules.file.email
 
 
 @dataclass
@@ -116,6 +126,7 @@ class Evaluator:
         judgement = Judgement(now)
         devices = await store.load_devices(conn)
         by_id = {d.device_id: d for d in devices}
+        judgement.devices = by_id
         rules_of = self._device_rules
 
         silent = book.device_silent
@@ -161,8 +172,6 @@ class Evaluator:
         for finding in found:
             key = (finding.rule, finding.subject)
             judgement.findings[key] = finding
-            device = by_id.get(finding.device_id or "")
-            judgement.emails[key] = rules_of(device).email if device is not None else book.email
         for device in devices:
             if device.device_id not in activity:
                 judgement.keep.add(("device_silent", device.device_id))  # still silent beyond the look-back
@@ -178,6 +187,7 @@ class Evaluator:
                 continue
             series = school_hourly([hourly[b.device_id] for b in boxes if b.device_id in hourly], hours_recent_first)
             result = realtime_aqi(air.scale, series)
+            judgement.school_emails[school] = rules.email
             judgement.schools.append(
                 SchoolVerdict(school, result, air.scale, air.threshold_band, air.hysteresis_aqi, rules.email)
             )
@@ -226,14 +236,13 @@ class Evaluator:
                         },
                         school=verdict.school,
                     )
-                    judgement.emails[key] = verdict.email
             for key, alert in open_now.items():
                 finding = findings.get(key)
                 if (finding is None and key not in judgement.keep) or _replaces(finding, alert):
                     row = await store.resolve_alert(conn, alert.id, now, finding.evidence if finding else {})
                     if row is not None:
                         transitions[(key[0], "resolved")] += 1
-                        messages += await self._enqueue(conn, row, "resolved", judgement.emails.get(key, ()))
+                        messages += await self._enqueue(conn, row, "resolved", judgement.recipients(row, self.rules))
             changed = [
                 (alert.id, findings[key].evidence)
                 for key, alert in open_now.items()
@@ -247,7 +256,7 @@ class Evaluator:
                 row = await store.open_alert(conn, finding, now, self.rules.version)
                 if row is not None:
                     transitions[(key[0], "opened")] += 1
-                    messages += await self._enqueue(conn, row, "opened", judgement.emails.get(key, ()))
+                    messages += await self._enqueue(conn, row, "opened", judgement.recipients(row, self.rules))
         seconds = time.perf_counter() - started
         return CycleResult(seconds, len(judgement.findings), transitions, messages, flags_moved)
 

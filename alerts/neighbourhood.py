@@ -8,6 +8,8 @@ calibration.drift's great-circle `distance_km`, and at most the `max_neighbours`
   `neighbour_hours` hours with one-hour windows and a persistence of all of them, so a box is
   flagged only when every one of those hours is off by both the ratio and the absolute floor.
   A dying fan (readings collapsing towards 0 while the neighbours see the air) is caught here.
+  By default only a box *below* its neighbours counts (`neighbour_side = "below"`): a box far
+  above them is more likely next to a source than broken, and the hotspot rule reports it.
 - Hotspot: the local background of a box is the distance-weighted median of its neighbours'
   hourly means (weight 1 / (1 + (d / distance_scale_km)^2); a median, so one other hot box
   does not lift the background); the excess is the box minus that background. A box whose
@@ -119,7 +121,7 @@ def far_from_neighbours(
             persistence=len(hours),
         )
         finding = detect_drift(sites, config)[0]
-        if finding.status == "drift":
+        if finding.status == "drift" and (rules.neighbour_side == "both" or finding.diff < 0):
             out[device.device_id] = {
                 "comparator": finding.comparator,
                 "ratio": round(finding.ratio, 3),

@@ -73,6 +73,9 @@ class ImplausibleRule(_Rule):
     min_neighbours: int = Field(2, ge=1, le=50)
     ratio_threshold: float = Field(0.5, gt=0, le=10)
     abs_threshold: float = Field(8.0, gt=0, le=1000)
+    neighbour_side: Literal["below", "both"] = Field(
+        "below", description="below: only a box reading under its neighbours (a box above them is a hotspot)"
+    )
 
 
 class SchoolAirRule(_Rule):
