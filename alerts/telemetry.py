@@ -32,3 +32,6 @@ DELIVERY_FAILURES = Counter(
     ["channel"],
     registry=REGISTRY,
 )
+
+for _channel in ("webhook", "email", "mqtt"):
+    DELIVERY_FAILURES.labels(_channel)  # every series exists from the start, so rate() sees the first failure

@@ -8,6 +8,7 @@ import hmac
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ SECRET = "test-webhook-secret"
 class Delivery:
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # Unix time it arrived
 
     @property
     def json(self) -> dict[str, Any]:
