@@ -130,10 +130,7 @@ class Evaluator:
         rules_of = self._device_rules
 
         silent = book.device_silent
-        span = timedelta(
-            seconds=min(silent.lookback_s, max(3600.0, 10 * self._longest("device_silent", "default_interval_s")))
-        )
-        activity = await store.load_activity(conn, now - timedelta(seconds=silent.lookback_s), span)
+        activity = await store.load_activity(conn, now - timedelta(seconds=silent.lookback_s))
         found = silent_devices(devices, activity, rules_of, now)
         runs = await store.load_stuck_runs(conn, now - timedelta(seconds=2 * self._longest("device_stuck", "for_s")))
         found += stuck_metrics(by_id, runs, rules_of)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -37,7 +37,7 @@ from alerts.school_air import SchoolFlag
 
 _EVALUATION_LOCK = 7_042_025_015
 RECENT_TIMES = 7
-"""Distinct reading times per device read for its observed cadence (six gaps, their median)."""
+"""Reading times per device read for its observed cadence (six gaps, their median)."""
 
 AnyConn = AsyncConnection[Any]
 
@@ -66,19 +66,20 @@ WITH last AS (
     ) heard GROUP BY device_id
 )
 SELECT l.device_id, l.last_seen, ARRAY(
-    SELECT t FROM (
-        SELECT r.time AS t FROM readings r WHERE r.device_id = l.device_id AND r.time > l.last_seen - %(span)s
-        UNION
-        SELECT p.time FROM parking_events p WHERE p.device_id = l.device_id AND p.time > l.last_seen - %(span)s
-    ) times ORDER BY t DESC LIMIT {RECENT_TIMES}
+    SELECT r.time FROM readings r WHERE r.device_id = l.device_id AND r.metric = 'pm25' AND r.time > %(since)s
+    ORDER BY r.time DESC LIMIT {RECENT_TIMES}
+) || ARRAY(
+    SELECT p.time FROM parking_events p WHERE p.device_id = l.device_id AND p.time > %(since)s
+    ORDER BY p.time DESC LIMIT {RECENT_TIMES}
 )
 FROM last l
 """
 
 
-async def load_activity(conn: AnyConn, since: datetime, cadence_span: timedelta) -> dict[str, Activity]:
-    """device -> last reading time since `since` and its latest distinct times (within `cadence_span` of it)."""
-    cur = await conn.execute(_ACTIVITY_SQL, {"since": since, "span": cadence_span})
+async def load_activity(conn: AnyConn, since: datetime) -> dict[str, Activity]:
+    """device -> last reading time since `since`, and the times of its latest PM2.5 readings and parking
+    events (one index probe each on their unique indexes: the observed cadence costs no scan)."""
+    cur = await conn.execute(_ACTIVITY_SQL, {"since": since})
     return {row[0]: Activity(row[0], row[1], tuple(row[2])) for row in await cur.fetchall()}
 
 

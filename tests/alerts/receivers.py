@@ -60,9 +60,12 @@ class WebhookReceiver:
 
     def accepted(self, rule: str | None = None, transition: str | None = None) -> list[Delivery]:
         with self.lock:
-            return [d for d in self.received
-                    if (rule is None or d.json["alert"]["rule"] == rule)
-                    and (transition is None or d.json["transition"] == transition)]
+            return [
+                d
+                for d in self.received
+                if (rule is None or d.json["alert"]["rule"] == rule)
+                and (transition is None or d.json["transition"] == transition)
+            ]
 
 
 @contextmanager
@@ -114,9 +117,26 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 made by the openssl command (valid one day)."""
     cert, key = folder / "smtp-cert.pem", folder / "smtp-key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -137,8 +157,7 @@ def smtp_server(folder: Path) -> Iterator[MailBox]:
             box.mails.append((session.ssl is not None, message_from_bytes(content)))
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port, tls_context=context,
-                            require_starttls=True)
+    controller = Controller(Handler(), hostname="127.0.0.1", port=box.port, tls_context=context, require_starttls=True)
     controller.start()
     try:
         yield box
@@ -150,7 +169,8 @@ def add_devices(url: str, devices: Iterable[tuple[str, str | None, float | None,
     """(device_id, school, lat, lon) rows, registered air boxes."""
     with psycopg.connect(url) as conn:
         conn.cursor().executemany(
-            "INSERT INTO devices (device_id, kind, school, lat, lon, registered) VALUES (%s, 'airbox', %s, %s, %s, true)",
+            "INSERT INTO devices (device_id, kind, school, lat, lon, registered)"
+            " VALUES (%s, 'airbox', %s, %s, %s, true)",
             list(devices),
         )
 

@@ -34,8 +34,13 @@ class AlertsProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
-        self.proc = subprocess.Popen([sys.executable, "-m", "citysense", "alerts", "run"], env=env, cwd=REPO,
-                                     stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "citysense", "alerts", "run"],
+            env=env,
+            cwd=REPO,
+            stdout=open(log_path, "ab"),  # noqa: SIM115 - the child keeps it for its life
+            stderr=subprocess.STDOUT,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -45,7 +50,9 @@ class AlertsProcess:
 
     def wait_cycles(self, n: int, timeout: float = 30) -> None:
         start = self.cycles()
-        wait_until(lambda: self.cycles() >= start + n, timeout, what=f"{n} evaluation cycles; log: {self.log()[-2000:]}")
+        wait_until(
+            lambda: self.cycles() >= start + n, timeout, what=f"{n} evaluation cycles; log: {self.log()[-2000:]}"
+        )
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -62,9 +69,14 @@ StartAlerts = Callable[[], AlertsProcess]
 @pytest.fixture
 def alerts_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
-    env.update(PYTHONPATH=os.pathsep.join([str(REPO), *sys.path[1:]]), CITYSENSE_LOG_LEVEL="INFO",
-               CITYSENSE_ALERTS_INTERVAL_S=str(CYCLE_S), CITYSENSE_ALERTS_WEBHOOK_SECRET=SECRET,
-               CITYSENSE_ALERTS_RETRY_BASE_S="0.2", CITYSENSE_ALERTS_EMAIL_DIGEST_S="1")
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO), *sys.path[1:]]),
+        CITYSENSE_LOG_LEVEL="INFO",
+        CITYSENSE_ALERTS_INTERVAL_S=str(CYCLE_S),
+        CITYSENSE_ALERTS_WEBHOOK_SECRET=SECRET,
+        CITYSENSE_ALERTS_RETRY_BASE_S="0.2",
+        CITYSENSE_ALERTS_EMAIL_DIGEST_S="1",
+    )
     yield env
 
 
@@ -99,15 +111,20 @@ class Box:
 
 def newest_reading(url: str, device: str) -> float:
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT extract(epoch FROM max(time)) FROM readings WHERE device_id = %s", (device,)).fetchone()
+        row = conn.execute(
+            "SELECT extract(epoch FROM max(time)) FROM readings WHERE device_id = %s", (device,)
+        ).fetchone()
         assert row is not None and row[0] is not None
         return float(row[0])
 
 
 @pytest.mark.slow
 def test_silent_box_alerted_by_webhook_and_email_in_time_and_resolved_across_evaluator_kills(
-    database_url: str, mosquitto: LocalMosquitto, start_gateway: Callable[..., GatewayProcess],
-    alerts_env: dict[str, str], tmp_path: Path,
+    database_url: str,
+    mosquitto: LocalMosquitto,
+    start_gateway: Callable[..., GatewayProcess],
+    alerts_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     device = "tp-box-01"
     add_devices(database_url, [(device, "School A", 25.03, 121.55)])
@@ -118,9 +135,15 @@ def test_silent_box_alerted_by_webhook_and_email_in_time_and_resolved_across_eva
             f'version = "e2e-1"\n[device_silent]\nk = {K}\n[[webhooks]]\nurl = "{hook.url}"\n'
             '[[overrides]]\nschool = "School A"\nemail = ["head@school-a.example"]\n'
         )
-        env = {**alerts_env, "CITYSENSE_DATABASE_URL": database_url, "CITYSENSE_MQTT_URL": mosquitto.url,
-               "CITYSENSE_ALERTS_RULES_FILE": str(rules), "CITYSENSE_ALERTS_SMTP_URL": mailbox.url,
-               "CITYSENSE_ALERTS_SMTP_CA_FILE": str(mailbox.ca_file), "CITYSENSE_ALERTS_METRICS_PORT": str(metrics_port)}
+        env = {
+            **alerts_env,
+            "CITYSENSE_DATABASE_URL": database_url,
+            "CITYSENSE_MQTT_URL": mosquitto.url,
+            "CITYSENSE_ALERTS_RULES_FILE": str(rules),
+            "CITYSENSE_ALERTS_SMTP_URL": mailbox.url,
+            "CITYSENSE_ALERTS_SMTP_CA_FILE": str(mailbox.ca_file),
+            "CITYSENSE_ALERTS_METRICS_PORT": str(metrics_port),
+        }
         start_gateway(mosquitto.url, database_url).wait_subscribed()
         box = Box(mosquitto, device)
         started: list[AlertsProcess] = []
@@ -131,8 +154,13 @@ def test_silent_box_alerted_by_webhook_and_email_in_time_and_resolved_across_eva
 
         try:
             box.running.set()
-            wait_until(lambda: count(database_url, "SELECT count(DISTINCT time) FROM readings WHERE device_id = %s",
-                                     device) >= 6, 30, what="six readings stored")
+            wait_until(
+                lambda: (
+                    count(database_url, "SELECT count(DISTINCT time) FROM readings WHERE device_id = %s", device) >= 6
+                ),
+                30,
+                what="six readings stored",
+            )
             evaluator = start_alerts()
             evaluator.wait_cycles(2)
             assert hook.accepted() == []
@@ -145,8 +173,11 @@ def test_silent_box_alerted_by_webhook_and_email_in_time_and_resolved_across_eva
             # k x interval + one cycle, plus the worker's poll (0.5 s) and the readings' whole-second ts
             print(f"silent -> webhook delay {delay:.2f} s")
             assert K * INTERVAL_S < delay <= K * INTERVAL_S + CYCLE_S + 0.5 + 1.0, delay
-            wait_until(lambda: any("device_silent" in str(m.get_payload()) for m in mailbox.to("head@school-a.example")),
-                       15, what="silent alert by e-mail")
+            wait_until(
+                lambda: any("device_silent" in str(m.get_payload()) for m in mailbox.to("head@school-a.example")),
+                15,
+                what="silent alert by e-mail",
+            )
 
             evaluator.kill()  # kill -9 between cycles, then a new evaluator: nothing sent twice
             evaluator = start_alerts()
@@ -168,8 +199,14 @@ def test_silent_box_alerted_by_webhook_and_email_in_time_and_resolved_across_eva
         assert len(hook.accepted("device_silent", "resolved")) == 1
         assert all(d.signature_ok() for d in hook.accepted())
         assert count(database_url, "SELECT count(*) FROM alerts WHERE rule = 'device_silent'") == 1
-        assert count(database_url, "SELECT count(*) FROM alerts WHERE rule = 'device_silent' AND state = 'resolved'") == 1
+        assert (
+            count(database_url, "SELECT count(*) FROM alerts WHERE rule = 'device_silent' AND state = 'resolved'") == 1
+        )
         assert 'citysense_alerts_transitions_total{rule="device_silent",to="resolved"} 1.0' in metrics
-        for name in ("citysense_alerts_open{", "citysense_alerts_evaluation_seconds_bucket",
-                     "citysense_alerts_last_evaluation_timestamp_seconds", "citysense_alerts_delivery_failures_total"):
+        for name in (
+            "citysense_alerts_open{",
+            "citysense_alerts_evaluation_seconds_bucket",
+            "citysense_alerts_last_evaluation_timestamp_seconds",
+            "citysense_alerts_delivery_failures_total",
+        ):
             assert name in metrics, name

@@ -7,7 +7,7 @@ import json
 import random
 import threading
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +57,19 @@ def db_now(url: str) -> datetime:
         return value
 
 
-OUTBOX_SILENT = ("SELECT count(*) FROM alert_outbox o JOIN alerts a ON a.id = o.alert_id"
-                 " WHERE a.rule = 'device_silent' AND o.transition = %s")
+OUTBOX_SILENT = (
+    "SELECT count(*) FROM alert_outbox o JOIN alerts a ON a.id = o.alert_id"
+    " WHERE a.rule = 'device_silent' AND o.transition = %s"
+)
 
 
 def seed_silent_fleet(url: str, n: int, silent_for_s: float) -> datetime:
     """n boxes sending every 10 s until `silent_for_s` ago."""
     add_devices(url, [(f"box-{i:02d}", "School A", None, None) for i in range(n)])
     last = db_now(url) - timedelta(seconds=silent_for_s)
-    add_readings(url, [(last - timedelta(seconds=10 * j), f"box-{i:02d}", "pm25", 12.0, 0)
-                       for i in range(n) for j in range(8)])
+    add_readings(
+        url, [(last - timedelta(seconds=10 * j), f"box-{i:02d}", "pm25", 12.0, 0) for i in range(n) for j in range(8)]
+    )
     return last
 
 
@@ -86,7 +89,9 @@ async def test_two_evaluators_at_once_write_each_transition_once(database_url: s
             results = await asyncio.gather(*(Evaluator(rules).run_cycle(c) for c in conns))
             resolved += sum(r.transitions[("device_silent", "resolved")] for r in results)
         assert resolved == 10
-        assert count(database_url, "SELECT count(*) FROM alerts WHERE rule = 'device_silent' AND state = 'resolved'") == 10
+        assert (
+            count(database_url, "SELECT count(*) FROM alerts WHERE rule = 'device_silent' AND state = 'resolved'") == 10
+        )
         assert count(database_url, "SELECT count(*) FROM alerts WHERE rule = 'device_silent' AND state = 'open'") == 10
         assert count(database_url, OUTBOX_SILENT, "resolved") == 10
     finally:
@@ -94,9 +99,14 @@ async def test_two_evaluators_at_once_write_each_transition_once(database_url: s
             await c.close()
 
 
-def hourly_rows(device: str, start: datetime, hours: int, value: float, per_hour: int = 6) -> list[tuple[datetime, str, str, float, int]]:
-    return [(start + timedelta(hours=h, minutes=m * 60 // per_hour), device, "pm25", value, 0)
-            for h in range(hours) for m in range(per_hour)]
+def hourly_rows(
+    device: str, start: datetime, hours: int, value: float, per_hour: int = 6
+) -> list[tuple[datetime, str, str, float, int]]:
+    return [
+        (start + timedelta(hours=h, minutes=m * 60 // per_hour), device, "pm25", value, 0)
+        for h in range(hours)
+        for m in range(per_hour)
+    ]
 
 
 class FlagWatcher:
@@ -151,8 +161,12 @@ async def test_school_driven_through_the_bands_alerts_once_per_crossing_and_the_
             opened += ["school_air"] * result.transitions[("school_air", "opened")]
             await worker.deliver_once(conn)
         with psycopg.connect(database_url) as c:
-            bands = [r[0] for r in c.execute(
-                "SELECT evidence->>'band' FROM alerts WHERE rule = 'school_air' ORDER BY id").fetchall()]
+            bands = [
+                r[0]
+                for r in c.execute(
+                    "SELECT evidence->>'band' FROM alerts WHERE rule = 'school_air' ORDER BY id"
+                ).fetchall()
+            ]
         assert bands == ["usg", "unhealthy", "very_unhealthy"]
         assert count(database_url, "SELECT count(*) FROM alerts WHERE rule = 'school_air' AND state <> 'resolved'") == 0
         wait_until(lambda: watcher.colours()[-1:] == ["green"] and len(watcher.colours()) == 6, 10, what="flags")
@@ -192,8 +206,10 @@ async def test_injected_local_source_is_ranked_first_and_a_dying_fan_is_implausi
     seed_neighbourhood(database_url, {"nb-4": 45.0, "nb-7": 27.0, "nb-2": 0.4})
     await Evaluator(book(None)).run_cycle(conn)
     with psycopg.connect(database_url) as c:
-        hot = c.execute("SELECT subject, (evidence->>'rank')::int, (evidence->>'excess_ugm3')::float FROM alerts"
-                        " WHERE rule = 'hotspot' ORDER BY 2").fetchall()
+        hot = c.execute(
+            "SELECT subject, (evidence->>'rank')::int, (evidence->>'excess_ugm3')::float FROM alerts"
+            " WHERE rule = 'hotspot' ORDER BY 2"
+        ).fetchall()
         implausible = c.execute("SELECT subject, evidence FROM alerts WHERE rule = 'implausible'").fetchall()
     assert [h[0] for h in hot] == ["nb-4", "nb-7"]
     assert 26 < hot[0][2] < 34
@@ -221,8 +237,9 @@ async def test_webhook_is_signed_retried_with_backoff_and_dead_lettered(database
         assert delivery.json["alert"]["rule"] == "device_silent" and delivery.json["transition"] == "opened"
         assert dead.refused == 4
         with psycopg.connect(database_url) as c:
-            row = c.execute("SELECT attempts, dead_at IS NOT NULL, last_error FROM alert_outbox WHERE target = %s",
-                            (dead.url,)).fetchone()
+            row = c.execute(
+                "SELECT attempts, dead_at IS NOT NULL, last_error FROM alert_outbox WHERE target = %s", (dead.url,)
+            ).fetchone()
         assert row is not None and row[0] == 4 and row[1] and "500" in row[2]
         assert webhook_failures() - failures_before == 6
 
@@ -232,10 +249,16 @@ async def test_email_goes_over_starttls_as_one_digest_per_recipient(
 ) -> None:
     seed_silent_fleet(database_url, 3, silent_for_s=120)
     with smtp_server(tmp_path) as mailbox:
-        rules = parse_rules({"version": "t", "email": ["bureau@city.example"],
-                             "overrides": [{"school": "School A", "email": ["head@school-a.example"]}]})
-        settings = worker_settings(database_url, alerts_smtp_url=mailbox.url, alerts_smtp_ca_file=mailbox.ca_file,
-                                   alerts_email_digest_s=60)
+        rules = parse_rules(
+            {
+                "version": "t",
+                "email": ["bureau@city.example"],
+                "overrides": [{"school": "School A", "email": ["head@school-a.example"]}],
+            }
+        )
+        settings = worker_settings(
+            database_url, alerts_smtp_url=mailbox.url, alerts_smtp_ca_file=mailbox.ca_file, alerts_email_digest_s=60
+        )
         await Evaluator(rules).run_cycle(conn)
         worker = DeliveryWorker(settings, None)
         await worker.deliver_once(conn)
@@ -249,4 +272,7 @@ async def test_email_goes_over_starttls_as_one_digest_per_recipient(
         await worker.deliver_once(conn)
         await asyncio.sleep(0.3)
         assert len(mailbox.mails) == 2
-        assert count(database_url, "SELECT count(*) FROM alert_outbox WHERE channel = 'email' AND delivered_at IS NULL") == 2
+        assert (
+            count(database_url, "SELECT count(*) FROM alert_outbox WHERE channel = 'email' AND delivered_at IS NULL")
+            == 2
+        )

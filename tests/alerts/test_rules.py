@@ -24,16 +24,23 @@ def test_the_example_rules_file_loads() -> None:
 
 
 def test_most_specific_override_wins_and_recipients_add_up() -> None:
-    book = parse_rules({
-        "version": "7", "email": ["bureau@city.example"],
-        "device_silent": {"k": 3},
-        "overrides": [
-            {"district": "大安區", "device_silent": {"k": 4}, "email": ["district@city.example"]},
-            {"school": "School A", "device_silent": {"k": 5}, "school_air": {"threshold": "unhealthy"},
-             "email": ["head@school-a.example"]},
-            {"device": "box-1", "device_silent": {"interval_s": 300}},
-        ],
-    })
+    book = parse_rules(
+        {
+            "version": "7",
+            "email": ["bureau@city.example"],
+            "device_silent": {"k": 3},
+            "overrides": [
+                {"district": "大安區", "device_silent": {"k": 4}, "email": ["district@city.example"]},
+                {
+                    "school": "School A",
+                    "device_silent": {"k": 5},
+                    "school_air": {"threshold": "unhealthy"},
+                    "email": ["head@school-a.example"],
+                },
+                {"device": "box-1", "device_silent": {"interval_s": 300}},
+            ],
+        }
+    )
     box1 = book.for_device("box-1", "School A", "大安區")
     assert (box1.silent.k, box1.silent.interval_s) == (5, 300)
     assert box1.email == ("bureau@city.example", "district@city.example", "head@school-a.example")
@@ -44,20 +51,23 @@ def test_most_specific_override_wins_and_recipients_add_up() -> None:
     assert "head@school-a.example" in school.email
 
 
-@pytest.mark.parametrize(("data", "says"), [
-    ({}, "version"),
-    ({"version": "1", "device_silent": {"k": 0.5}}, "device_silent.k"),
-    ({"version": "1", "device_silent": {"kk": 3}}, "kk"),
-    ({"version": "1", "school_air": {"threshold": "scary"}}, "threshold"),
-    ({"version": "1", "school_air": {"scale": "mars"}}, "unknown AQI scale"),
-    ({"version": "1", "overrides": [{"device_silent": {"k": 4}}]}, "exactly one of school, district, device"),
-    ({"version": "1", "overrides": [{"school": "A", "device": "b"}]}, "exactly one"),
-    ({"version": "1", "overrides": [{"school": "A", "device_silent": {"lookback_s": 5}}]}, "fleet-wide"),
-    ({"version": "1", "overrides": [{"school": "A", "device_silent": {"k": "many"}}]}, "override of device_silent"),
-    ({"version": "1", "overrides": [{"school": "A", "email": ["not-an-address"]}]}, "e-mail"),
-    ({"version": "1", "webhooks": [{"url": "ftp://x"}]}, "url"),
-    ({"version": "1", "webhooks": [{"url": "http://x", "rules": ["nope"]}]}, "unknown rules"),
-])
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({}, "version"),
+        ({"version": "1", "device_silent": {"k": 0.5}}, "device_silent.k"),
+        ({"version": "1", "device_silent": {"kk": 3}}, "kk"),
+        ({"version": "1", "school_air": {"threshold": "scary"}}, "threshold"),
+        ({"version": "1", "school_air": {"scale": "mars"}}, "unknown AQI scale"),
+        ({"version": "1", "overrides": [{"device_silent": {"k": 4}}]}, "exactly one of school, district, device"),
+        ({"version": "1", "overrides": [{"school": "A", "device": "b"}]}, "exactly one"),
+        ({"version": "1", "overrides": [{"school": "A", "device_silent": {"lookback_s": 5}}]}, "fleet-wide"),
+        ({"version": "1", "overrides": [{"school": "A", "device_silent": {"k": "many"}}]}, "override of device_silent"),
+        ({"version": "1", "overrides": [{"school": "A", "email": ["not-an-address"]}]}, "e-mail"),
+        ({"version": "1", "webhooks": [{"url": "ftp://x"}]}, "url"),
+        ({"version": "1", "webhooks": [{"url": "http://x", "rules": ["nope"]}]}, "unknown rules"),
+    ],
+)
 def test_invalid_rules_are_refused_with_the_key(data: dict[str, object], says: str) -> None:
     with pytest.raises(RulesError, match=says):
         parse_rules(data)
