@@ -7,7 +7,7 @@ shared by the staff of a bureau, so the token says who may, the `by` field says 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
@@ -17,11 +17,13 @@ from alerts.store import AlertFilter, acknowledge, list_alerts, school_flag_row
 from api.deps import AdminDep, DbDep, PrimaryDbDep
 from api.errors import error_responses
 from api.params import NO_NUL, DeviceId, Timestamp
+from api.rate_limit import RateLimited
 
-router = APIRouter(prefix="/v1", tags=["alerts"], responses=error_responses(422, 503))
+router = APIRouter(prefix="/v1", tags=["alerts"], dependencies=[RateLimited], responses=error_responses(422, 429, 503))
 
 RuleName = Literal["device_silent", "device_stuck", "implausible", "school_air", "hotspot", "pipeline"]
-assert set(RuleName.__args__) == set(RULE_NAMES)  # type: ignore[attr-defined]
+if set(get_args(RuleName)) != set(RULE_NAMES):
+    raise RuntimeError("api/routes/alerts.py RuleName differs from alerts.rules.RULE_NAMES")
 
 
 class AckIn(BaseModel):
@@ -50,7 +52,7 @@ async def get_alerts(
     return {"meta": {"found": found, "page": page, "limit": limit}, "results": rows}
 
 
-@router.post("/alerts/{alert_id}/ack", responses=error_responses(401, 403, 404),
+@router.post("/alerts/{alert_id}/ack", responses=error_responses(400, 401, 403, 404),
              summary="Acknowledge an open alert (admin); it stays until its condition clears")
 async def ack_alert(
     alert_id: Annotated[int, Path(ge=1, le=2**63 - 1)], body: AckIn, db: PrimaryDbDep, _: AdminDep
@@ -64,8 +66,10 @@ async def ack_alert(
 @router.get("/schools/{school}/flag", responses=error_responses(404),
             summary="A school's air-quality flag: colour, AQI and since when it shows that colour")
 async def get_school_flag(
-    school: Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)], db: DbDep
+    school: Annotated[str, Path(max_length=200, description="School name as registered")], db: DbDep
 ) -> dict[str, Any]:
+    if "\x00" in school:
+        raise HTTPException(status_code=422, detail="path parameter 'school': must not hold a NUL byte")
     row = await school_flag_row(db, school)
     if row is None:
         raise HTTPException(status_code=404, detail=f"no flag for school {school!r} yet (no box or too few hours)")
