@@ -31,7 +31,7 @@ from alerts.conditions import (
     silent_devices,
     stuck_metrics,
 )
-from alerts.neighbourhood import far_from_neighbours, hotspots
+from alerts.neighbourhood import NeighbourIndex, far_from_neighbours, hotspots
 from alerts.rules import DeviceRules, RuleBook
 from alerts.school_air import next_band, school_flag, school_hourly
 from alerts.store import AnyConn
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
 AQI_HOURS = 12
+"""Hours read per cycle: the 12 of the real-time AQI rules (neighbour and hotspot windows are at most 12 too)."""
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -111,6 +112,7 @@ class Evaluator:
 
     def __init__(self, rules: RuleBook) -> None:
         self.rules = rules
+        self.neighbours = NeighbourIndex()
 
     def _device_rules(self, device: DeviceInfo) -> DeviceRules:
         return self.rules.for_device(device.device_id, device.school, device.district)
@@ -136,9 +138,10 @@ class Evaluator:
         found += stuck_metrics(by_id, runs, rules_of)
 
         imp = book.implausible
-        first_hour = hour_start(now) - HOUR * (max(AQI_HOURS, imp.neighbour_hours, book.hotspot.hours) - 1)
+        first_hour = hour_start(now) - HOUR * (AQI_HOURS - 1)
         hourly = await store.load_hourly_pm25(conn, first_hour)
-        hours_recent_first = [hour_start(now) - HOUR * i for i in range(AQI_HOURS)]
+        current = int(hour_start(now).timestamp())
+        hours_recent_first = [current - 3600 * i for i in range(AQI_HOURS)]
         reasons = {
             "flag_rate": flag_rate_reasons(
                 by_id, await store.load_flag_counts(conn, now - timedelta(seconds=imp.window_s)), rules_of
@@ -149,12 +152,14 @@ class Evaluator:
                 rules_of,
             ),
             "neighbours": far_from_neighbours(
-                devices, hourly, [hour_start(now) - HOUR * i for i in reversed(range(imp.neighbour_hours))], rules_of
+                devices, hourly, hours_recent_first[: imp.neighbour_hours][::-1], rules_of,
+                self.neighbours,
             ),
         }
         found += implausible_findings(by_id, reasons)
         found += hotspots(
-            devices, hourly, [hour_start(now) - HOUR * i for i in reversed(range(book.hotspot.hours))], rules_of
+            devices, hourly, hours_recent_first[: book.hotspot.hours][::-1], rules_of,
+            self.neighbours,
         )
 
         newest, dead, messages = await store.load_pipeline_counts(

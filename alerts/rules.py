@@ -67,7 +67,7 @@ class ImplausibleRule(_Rule):
     rh_window_s: float = Field(6 * 3600.0, gt=0, le=7 * 86_400)
     rh_pinned_at: float = Field(99.5, gt=0, le=100)
     rh_pinned_share: float = Field(0.95, gt=0, le=1)
-    neighbour_hours: int = Field(3, ge=1, le=24)
+    neighbour_hours: int = Field(3, ge=1, le=12)
     neighbour_radius_km: float = Field(3.0, gt=0, le=50)
     max_neighbours: int = Field(8, ge=2, le=50)
     min_neighbours: int = Field(2, ge=1, le=50)
@@ -110,7 +110,7 @@ class HotspotRule(_Rule):
     """Above the distance-weighted median of the neighbours by `excess_ugm3` in each of `hours` hours."""
 
     enabled: bool = True
-    hours: int = Field(3, ge=1, le=24)
+    hours: int = Field(3, ge=1, le=12)
     radius_km: float = Field(3.0, gt=0, le=50)
     min_neighbours: int = Field(3, ge=1, le=50)
     max_neighbours: int = Field(12, ge=1, le=100)

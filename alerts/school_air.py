@@ -18,7 +18,6 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from calibration.aqi import AqiResult, AqiScale
 
@@ -26,10 +25,9 @@ FLAG_COLOURS = ("green", "yellow", "orange", "red", "purple", "maroon")
 """Flag colour names by band (category index): the six AQI colours of EPA and MOENV."""
 
 
-def school_hourly(
-    per_box: Sequence[dict[datetime, float]], hours_recent_first: Sequence[datetime]
-) -> list[float | None]:
-    """The school's hourly PM2.5, most recent first: the median of its boxes' means each hour (None: no box)."""
+def school_hourly(per_box: Sequence[dict[int, float]], hours_recent_first: Sequence[int]) -> list[float | None]:
+    """The school's hourly PM2.5 (hours as Unix seconds), most recent first: the median of its boxes'
+    means each hour (None: no box)."""
     out: list[float | None] = []
     for hour in hours_recent_first:
         present = [box[hour] for box in per_box if hour in box]

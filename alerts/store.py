@@ -113,15 +113,17 @@ async def load_humidity_counts(conn: AnyConn, since: datetime, pinned_at: float)
 
 
 async def load_hourly_pm25(conn: AnyConn, first_hour: datetime) -> Hourly:
-    """device -> UTC hour -> mean calibrated PM2.5, from the readings themselves (no aggregate job needed)."""
+    """device -> UTC hour (Unix seconds) -> mean calibrated PM2.5, from the readings themselves (no aggregate
+    job needed)."""
     cur = await conn.execute(
-        "SELECT device_id, date_bin('1 hour', time, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour, avg(value)"
+        "SELECT device_id, extract(epoch FROM date_bin('1 hour', time, TIMESTAMPTZ '2000-01-01 00:00:00+00'))::bigint,"
+        " avg(value)"
         " FROM readings WHERE metric = 'pm25' AND value IS NOT NULL AND time >= %s GROUP BY 1, 2",
         (first_hour,),
     )
     out: Hourly = {}
     for device_id, hour, mean in await cur.fetchall():
-        out.setdefault(device_id, {})[hour] = float(mean)
+        out.setdefault(device_id, {})[int(hour)] = float(mean)
     return out
 
 

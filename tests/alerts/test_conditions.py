@@ -68,14 +68,14 @@ def test_flag_rate_and_pinned_humidity() -> None:
     assert list(pinned) == ["box-1"]
 
 
-def _hours(n: int) -> list[datetime]:
-    start = NOW.replace(minute=0)
-    return [start - timedelta(hours=i) for i in reversed(range(n))]
+def _hours(n: int) -> list[int]:
+    start = int(NOW.replace(minute=0).timestamp())
+    return [start - 3600 * i for i in reversed(range(n))]
 
 
 def _city(
     values: dict[int, float], n: int = 8, seed: int = 1
-) -> tuple[list[DeviceInfo], dict[str, dict[datetime, float]]]:
+) -> tuple[list[DeviceInfo], dict[str, dict[int, float]]]:
     rnd = random.Random(seed)
     devices = [box(i, 25.03 + 0.002 * (i % 3), 121.55 + 0.002 * (i // 3)) for i in range(n)]
     hourly = {

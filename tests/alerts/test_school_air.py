@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from alerts.school_air import FLAG_COLOURS, band_of, next_band, school_flag, school_hourly
 from calibration.aqi import TW_MOENV_2025, US_EPA_2024, compute_aqi
@@ -31,7 +31,7 @@ def test_flag_colours_follow_the_categories_of_both_scales() -> None:
 
 
 def test_school_hour_is_the_median_of_its_boxes() -> None:
-    h0 = datetime(2026, 1, 1, 8, tzinfo=UTC)
-    h1 = h0 - timedelta(hours=1)
+    h0 = int(datetime(2026, 1, 1, 8, tzinfo=UTC).timestamp())
+    h1 = h0 - 3600
     boxes = [{h0: 10.0, h1: 10.0}, {h0: 12.0}, {h0: 500.0, h1: 14.0}]
-    assert school_hourly(boxes, [h0, h1, h1 - timedelta(hours=1)]) == [12.0, 12.0, None]
+    assert school_hourly(boxes, [h0, h1, h1 - 3600]) == [12.0, 12.0, None]
