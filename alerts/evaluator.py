@@ -152,13 +152,19 @@ class Evaluator:
                 rules_of,
             ),
             "neighbours": far_from_neighbours(
-                devices, hourly, hours_recent_first[: imp.neighbour_hours][::-1], rules_of,
+                devices,
+                hourly,
+                hours_recent_first[: imp.neighbour_hours][::-1],
+                rules_of,
                 self.neighbours,
             ),
         }
         found += implausible_findings(by_id, reasons)
         found += hotspots(
-            devices, hourly, hours_recent_first[: book.hotspot.hours][::-1], rules_of,
+            devices,
+            hourly,
+            hours_recent_first[: book.hotspot.hours][::-1],
+            rules_of,
             self.neighbours,
         )
 
@@ -220,8 +226,8 @@ class Evaluator:
                 if flag != previous:
                     moved = previous is None or previous.colour != flag.colour
                     await store.save_school_flag(conn, flag, now, moved)
-                    messages += await store.enqueue(
-                        conn, None, "flag", [("mqtt", school_flag_topic(verdict.school), {"school": verdict.school})]
+                    messages += await store.enqueue_many(
+                        conn, [(None, "flag", "mqtt", school_flag_topic(verdict.school), {"school": verdict.school})]
                     )
                     flags_moved += moved
                 if band >= verdict.threshold_band:
@@ -238,34 +244,37 @@ class Evaluator:
                         },
                         school=verdict.school,
                     )
-            for key, alert in open_now.items():
-                finding = findings.get(key)
-                if (finding is None and key not in judgement.keep) or _replaces(finding, alert):
-                    row = await store.resolve_alert(conn, alert.id, now, finding.evidence if finding else {})
-                    if row is not None:
-                        transitions[(key[0], "resolved")] += 1
-                        messages += await self._enqueue(conn, row, "resolved", judgement.recipients(row, self.rules))
+            ending = [
+                (alert.id, findings[key].evidence if key in findings else {})
+                for key, alert in open_now.items()
+                if (key not in findings and key not in judgement.keep) or _replaces(findings.get(key), alert)
+            ]
+            outbox: list[tuple[int, str, str, str, dict[str, Any]]] = []
+            for row in await store.resolve_alerts(conn, ending, now):
+                transitions[(row["rule"], "resolved")] += 1
+                outbox += self._messages(row, "resolved", judgement.recipients(row, self.rules))
             changed = [
                 (alert.id, findings[key].evidence)
                 for key, alert in open_now.items()
                 if key in findings and key[0] == "hotspot" and findings[key].evidence != alert.evidence
             ]
             await store.update_evidence(conn, changed)
-            for key, finding in findings.items():
-                current = open_now.get(key)
-                if current is not None and not _replaces(finding, current):
-                    continue
-                row = await store.open_alert(conn, finding, now, self.rules.version)
-                if row is not None:
-                    transitions[(key[0], "opened")] += 1
-                    messages += await self._enqueue(conn, row, "opened", judgement.recipients(row, self.rules))
+            starting = [
+                finding for key, finding in findings.items() if key not in open_now or _replaces(finding, open_now[key])
+            ]
+            for row in await store.open_alerts_now(conn, starting, now, self.rules.version):
+                transitions[(row["rule"], "opened")] += 1
+                outbox += self._messages(row, "opened", judgement.recipients(row, self.rules))
+            messages += await store.enqueue_many(conn, outbox)
         seconds = time.perf_counter() - started
         return CycleResult(seconds, len(judgement.findings), transitions, messages, flags_moved)
 
-    async def _enqueue(self, conn: AnyConn, row: dict[str, Any], transition: str, emails: tuple[str, ...]) -> int:
+    def _messages(
+        self, row: dict[str, Any], transition: str, emails: tuple[str, ...]
+    ) -> list[tuple[int, str, str, str, dict[str, Any]]]:
+        """The outbox rows of one transition: (alert id, transition, channel, target, payload)."""
         payload = {"transition": transition, "rules_version": self.rules.version, "alert": _jsonable(row)}
-        out: list[tuple[str, str, dict[str, Any]]] = [
-            ("webhook", url, payload) for url in self.rules.webhooks_for(row["rule"], row["school"])
+        hooks = self.rules.webhooks_for(row["rule"], row["school"])
+        return [(int(row["id"]), transition, "webhook", url, payload) for url in hooks] + [
+            (int(row["id"]), transition, "email", address, payload) for address in emails
         ]
-        out += [("email", address, payload) for address in emails]
-        return await store.enqueue(conn, int(row["id"]), transition, out)

@@ -1,10 +1,10 @@
 """Every SQL statement of the alerts: what the evaluator reads, the transitions, the outbox, the flags, the API's reads.
 
 Guarantees, each kept by a statement here:
-- one open alert per (rule, subject): `open_alert` is INSERT ... ON CONFLICT DO NOTHING on the
+- one open alert per (rule, subject): `open_alerts_now` is INSERT ... ON CONFLICT DO NOTHING on the
   partial unique index of migration 0010, so a second evaluator, or a restarted one, that
   finds the same condition inserts nothing and sends nothing;
-- a transition is written with its messages in one transaction (`enqueue` runs inside the
+- a transition is written with its messages in one transaction (`enqueue_many` runs inside the
   caller's), and the evaluator's write phase holds `lock_evaluation` (a transaction-level
   advisory lock), so two evaluators never interleave a read-then-write of the same alert or flag;
 - a message is delivered at least once: `claim_due` leases rows with FOR UPDATE SKIP LOCKED and
@@ -13,7 +13,7 @@ Guarantees, each kept by a statement here:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -169,30 +169,50 @@ _ALERT_COLUMNS = (
 )
 
 
-async def open_alert(conn: AnyConn, finding: Finding, now: datetime, rules_version: str) -> dict[str, Any] | None:
-    """The new alert's row, or None when one is open already for (rule, subject)."""
+async def open_alerts_now(
+    conn: AnyConn, findings: Sequence[Finding], now: datetime, rules_version: str
+) -> list[dict[str, Any]]:
+    """Open an alert for each finding in one statement; returns the rows inserted. A finding whose
+    (rule, subject) has an open alert already (another evaluator's) inserts nothing."""
+    if not findings:
+        return []
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         "INSERT INTO alerts (rule, subject, school, device_id, started_at, evidence, rules_version)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " SELECT f.rule, f.subject, f.school, f.device_id, %s, f.evidence, %s"
+        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[])"
+        " AS f(rule, subject, school, device_id, evidence)"
         " ON CONFLICT (rule, subject) WHERE state <> 'resolved' DO NOTHING"
         f" RETURNING {_ALERT_COLUMNS}",
-        (finding.rule, finding.subject, finding.school, finding.device_id, now, Jsonb(finding.evidence), rules_version),
+        (
+            now,
+            rules_version,
+            [f.rule for f in findings],
+            [f.subject for f in findings],
+            [f.school for f in findings],
+            [f.device_id for f in findings],
+            [Jsonb(f.evidence) for f in findings],
+        ),
     )
-    return await cur.fetchone()
+    return sorted(await cur.fetchall(), key=lambda r: int(r["id"]))
 
 
-async def resolve_alert(
-    conn: AnyConn, alert_id: int, now: datetime, end_evidence: dict[str, Any]
-) -> dict[str, Any] | None:
-    """The resolved row, or None when it was resolved already (by another evaluator)."""
+async def resolve_alerts(
+    conn: AnyConn, ending: Sequence[tuple[int, dict[str, Any]]], now: datetime
+) -> list[dict[str, Any]]:
+    """Resolve these alerts (id, evidence at the end) in one statement; returns the rows changed
+    (one resolved already, by another evaluator, is not returned)."""
+    if not ending:
+        return []
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "UPDATE alerts SET state = 'resolved', ended_at = %s, end_evidence = %s"
-        f" WHERE id = %s AND state <> 'resolved' RETURNING {_ALERT_COLUMNS}",
-        (now, Jsonb(end_evidence), alert_id),
+        "UPDATE alerts a SET state = 'resolved', ended_at = %s, end_evidence = e.evidence"
+        " FROM unnest(%s::bigint[], %s::jsonb[]) AS e(id, evidence)"
+        " WHERE a.id = e.id AND a.state <> 'resolved'"
+        " RETURNING " + ", ".join(f"a.{c.strip()}" for c in _ALERT_COLUMNS.split(",")),
+        (now, [i for i, _ in ending], [Jsonb(e) for _, e in ending]),
     )
-    return await cur.fetchone()
+    return sorted(await cur.fetchall(), key=lambda r: int(r["id"]))
 
 
 async def update_evidence(conn: AnyConn, changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
@@ -204,19 +224,20 @@ async def update_evidence(conn: AnyConn, changes: Sequence[tuple[int, dict[str, 
         )
 
 
-async def enqueue(
-    conn: AnyConn, alert_id: int | None, transition: str, messages: Iterable[tuple[str, str, dict[str, Any]]]
-) -> int:
-    """Outbox rows (channel, target, payload) for one transition; a duplicate of a row already queued is skipped."""
-    rows = [(alert_id, transition, channel, target, Jsonb(payload)) for channel, target, payload in messages]
-    if not rows:
+async def enqueue_many(conn: AnyConn, messages: Sequence[tuple[int | None, str, str, str, dict[str, Any]]]) -> int:
+    """Outbox rows (alert id, transition, channel, target, payload), in one pipelined batch; a duplicate
+    of a row queued already for the same transition is skipped."""
+    if not messages:
         return 0
     await conn.cursor().executemany(
         "INSERT INTO alert_outbox (alert_id, transition, channel, target, payload) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING",
-        rows,
+        [
+            (alert_id, transition, channel, target, Jsonb(payload))
+            for alert_id, transition, channel, target, payload in messages
+        ],
     )
-    return len(rows)
+    return len(messages)
 
 
 async def load_school_flags(conn: AnyConn) -> dict[str, SchoolFlag]:

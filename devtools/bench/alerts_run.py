@@ -1,14 +1,15 @@
 """`citysense bench alerts`: one evaluation cycle over a city, and the delay from condition to delivered webhook.
 
-Data: `devices` air boxes in `schools` schools on a grid about 300 m apart, with 12 hours of
-PM2.5 history (one reading every 10 minutes, near 15 µg/m³, made inside PostgreSQL) and then
+Data: `devices` air boxes in `schools` schools (a school's boxes side by side) on a grid about
+300 m apart, with 12 hours of PM2.5 history (one reading every 10 minutes, near 15 µg/m³, made inside PostgreSQL) and then
 live readings every `interval_s` from a feeder (one INSERT per tick for every box still sending).
 
 Measured:
 - cycle: `Evaluator.run_cycle` on the whole city, twice before anything happens (the second is
   reported: a warm cache is the steady state of a long-running evaluator);
-- silence: `silent` boxes stop; for each, (webhook arrival - last stored reading) - k x interval,
-  i.e. how long after the rule's condition became true the receiver had the alert; the
+- silence: `silent` boxes stop; for each, webhook arrival - (last stored reading + k x the interval
+  the evaluator used, from the alert's evidence), i.e. how long after the rule's condition became
+  true the receiver had the alert; the
   promise is at most one cycle (plus the delivery worker's poll);
 - band crossing: the last four hours of `crossing_schools` schools are raised to 80 µg/m³
   (their MOENV real-time AQI enters USG or worse); for each, webhook arrival - the commit that
@@ -24,6 +25,7 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -68,10 +70,10 @@ ON CONFLICT DO NOTHING
 
 
 class _Receiver:
-    """Webhook arrivals: (rule, subject, transition) -> Unix time of the first arrival."""
+    """Webhook arrivals: (rule, subject, transition) -> Unix time of the first arrival and its alert."""
 
     def __init__(self) -> None:
-        self.first: dict[tuple[str, str, str], float] = {}
+        self.first: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self.lock = threading.Lock()
         receiver = self
 
@@ -80,7 +82,7 @@ class _Receiver:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
                 key = (body["alert"]["rule"], body["alert"]["subject"], body["transition"])
                 with receiver.lock:
-                    receiver.first.setdefault(key, time.time())
+                    receiver.first.setdefault(key, (time.time(), body["alert"]))
                 self.send_response(204)
                 self.end_headers()
 
@@ -93,7 +95,14 @@ class _Receiver:
 
     def arrived(self, rule: str, subject: str, transition: str = "opened") -> float | None:
         with self.lock:
-            return self.first.get((rule, subject, transition))
+            found = self.first.get((rule, subject, transition))
+        return None if found is None else found[0]
+
+    def silent_condition_at(self, subject: str) -> float:
+        """When the silent rule's condition became true: last reading + k x the interval the evaluator used."""
+        with self.lock:
+            evidence = self.first[("device_silent", subject, "opened")][1]["evidence"]
+        return float(datetime.fromisoformat(evidence["last_seen"]).timestamp() + evidence["k"] * evidence["interval_s"])
 
     def close(self) -> None:
         self.server.shutdown()
@@ -104,8 +113,12 @@ def _stats(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"n": 0, "p50_s": None, "p95_s": None, "max_s": None}
     ordered = sorted(values)
-    return {"n": len(values), "p50_s": round(quantile(ordered, 0.5), 3), "p95_s": round(quantile(ordered, 0.95), 3),
-            "max_s": round(ordered[-1], 3)}
+    return {
+        "n": len(values),
+        "p50_s": round(quantile(ordered, 0.5), 3),
+        "p95_s": round(quantile(ordered, 0.95), 3),
+        "max_s": round(ordered[-1], 3),
+    }
 
 
 class AlertsBench:
@@ -119,7 +132,7 @@ class AlertsBench:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO devices (device_id, kind, school, lat, lon, registered)"
-                " SELECT 'al-' || lpad(i::text, 5, '0'), 'airbox', 'School ' || (i %% %(schools)s),"
+                " SELECT 'al-' || lpad(i::text, 5, '0'), 'airbox', 'School ' || (i * %(schools)s / %(n)s),"
                 " 25.0 + (i / %(side)s) * 0.0027, 121.4 + (i %% %(side)s) * 0.003, true"
                 " FROM generate_series(0, %(n)s - 1) AS i",
                 {"n": self.o.devices, "schools": self.o.schools, "side": side},
@@ -170,8 +183,12 @@ class AlertsBench:
             await asyncio.sleep(o.interval_s * 7)  # seven live readings: every box has an observed cadence
             cycles = await self._cycle_seconds(url, rules_path)
             settings = Settings(
-                database_url=url, mqtt_url=broker.url, alerts_interval_s=o.cycle_s, alerts_metrics_port=0,
-                alerts_webhook_secret="bench-secret", alerts_rules_file=rules_path,  # noqa: S106 - loopback bench
+                database_url=url,
+                mqtt_url=broker.url,
+                alerts_interval_s=o.cycle_s,
+                alerts_metrics_port=0,
+                alerts_webhook_secret="bench-secret",  # noqa: S106 - a loopback bench
+                alerts_rules_file=rules_path,
             )
             stop = asyncio.Event()
             service = asyncio.create_task(run_alerts(settings, stop))
@@ -182,13 +199,18 @@ class AlertsBench:
             crossing = [f"School {s}" for s in range(o.crossing_schools)]
             await asyncio.sleep(o.interval_s * 1.5)
             with psycopg.connect(url, autocommit=True) as conn:
-                last: dict[str, float] = dict(conn.execute(
-                    "SELECT device_id, extract(epoch FROM max(time))::float8 FROM readings"
-                    " WHERE device_id = ANY(%s) GROUP BY device_id", ([f"al-{i:05d}" for i in silenced],)
-                ).fetchall())
+                last: dict[str, float] = dict(
+                    conn.execute(
+                        "SELECT device_id, extract(epoch FROM max(time))::float8 FROM readings"
+                        " WHERE device_id = ANY(%s) GROUP BY device_id",
+                        ([f"al-{i:05d}" for i in silenced],),
+                    ).fetchall()
+                )
                 conn.execute(
                     "UPDATE readings SET value = 80, raw = 80 FROM devices d WHERE d.device_id = readings.device_id"
-                    " AND d.school = ANY(%s) AND readings.time > now() - interval '4 hours'", (crossing,))
+                    " AND d.school = ANY(%s) AND readings.time > now() - interval '4 hours'",
+                    (crossing,),
+                )
                 crossed_at = time.time()
             deadline = time.time() + K * o.interval_s + 3 * o.cycle_s + 30
             while time.time() < deadline:
@@ -203,11 +225,17 @@ class AlertsBench:
             stop_feeding.set()
             feeder.join(30)
             receiver.close()
-        silent_delays = [t - last[d] - K * o.interval_s for d in last
-                         if (t := receiver.arrived("device_silent", d)) is not None]
+        silent_delays = [
+            t - receiver.silent_condition_at(d) for d in last if (t := receiver.arrived("device_silent", d)) is not None
+        ]
         school_delays = [t - crossed_at for s in crossing if (t := receiver.arrived("school_air", s)) is not None]
         return {
-            "options": asdict(o), "backend": backend, "seed_s": round(seed_s, 1), "cycle_s": cycles,
-            "silent_after_condition": _stats(silent_delays), "silent_missing": len(last) - len(silent_delays),
-            "school_after_crossing": _stats(school_delays), "school_missing": len(crossing) - len(school_delays),
+            "options": asdict(o),
+            "backend": backend,
+            "seed_s": round(seed_s, 1),
+            "cycle_s": cycles,
+            "silent_after_condition": _stats(silent_delays),
+            "silent_missing": len(last) - len(silent_delays),
+            "school_after_crossing": _stats(school_delays),
+            "school_missing": len(crossing) - len(school_delays),
         }
