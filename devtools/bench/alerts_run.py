@@ -1,8 +1,9 @@
 """`citysense bench alerts`: one evaluation cycle over a city, and the delay from condition to delivered webhook.
 
-Data: `devices` air boxes in `schools` schools (a school's boxes side by side) on a grid about
-300 m apart, with 12 hours of PM2.5 history (one reading every 10 minutes, near 15 µg/m³, made inside PostgreSQL) and then
-live readings every `interval_s` from a feeder (one INSERT per tick for every box still sending).
+Data: `devices` air boxes in `schools` schools (a school's boxes side by side) on a grid
+about 300 m apart, with 12 hours of PM2.5 history (one reading every 10 minutes, near 15 µg/m³,
+made inside PostgreSQL) and then live readings every `interval_s` from a feeder (one INSERT per
+tick for every box still sending).
 
 Measured:
 - cycle: `Evaluator.run_cycle` on the whole city, twice before anything happens (the second is
