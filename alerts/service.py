@@ -92,6 +92,7 @@ async def _deliver_forever(settings: Settings, wake: asyncio.Event, stop: asynci
     conn: AnyConn | None = None
     try:
         while not stop.is_set():
+            wake.clear()  # before the pass: a cycle that queues during it wakes the next one at once
             try:
                 if conn is None or conn.closed:
                     conn = await _connect(settings.database_url, "citysense-alerts-delivery")
@@ -99,7 +100,6 @@ async def _deliver_forever(settings: Settings, wake: asyncio.Event, stop: asynci
             except (psycopg.Error, OSError) as exc:
                 log.warning("event=alerts_delivery_pass_failed reason=%r", str(exc))
                 conn = None
-            wake.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), WORKER_POLL_S)
     finally:

@@ -276,3 +276,30 @@ async def test_email_goes_over_starttls_as_one_digest_per_recipient(
             count(database_url, "SELECT count(*) FROM alert_outbox WHERE channel = 'email' AND delivered_at IS NULL")
             == 2
         )
+
+
+async def test_stuck_pinned_humidity_flag_rate_and_dead_letters_from_the_database(
+    database_url: str, conn: AnyConn
+) -> None:
+    add_devices(database_url, [(f"q-{i}", None, None, None) for i in range(4)])
+    now = db_now(database_url)
+    rows = []
+    for minute in range(80):
+        t = now - timedelta(minutes=minute)
+        rows.append((t, "q-0", "pm25", 12.0, 32))  # STUCK for 80 minutes
+        rows.append((t, "q-1", "rh", 100.0, 0))  # humidity pinned
+        rows.append((t, "q-2", "pm25", 900.0 if minute % 3 == 0 else 12.0, 64 if minute % 3 == 0 else 0))  # SPIKEs
+        rows.append((t, "q-3", "pm25", 12.0, 32 if minute < 30 else 0))  # STUCK for only 30 minutes
+    add_readings(database_url, rows)
+    with psycopg.connect(database_url) as c:
+        c.cursor().executemany(
+            "INSERT INTO rejected_messages (topic, payload, reason, digest) VALUES ('t', 'x', 'bad', %s)",
+            [(bytes([i]) * 32,) for i in range(40)],
+        )
+    await Evaluator(book(None)).run_cycle(conn)
+    with psycopg.connect(database_url) as c:
+        found = {(r[0], r[1]): r[2] for r in c.execute("SELECT rule, subject, evidence FROM alerts").fetchall()}
+    assert ("device_stuck", "q-0:pm25") in found and ("device_stuck", "q-3:pm25") not in found
+    assert set(found[("implausible", "q-1")]["reasons"]) == {"humidity_pinned"}
+    assert set(found[("implausible", "q-2")]["reasons"]) == {"flag_rate"}
+    assert found[("pipeline", "dead_letter_ratio")]["dead_letters"] == 40
