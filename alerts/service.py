@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 WORKER_POLL_S = 0.5
 
 
+class AlertsStartError(RuntimeError):
+    """The evaluator cannot start; the text says what to change."""
+
+
 async def _connect(url: str, name: str) -> AnyConn:
     return await psycopg.AsyncConnection.connect(url, autocommit=True, application_name=name)
 
@@ -113,7 +117,13 @@ async def run_alerts(settings: Settings, stop: asyncio.Event | None = None) -> N
     book = load_rules(settings.alerts_rules_file)
     stop = stop or asyncio.Event()
     if settings.alerts_metrics_port:
-        start_http_server(settings.alerts_metrics_port, addr="127.0.0.1", registry=REGISTRY)
+        try:
+            start_http_server(settings.alerts_metrics_port, addr="127.0.0.1", registry=REGISTRY)
+        except OSError as exc:
+            raise AlertsStartError(
+                f"cannot serve alert metrics on 127.0.0.1:{settings.alerts_metrics_port} ({exc.strerror}): "
+                "set CITYSENSE_ALERTS_METRICS_PORT to a free port, or 0 for none"
+            ) from None
     log.info(
         "event=alerts_started rules_version=%s interval_s=%g database=%s metrics_port=%d",
         book.version,
@@ -132,7 +142,10 @@ async def run_alerts(settings: Settings, stop: asyncio.Event | None = None) -> N
 async def run_once(settings: Settings) -> None:
     """One cycle, then one delivery pass (cron-style use, and a check that the setup works)."""
     book = load_rules(settings.alerts_rules_file)
-    conn = await _connect(settings.database_url, "citysense-alerts-once")
+    try:
+        conn = await _connect(settings.database_url, "citysense-alerts-once")
+    except psycopg.OperationalError as exc:
+        raise AlertsStartError(f"cannot reach the database {redact_url(settings.database_url)}: {exc}") from None
     flags = FlagPublisher(settings.mqtt_url, f"citysense-alerts-once-{os.getpid()}")
     try:
         await evaluate_once(conn, Evaluator(book))

@@ -17,7 +17,7 @@ def run(
 ) -> None:
     """Evaluate every CITYSENSE_ALERTS_INTERVAL_S and deliver the outbox, until SIGTERM/Ctrl-C."""
     from alerts.rules import RulesError  # noqa: PLC0415
-    from alerts.service import run_alerts, run_once  # noqa: PLC0415
+    from alerts.service import AlertsStartError, run_alerts, run_once  # noqa: PLC0415
     from citysense.cli import _settings, fail  # noqa: PLC0415
 
     settings = _settings()
@@ -25,6 +25,8 @@ def run(
         asyncio.run(run_once(settings) if once else run_alerts(settings))
     except RulesError as exc:
         raise fail(str(exc), 2) from None
+    except AlertsStartError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command("check-rules")
