@@ -58,7 +58,7 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def post_webhook(url: str, body: bytes, secret: str, delivery_id: int, timeout_s: float = 10.0) -> None:
+def post_webhook(url: str, body: bytes, secret: str, delivery_id: int, timeout_s: float = 5.0) -> None:
     """POST one JSON message; DeliveryError unless the receiver answers 2xx."""
     request = urllib.request.Request(  # noqa: S310 - the rules admit only http(s) URLs
         url,
@@ -197,23 +197,26 @@ class DeliveryWorker:
         return await self._webhooks(conn) + await self._emails(conn) + await self._flags(conn)
 
     async def _webhooks(self, conn: AnyConn) -> int:
-        sent = 0
+        """POST the due webhooks at once (threads, at most BATCH), then record each outcome: a receiver
+        that hangs costs its timeout once per pass, not once per message."""
         rows = await store.claim_due(conn, "webhook", BATCH, LEASE_S)
 
-        async def one(row: OutboxRow) -> None:
-            nonlocal sent
+        async def one(row: OutboxRow) -> str | None:
             body = orjson.dumps(row.payload)
             try:
                 await asyncio.to_thread(post_webhook, row.target, body, self.settings.alerts_webhook_secret, row.id)
             except DeliveryError as exc:
-                await self._failed(conn, "webhook", [row], str(exc))
-                return
-            await store.mark_delivered(conn, [row.id])
-            sent += 1
+                return str(exc)
+            return None
 
-        for row in rows:  # one connection: sends are sequential; a dead receiver costs its timeout per try
-            await one(row)
-        return sent
+        outcomes = await asyncio.gather(*(one(row) for row in rows))
+        delivered = [row.id for row, error in zip(rows, outcomes, strict=True) if error is None]
+        if delivered:
+            await store.mark_delivered(conn, delivered)
+        for row, error in zip(rows, outcomes, strict=True):
+            if error is not None:
+                await self._failed(conn, "webhook", [row], error)
+        return len(delivered)
 
     async def _emails(self, conn: AnyConn) -> int:
         if not self.settings.alerts_smtp_url:
