@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -158,14 +158,6 @@ def stuck_metrics(devices: dict[str, DeviceInfo], runs: Iterable[StuckRun], rule
                 )
             )
     return out
-
-
-@dataclass
-class ImplausibleParts:
-    """The reasons one device is implausible, collected before they become one finding."""
-
-    device: DeviceInfo
-    reasons: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def flag_rate_reasons(

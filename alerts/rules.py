@@ -15,6 +15,7 @@ path of the bad key, at load time, never a surprise at 3 a.m.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -218,8 +219,6 @@ class RuleFile(_Rule):
 
 
 def _check_emails(value: Iterable[str]) -> tuple[str, ...]:
-    import re  # noqa: PLC0415
-
     out = tuple(value)
     for address in out:
         if not re.match(_EMAIL, address):
