@@ -40,7 +40,7 @@ test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check contracts calibration ingest gateway api citysense devtools tests
+	$(VENV)/bin/ruff check contracts calibration ingest gateway api citysense devtools tests alerts
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VENV)/bin/ruff check firmware/host

@@ -116,3 +116,31 @@ def api(
     results = ApiBench(ApiOptions(devices=devices, days=days, requests=requests)).run()
     show(api_table(results))
     typer.echo(f"results: {write_json(results, 'api', out)}")
+
+
+@app.command()
+def alerts(
+    devices: Annotated[int, typer.Option(min=10, max=100_000, help="Air boxes")] = 10_000,
+    schools: Annotated[int, typer.Option(min=1, max=10_000, help="Schools the boxes are spread over")] = 500,
+    interval: Annotated[float, typer.Option(min=0.5, max=600, help="Seconds between two readings of a box")] = 10.0,
+    cycle: Annotated[float, typer.Option(min=0.2, max=600, help="CITYSENSE_ALERTS_INTERVAL_S of the run")] = 10.0,
+    silent: Annotated[int, typer.Option(min=1, max=10_000, help="Boxes that go silent")] = 100,
+    crossing_schools: Annotated[int, typer.Option(min=1, max=1000, help="Schools driven into USG")] = 20,
+    out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
+) -> None:
+    """One evaluation cycle over a city, and condition -> delivered webhook delays (p50/p95/max)."""
+    from citysense.logging_setup import setup_logging  # noqa: PLC0415
+    from devtools.bench.alerts_run import AlertsBench, AlertsOptions  # noqa: PLC0415
+    from devtools.bench.report import write_json  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    results = AlertsBench(AlertsOptions(devices, min(schools, devices), interval, cycle, min(silent, devices),
+                                        min(crossing_schools, schools))).run()
+    s, c = results["silent_after_condition"], results["school_after_crossing"]
+    typer.echo(
+        f"alerts: {devices:,} boxes, {schools} schools ({results['backend']}): cycle {results['cycle_s'][-1]} s; "
+        f"silent box -> webhook after k x interval p50 {s['p50_s']} s, p95 {s['p95_s']} s, max {s['max_s']} s "
+        f"({results['silent_missing']} missing); band crossing -> webhook p50 {c['p50_s']} s, p95 {c['p95_s']} s, "
+        f"max {c['max_s']} s ({results['school_missing']} missing)"
+    )
+    typer.echo(f"results: {write_json(results, 'alerts', out)}")

@@ -306,6 +306,7 @@ def _register_optional(module: str, name: str) -> None:
 
 
 for _module, _name in (
-    ("citysense.firmware_cli", "firmware"), ("citysense.calibrate_cli", "calibrate"), ("citysense.bench_cli", "bench")
+    ("citysense.firmware_cli", "firmware"), ("citysense.calibrate_cli", "calibrate"), ("citysense.bench_cli", "bench"),
+    ("citysense.alerts_cli", "alerts"),
 ):
     _register_optional(_module, _name)

@@ -103,6 +103,26 @@ class Settings(BaseSettings):
     gateway_metrics_host: str = Field(
         "127.0.0.1", description="Address /metrics listens on (0.0.0.0 where Prometheus runs in another container)"
     )
+    alerts_interval_s: float = Field(30.0, ge=0.2, le=3600, description="Seconds between two alert evaluations")
+    alerts_metrics_port: int = Field(9110, ge=0, le=65535, description="The alert evaluator's /metrics port (0 = off)")
+    alerts_rules_file: Path | None = Field(
+        None, description="The alert rules (TOML, deploy/alerts/rules.example.toml); unset = the built-in defaults"
+    )
+    alerts_webhook_secret: str = Field(
+        "", description="HMAC-SHA256 key signing every alert webhook (X-Citysense-Signature)"
+    )
+    alerts_smtp_url: str = Field(
+        "", description="smtp://[user:pass@]host:port for alert e-mail, always with STARTTLS; empty = no e-mail"
+    )
+    alerts_smtp_from: str = Field("citysense@localhost", description="From address of alert e-mail")
+    alerts_smtp_ca_file: Path | None = Field(None, description="CA bundle trusted for the SMTP server's STARTTLS")
+    alerts_email_digest_s: float = Field(
+        300.0, ge=0, le=86_400, description="At most one alert e-mail per recipient this often (a digest)"
+    )
+    alerts_delivery_attempts: int = Field(
+        8, ge=1, le=100, description="Tries of one webhook/e-mail/MQTT message before it is dead-lettered"
+    )
+    alerts_retry_base_s: float = Field(2.0, gt=0, le=3600, description="First retry delay; doubles with each try")
 
     @field_validator("mqtt_url")
     @classmethod

@@ -37,3 +37,14 @@ def split_v1_topic(topic: str, leaf: str) -> tuple[str, str]:
         _PARSED.clear()
     _PARSED[key] = found
     return found
+
+
+SCHOOL_FLAG_FORBIDDEN = frozenset("/+#\x00")
+"""Characters a school name may not hold to be a topic level (a level separator, the wildcards, NUL)."""
+
+
+def school_flag_topic(school: str) -> str:
+    """The retained topic of a school's air-quality flag: citysense/v1/school/{school}/flag."""
+    if not school or len(school.encode()) > 200 or SCHOOL_FLAG_FORBIDDEN.intersection(school):
+        raise ValueError(f"school {school[:60]!r} cannot be a topic level (1-200 bytes, no '/', '+', '#' or NUL)")
+    return f"citysense/v1/school/{school}/flag"
