@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ingest.latest_readings import rebuild as rebuild_latest
 from contracts.settings import Settings
+from ingest.latest_readings import rebuild as rebuild_latest
 from tests.api.seed import NOW, seed_city
 
 
