@@ -68,8 +68,8 @@ def missing_windows(
     windows = []
     if oldest - start >= step_s:
         windows.append((start, oldest - step_s / 2))
-    if end - newest >= step_s:
-        windows.append((newest + step_s / 2, end))
+    if end - newest > step_s + 1.0:  # from the reading that would have come next (ts are whole seconds)
+        windows.append((newest + step_s, end))
     return windows
 
 

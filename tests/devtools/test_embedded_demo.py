@@ -85,7 +85,8 @@ def _wait_for_api(proc: subprocess.Popen[str]) -> str:
 def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> None:
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "citysense", "demo", "--interval", "5"], env=_demo_env(tmp_path), cwd=tmp_path,
+        [sys.executable, "-m", "citysense", "demo", "--interval", "5", "--history", "2"], env=_demo_env(tmp_path),
+        cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
