@@ -235,6 +235,11 @@ class FleetPublisher:
                 box.factor = min(box.factor * 2, RESEND_BACKOFF_MAX)
                 self._flush(box)
 
+    @property
+    def seq(self) -> int:
+        """The seq of the latest readings (one counter for the fleet, one step per tick)."""
+        return self.model.seq
+
     def kept(self) -> int:
         """Readings published or made and not yet covered by a receipt, over the whole fleet."""
         with self.lock:
