@@ -243,20 +243,32 @@ def _history_note(history: HistoryReport | None) -> str:
             f"{history.readings:,} readings, {history.parking_events:,} parking events in {history.seconds:.0f} s")
 
 
+def grafana_environment(pg_port: int, reader_password: str, prometheus_url: str) -> dict[str, str]:
+    """The variables grafana/provisioning reads, with this demo's values (a test keeps the two sets equal)."""
+    return {
+        "CITYSENSE_GRAFANA_DB_HOST": "127.0.0.1",
+        "CITYSENSE_GRAFANA_DB_PORT": str(pg_port),
+        "CITYSENSE_GRAFANA_DB_USER": GRAFANA_READER,
+        "CITYSENSE_GRAFANA_DB_PASSWORD": reader_password,
+        "CITYSENSE_PROMETHEUS_URL": prometheus_url,
+        "CITYSENSE_GRAFANA_DASHBOARDS": str(REPO / "grafana" / "dashboards"),
+    }
+
+
 def _grafana_note(pg_port: int, reader_password: str | None, metrics_port: str) -> str:
-    """How to point a local Grafana at this demo: the provisioning in grafana/ reads these variables."""
+    """How to point a local Grafana at this demo (docs/bureaus.md, "Grafana")."""
     if reader_password is None:
         return ""
-    provisioning, dashboards = REPO / "grafana" / "provisioning", REPO / "grafana" / "dashboards"
+    env = grafana_environment(pg_port, reader_password, "http://127.0.0.1:9090")
+    exports = " ".join(f"{k}={v}" for k, v in env.items())
+    provisioning = REPO / "grafana" / "provisioning"
     return (
-        "\n  Grafana        not started; a local one reads this demo with (docs/bureaus.md, \"Grafana\"):"
-        f"\n    PostgreSQL data source: host 127.0.0.1:{pg_port}, database citysense, user {GRAFANA_READER},"
-        f" password {reader_password}, TLS off (read-only role)"
-        f"\n    export CITYSENSE_GRAFANA_DB_HOST=127.0.0.1 CITYSENSE_GRAFANA_DB_PORT={pg_port}"
-        f" CITYSENSE_GRAFANA_DB_USER={GRAFANA_READER} CITYSENSE_GRAFANA_DB_PASSWORD={reader_password}"
-        f"\n    export CITYSENSE_PROMETHEUS_URL=http://127.0.0.1:9090 CITYSENSE_GRAFANA_DASHBOARDS={dashboards}"
-        f"\n    GF_PATHS_PROVISIONING={provisioning} grafana-server   (a Prometheus scraping 127.0.0.1:{metrics_port}"
-        " for the gateway panels)"
+        "\n  Grafana        not started; point a local Grafana at this demo (docs/bureaus.md, \"Grafana\"):"
+        f"\n    data source    PostgreSQL 127.0.0.1:{pg_port}, database citysense, user {GRAFANA_READER}"
+        f" (read-only), password {reader_password}, TLS off"
+        f"\n    provisioning   {provisioning} (dashboards in {env['CITYSENSE_GRAFANA_DASHBOARDS']})"
+        f"\n    run            env {exports} GF_PATHS_PROVISIONING={provisioning} grafana-server"
+        f"\n    gateway panels need a Prometheus at {env['CITYSENSE_PROMETHEUS_URL']} scraping 127.0.0.1:{metrics_port}"
     )
 
 
