@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROLES_SQL = REPO / "deploy" / "postgres" / "roles.sql"
 GRAFANA_READER = "citysense_reader"
 DRIFT_DAYS_BEFORE_START = 5.0  # the drifting box began losing gain this long before the first start
+MAKER_DEVICES = [("demo-01", "airbox"), ("bay-01", "parking")]  # the ids of firmware/README.md's host runs
 
 
 class _DemoConsole(Console):
@@ -128,10 +129,13 @@ def run_demo(
         boxes, spots = make_airboxes(airboxes, drift_since=drift_since), make_parking(parking)
         register_fleet(db_url, boxes, spots)
         # the firmware devices are registered like real hardware: their own tokens, not the operator's
+        # ... and so are the ones firmware/README.md runs by hand (MAKER_DEVICES): the closed broker's
+        # accounts are written at start, so a device registered later could not log in before a restart
         firmware_ids = [i for ids in host_fleet_ids(host_devices) for i in ids]
         firmware_tokens = register_devices(
-            db_url, [(i, DeviceFields(kind="parking" if "-parking-" in i else "airbox", owner="demo-firmware"))
-                     for i in firmware_ids], rotate_token=True,
+            db_url, [(i, DeviceFields(kind=kind, owner="demo-firmware")) for i, kind in
+                     [(i, "parking" if "-parking-" in i else "airbox") for i in firmware_ids] + MAKER_DEVICES],
+            rotate_token=True,
         )
         tokens_file = data / "firmware-tokens"
         tokens_file.write_text("".join(f"{reg.device_id}:{token}\n" for reg, token in firmware_tokens))
