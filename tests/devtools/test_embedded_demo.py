@@ -74,11 +74,13 @@ def _stop_demo_tree(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, time
 
 def _wait_for_api(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
+    seen = []
     for line in proc.stdout:
+        seen.append(line)
         m = re.search(r"API\s+(http://127\.0\.0\.1:\d+)", line)
         if m:
             return m.group(1)
-    pytest.fail("demo did not print the API URL")
+    pytest.fail("demo did not print the API URL:\n" + "".join(seen[-30:]))
 
 
 @pytest.mark.slow
