@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,8 +62,10 @@ class DemoStack:
         return text
 
 
-def _stop(proc: subprocess.Popen[str], tree: list[psutil.Process]) -> None:
-    """SIGINT (the demo's Ctrl-C), then, if it hangs, every process it started."""
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """SIGINT (the demo's Ctrl-C), then, if it hangs, every process it started (found before the
+    signal: its children run in sessions of their own and would outlive it)."""
+    tree = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     try:
@@ -87,22 +90,23 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
         [sys.executable, "-m", "citysense", "demo", "--airboxes", "50", "--parking", "10", "--host-devices", "0"],
         env=demo_env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    tree: list[psutil.Process] = []
-    try:
-        addresses: dict[str, str] = {}
-        banner: list[str] = []
-        deadline = time.monotonic() + DEMO_START_TIMEOUT_S
+    printed: list[str] = []
+    ready = threading.Event()
+
+    def read_output() -> None:  # all of it, to the end: a full pipe would stall the demo
         assert proc.stdout is not None
         for line in proc.stdout:
-            banner.append(line)
-            for name, pattern in _BANNER.items():
-                m = pattern.match(line)
-                if m:
-                    addresses[name] = m.group(1)
-            if "Press Ctrl-C to stop." in line or time.monotonic() > deadline:
-                break
-        assert set(addresses) == set(DEFAULTS), "the demo's banner lacks addresses:\n" + "".join(banner[-40:])
-        tree = psutil.Process(proc.pid).children(recursive=True)
+            printed.append(line)
+            if "Press Ctrl-C to stop." in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read_output, daemon=True).start()
+    try:
+        ready.wait(DEMO_START_TIMEOUT_S)
+        addresses = {name: m.group(1) for line in printed for name, pattern in _BANNER.items()
+                     if (m := pattern.match(line))}
+        assert set(addresses) == set(DEFAULTS), "the demo's banner lacks addresses:\n" + "".join(printed[-40:])
         env = {
             **base, "CITYSENSE_DATA_DIR": ".citysense",
             "CITYSENSE_DATABASE_URL": f"postgresql://citysense@{addresses['postgres']}/citysense",
@@ -111,7 +115,7 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
         }
         yield DemoStack(folder, env, addresses)
     finally:
-        _stop(proc, tree)
+        _stop(proc)
 
 
 def _walk(stack: DemoStack, block: Block) -> None:
