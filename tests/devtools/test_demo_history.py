@@ -15,7 +15,7 @@ from devtools.simulator.colocation import COLOCATED_BOX, REFERENCE_FILE, referen
 from devtools.simulator.fleet import DRIFTING_BOX, FleetModel, make_airboxes, make_parking
 from devtools.simulator.history import write_history
 from devtools.simulator.publisher import register_fleet
-from ingest.calibration_store import hourly_series, list_devices
+from ingest.calibration_store import hourly_series, list_devices, recalibrate
 
 DAYS = 7.0
 
@@ -52,6 +52,9 @@ def test_history_is_stored_as_the_gateway_stores_live_data_and_aggregated(databa
     assert untrusted == 0  # received as live messages: no replay, clock or registration bits
     assert calibrations >= 1 and calibrated > 0  # the gateway's calibrator ran: the PMS5003 default model
     assert hourly[0] == DAYS * 24  # aggregates refreshed over the range written
+    with psycopg.connect(database_url) as conn:  # the one engine, re-applied to history, agrees with it
+        reapplied = recalibrate(conn, "tp-school-0001", datetime.fromtimestamp(end - DAYS * 86400 - 60, UTC))
+    assert reapplied.rows_seen == DAYS * 24 and reapplied.rows_changed == 0
     assert parking[0] == report.parking_events > 0
     again = write_history(database_url, FleetModel(make_airboxes(5), make_parking(5)), DAYS, end=end)
     assert again.readings == 0 and not again.windows, "a restarted demo wrote its past a second time"
