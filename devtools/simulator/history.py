@@ -158,14 +158,19 @@ def write_history(
     windows = missing_windows(database_url, probe, start, end, step_s)
     campaign_start = CAMPAIGN_START.timestamp()
     campaign = (campaign_start, campaign_start + 86400.0 * len(campaign_hours()) / 24)
+    # fixed times: stored once, by the first start that has the box (a restart would only meet conflicts)
+    with_campaign = any(b.device_id == COLOCATED_BOX for b in model.boxes) and missing_windows(
+        database_url, COLOCATED_BOX, *campaign, step_s
+    ) == [campaign]
 
     def everything() -> Iterator[Inbound]:
-        yield from campaign_messages(model, step_s)  # fixed times: a restart stores nothing twice
+        if with_campaign:
+            yield from campaign_messages(model, step_s)
         for lo, hi in windows:
             yield from fleet_messages(model, lo, hi, step_s)
 
     messages, readings, parking = asyncio.run(_store(database_url, everything()))
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for lo, hi in (campaign, *windows):
+        for lo, hi in ([campaign] if with_campaign else []) + windows:
             refresh_range(conn, datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi + step_s, UTC))
     return HistoryReport(messages, readings, parking, tuple(windows), time.monotonic() - started)
