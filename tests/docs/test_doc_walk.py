@@ -163,6 +163,8 @@ def test_expected_output_is_matched_in_order_with_wildcards() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("doc", WALKED_DOCS)
 def test_doc_runs_verbatim_against_the_demo(demo_stack: DemoStack, doc: str) -> None:
-    for block in doc_blocks()[doc]:
-        if block.walked:
-            _walk(demo_stack, block)
+    walked = [block for block in doc_blocks()[doc] if block.walked]
+    if not walked:
+        pytest.skip(f"{doc} has no walked block")
+    for block in walked:
+        _walk(demo_stack, block)
