@@ -49,13 +49,14 @@ def demo(
     parking: Annotated[int, typer.Option(min=0, max=5000, help="Simulated parking sensors")] = 50,
     interval: Annotated[float, typer.Option(min=1.0, help="Seconds between readings of each device")] = 10.0,
     host_devices: Annotated[int, typer.Option(min=0, max=20, help="Devices running the real firmware")] = 3,
+    history: Annotated[float, typer.Option(min=0, max=90, help="Days of history to start with (0 = none)")] = 14,
 ) -> None:
     """Start broker, database, gateway, API and a simulated fleet; Ctrl-C stops everything."""
     from devtools.demo_stack import run_demo  # noqa: PLC0415 - heavy imports only for this command
 
     settings = _settings()
     try:
-        run_demo(settings, airboxes, parking, interval, host_devices if _has_firmware() else 0)
+        run_demo(settings, airboxes, parking, interval, host_devices if _has_firmware() else 0, history)
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise fail(str(exc)) from None
 
@@ -100,6 +101,9 @@ def simulate(
     parking: Annotated[int, typer.Option(min=0, max=100_000)] = 50,
     interval: Annotated[float, typer.Option(min=0.05)] = 10.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds")] = None,
+    drift_since: Annotated[
+        float | None, typer.Option(help="Unix time from which one box (tp-school-0003) loses gain, 10 %/day")
+    ] = None,
 ) -> None:
     """Publish a simulated fleet to CITYSENSE_MQTT_URL."""
     from devtools.simulator.fleet import make_airboxes, make_parking  # noqa: PLC0415
@@ -107,7 +111,9 @@ def simulate(
 
     settings = _settings()
     stop = threading.Event()
-    publisher = FleetPublisher(settings.mqtt_url, make_airboxes(airboxes), make_parking(parking), interval)
+    publisher = FleetPublisher(
+        settings.mqtt_url, make_airboxes(airboxes, drift_since=drift_since), make_parking(parking), interval
+    )
     import signal  # noqa: PLC0415
 
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

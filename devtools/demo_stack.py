@@ -9,6 +9,12 @@ With Mosquitto the broker is closed, as in production (`closed_broker`): the gat
 with its own account, the simulator with an operator account that may publish only for the
 simulated fleet (owner `demo`), each firmware host device with its own token. The amqtt
 fallback stays open (anonymous, any client id): it is a pip-only demo broker, not a deployment.
+
+The demo starts with a past (`history_days`, 14 by default): the fleet's last two weeks, written
+through the gateway's own pipeline before the live fleet starts (devtools/simulator/history.py),
+with one box whose sensor drifts (DRIFTING_BOX) and one co-located with the synthetic reference
+station in data/reference/. Grafana is not started; the banner prints the read-only database
+role (deploy/postgres/roles.sql's reader) and the provisioning paths a local Grafana needs.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 from rich.console import Console
 
 from contracts.settings import Settings
@@ -32,7 +39,8 @@ from devtools.local_broker import LocalAmqtt, LocalMosquitto, mosquitto_path
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port, port_is_open
 from devtools.processes import stop_process
-from devtools.simulator.fleet import host_fleet_ids, make_airboxes, make_parking
+from devtools.simulator.fleet import DRIFTING_BOX, FleetModel, host_fleet_ids, make_airboxes, make_parking
+from devtools.simulator.history import HISTORY_STEP_S, HistoryReport, write_history
 from devtools.simulator.publisher import register_fleet
 from ingest.broker_files import Operator, write_broker_files
 from ingest.device_store import DeviceFields, register_devices
@@ -41,6 +49,11 @@ from ingest.migrate import migrate
 DEMO_GATEWAY = "citysense-demo-gateway"
 DEMO_OPERATOR = "citysense-sim"
 FLEET_OWNER = "demo"
+REPO = Path(__file__).resolve().parents[1]
+ROLES_SQL = REPO / "deploy" / "postgres" / "roles.sql"
+GRAFANA_READER = "citysense_reader"
+DRIFT_DAYS_BEFORE_START = 5.0  # the drifting box began losing gain this long before the first start
+MAKER_DEVICES = [("demo-01", "airbox"), ("bay-01", "parking")]  # the ids of firmware/README.md's host runs
 
 
 class _DemoConsole(Console):
@@ -87,7 +100,9 @@ class Child:
         stop_process(self.proc, timeout=timeout)
 
 
-def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float, host_devices: int) -> None:
+def run_demo(
+    settings: Settings, airboxes: int, parking: int, interval_s: float, host_devices: int, history_days: float = 14.0
+) -> None:
     data = settings.data_dir.absolute()
     data.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -109,13 +124,18 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
         db_url = pg.create_database("citysense", owner="citysense")
         backend, applied = migrate(db_url)
         _say(f"database ready: backend={backend}, migrations applied now: {applied or 'none'}")
-        boxes, spots = make_airboxes(airboxes), make_parking(parking)
+        reader_password = grafana_reader(db_url, data)
+        drift_since = drift_anchor(data, history_days)
+        boxes, spots = make_airboxes(airboxes, drift_since=drift_since), make_parking(parking)
         register_fleet(db_url, boxes, spots)
         # the firmware devices are registered like real hardware: their own tokens, not the operator's
+        # ... and so are the ones firmware/README.md runs by hand (MAKER_DEVICES): the closed broker's
+        # accounts are written at start, so a device registered later could not log in before a restart
         firmware_ids = [i for ids in host_fleet_ids(host_devices) for i in ids]
         firmware_tokens = register_devices(
-            db_url, [(i, DeviceFields(kind="parking" if "-parking-" in i else "airbox", owner="demo-firmware"))
-                     for i in firmware_ids], rotate_token=True,
+            db_url, [(i, DeviceFields(kind=kind, owner="demo-firmware")) for i, kind in
+                     [(i, "parking" if "-parking-" in i else "airbox") for i in firmware_ids] + MAKER_DEVICES],
+            rotate_token=True,
         )
         tokens_file = data / "firmware-tokens"
         tokens_file.write_text("".join(f"{reg.device_id}:{token}\n" for reg, token in firmware_tokens))
@@ -139,11 +159,15 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
         children.append(Child("gateway", [py, "-m", "citysense", "gateway"], {**env, "CITYSENSE_MQTT_URL": gateway_url},
                               data / "gateway.log"))
         children.append(Child("api", [py, "-m", "citysense", "api"], env, data / "api.log"))
+        history: HistoryReport | None = None
+        if history_days > 0:  # while the gateway and the API start; the live fleet follows it
+            _say(f"writing {history_days:g} days of history (a reading every {HISTORY_STEP_S / 60:g} min) ...")
+            history = write_history(db_url, FleetModel(boxes, spots), history_days)
         children.append(
             Child(
                 "fleet",
                 [py, "-m", "citysense", "simulate", "--airboxes", str(airboxes), "--parking", str(parking),
-                 "--interval", str(interval_s)],
+                 "--interval", str(interval_s), "--drift-since", f"{drift_since:.0f}"],
                 {**env, "CITYSENSE_MQTT_URL": simulator_url}, data / "simulator.log",
             )
         )
@@ -170,6 +194,11 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
             f"  logs           {data}/*.log\n"
             f"  fleet          {airboxes} air boxes + {parking} parking sensors every {interval_s:g} s"
             + (f", {host_devices} running the real firmware" if host_devices else "")
+            + f"\n  history        {_history_note(history)}"
+            + (f"\n  drifting box   {DRIFTING_BOX} (its sensor loses gain since "
+               f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(drift_since))} UTC: `citysense calibrate drift`)"
+               if any(b.device_id == DRIFTING_BOX for b in boxes) else "")
+            + _grafana_note(pg.port, reader_password, env["CITYSENSE_GATEWAY_METRICS_PORT"])
             + _exports_needed(env)
             + "\nPress Ctrl-C to stop."
         )
@@ -206,6 +235,70 @@ def closed_broker(db_url: str, data: Path, port: int) -> tuple[LocalMosquitto, s
     broker = LocalMosquitto.closed(data / "mosquitto", port, files)
     return (broker, broker.url_for(DEMO_GATEWAY, password[DEMO_GATEWAY]),
             broker.url_for(DEMO_OPERATOR, password[DEMO_OPERATOR]))
+
+
+def _history_note(history: HistoryReport | None) -> str:
+    if history is None:
+        return "none (--history 0)"
+    if not history.windows:
+        return f"kept from the last run ({history.seconds:.0f} s to check)"
+    days = sum(hi - lo for lo, hi in history.windows) / 86400.0
+    return (f"{days:.1f} days written now, a reading every {HISTORY_STEP_S / 60:g} min: "
+            f"{history.readings:,} readings, {history.parking_events:,} parking events in {history.seconds:.0f} s")
+
+
+def grafana_environment(pg_port: int, reader_password: str, prometheus_url: str) -> dict[str, str]:
+    """The variables grafana/provisioning reads, with this demo's values (a test keeps the two sets equal)."""
+    return {
+        "CITYSENSE_GRAFANA_DB_HOST": "127.0.0.1",
+        "CITYSENSE_GRAFANA_DB_PORT": str(pg_port),
+        "CITYSENSE_GRAFANA_DB_USER": GRAFANA_READER,
+        "CITYSENSE_GRAFANA_DB_PASSWORD": reader_password,
+        "CITYSENSE_PROMETHEUS_URL": prometheus_url,
+        "CITYSENSE_GRAFANA_DASHBOARDS": str(REPO / "grafana" / "dashboards"),
+    }
+
+
+def _grafana_note(pg_port: int, reader_password: str | None, metrics_port: str) -> str:
+    """How to point a local Grafana at this demo (docs/bureaus.md, "Grafana")."""
+    if reader_password is None:
+        return ""
+    env = grafana_environment(pg_port, reader_password, "http://127.0.0.1:9090")
+    exports = " ".join(f"{k}={v}" for k, v in env.items())
+    provisioning = REPO / "grafana" / "provisioning"
+    return (
+        "\n  Grafana        not started; point a local Grafana at this demo (docs/bureaus.md, \"Grafana\"):"
+        f"\n    data source    PostgreSQL 127.0.0.1:{pg_port}, database citysense, user {GRAFANA_READER}"
+        f" (read-only), password {reader_password}, TLS off"
+        f"\n    provisioning   {provisioning} (dashboards in {env['CITYSENSE_GRAFANA_DASHBOARDS']})"
+        f"\n    run            env {exports} GF_PATHS_PROVISIONING={provisioning} grafana-server"
+        f"\n    gateway panels need a Prometheus at {env['CITYSENSE_PROMETHEUS_URL']} scraping 127.0.0.1:{metrics_port}"
+    )
+
+
+def grafana_reader(db_url: str, data: Path) -> str | None:
+    """The read-only role Grafana logs in as (deploy/postgres/roles.sql's reader, granted on the
+    tables that exist now), with a password made once and kept in the data folder; None without
+    the deploy folder (an installed package rather than a checkout)."""
+    if not ROLES_SQL.exists():
+        return None
+    path = data / "grafana-reader-password"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(18) + "\n")
+        path.chmod(0o600)
+    password = path.read_text().strip()
+    with psycopg.connect(db_url, autocommit=True, options=f"-c citysense.reader_password={password}") as conn:
+        conn.execute(ROLES_SQL.read_bytes())
+    return password
+
+
+def drift_anchor(data: Path, history_days: float) -> float:
+    """When the drifting box began to lose gain: DRIFT_DAYS_BEFORE_START before the first start (within
+    the history), kept in the data folder so that a restarted demo continues the same drift."""
+    path = data / "drift-since"
+    if not path.exists():
+        path.write_text(f"{time.time() - min(history_days, DRIFT_DAYS_BEFORE_START) * 86400.0:.0f}\n")
+    return float(path.read_text().strip())
 
 
 def admin_token(settings: Settings, data: Path) -> str:

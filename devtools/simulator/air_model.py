@@ -51,6 +51,9 @@ def sensor_reading(true_pm: float, rh: float) -> float:
     return true_pm * 1.35 * growth + 1.5
 
 
+GAIN_FLOOR = 0.3  # a drifting optical sensor keeps reading something; it is never zero
+
+
 @dataclass
 class AirBox:
     device_id: str
@@ -60,18 +63,34 @@ class AirBox:
     lon: float
     site_factor: float
     rng: random.Random
+    # from `drift_since` (Unix s) on, the sensor loses this fraction of its gain per day (dust on the
+    # laser, a clogged inlet): what `citysense calibrate drift` must find
+    gain_loss_per_day: float = 0.0
+    drift_since: float | None = None
+
+    def gain(self, unix_s: float) -> float:
+        """The sensor's gain at `unix_s`: 1 for a healthy box, falling linearly for a drifting one."""
+        if self.drift_since is None or unix_s <= self.drift_since:
+            return 1.0
+        return max(GAIN_FLOOR, 1.0 - self.gain_loss_per_day * (unix_s - self.drift_since) / 86400.0)
 
     def sample(self, unix_s: float, city: CityState) -> dict[str, float]:
         hour = ((unix_s / 3600.0) + TAIPEI_UTC_OFFSET_H) % 24.0
         t, rh = weather(hour)
         t += self.rng.gauss(0, 0.3)
-        rh = min(99.0, max(20.0, rh + self.rng.gauss(0, 2.0)))
-        true_pm = max(0.5, diurnal_pm(hour) * city.episode * self.site_factor * math.exp(self.rng.gauss(0, 0.12)))
-        pm25 = sensor_reading(true_pm, rh)
+        # the air's humidity varies little between sites a few km apart; the particles grow with it
+        rh = min(99.0, max(20.0, rh + self.rng.gauss(0, 0.7)))
+        true_pm = max(0.5, diurnal_pm(hour) * city.episode * self.site_factor * math.exp(self.rng.gauss(0, 0.06)))
+        return self.measure(unix_s, true_pm, t, rh)
+
+    def measure(self, unix_s: float, true_pm: float, t: float, rh: float) -> dict[str, float]:
+        """The payload's `m` for air of `true_pm` µg/m³ at `t` °C and `rh` %: the sensor's humidity
+        bias and its gain at `unix_s` applied; its RH channel reads the air's RH with its own noise."""
+        pm25 = sensor_reading(true_pm, rh) * self.gain(unix_s)
         return {
             "pm1": round(pm25 * 0.72, 1),
             "pm25": round(pm25, 1),
             "pm10": round(pm25 * 1.35 + self.rng.uniform(0, 4), 1),
             "t": round(t, 1),
-            "rh": round(rh, 1),
+            "rh": round(min(99.0, max(20.0, rh + self.rng.gauss(0, 1.5))), 1),
         }

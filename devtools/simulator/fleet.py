@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from devtools.simulator.air_model import AirBox
+from devtools.simulator.air_model import TAIPEI_UTC_OFFSET_H, AirBox, CityState
 
 # Taipei's districts with rough centres, used to scatter schools plausibly.
 DISTRICTS = [
@@ -40,7 +40,17 @@ class ParkingSpot:
         return False
 
 
-def make_airboxes(n: int, seed: int = 42) -> list[AirBox]:
+DRIFTING_BOX = "tp-school-0003"
+"""The demo's one drifting sensor (when the fleet is made with `drift_since`); it has neighbours
+within 3 km in every fleet of 20 boxes or more, so the drift check can compare it."""
+DRIFT_GAIN_LOSS_PER_DAY = 0.10
+# Site factors stay within 5 % of the city's: a box 30 % above its neighbours every hour would be
+# what the drift check calls drifting (a badly placed box), and the demo has one drifting box only.
+SITE_FACTORS = [0.95, 0.97, 1.0, 1.0, 1.03, 1.05]  # park ... main road
+
+
+def make_airboxes(n: int, seed: int = 42, drift_since: float | None = None) -> list[AirBox]:
+    """The fleet's boxes; with `drift_since` (Unix s), DRIFTING_BOX loses gain from then on."""
     rng = random.Random(seed)
     boxes = []
     for i in range(1, n + 1):
@@ -51,10 +61,12 @@ def make_airboxes(n: int, seed: int = 42) -> list[AirBox]:
             AirBox(
                 device_id=f"tp-school-{i:04d}", name=f"Air box {i:04d}", school=school,
                 lat=round(lat0 + rng.gauss(0, 0.012), 5), lon=round(lon0 + rng.gauss(0, 0.012), 5),
-                site_factor=rng.choice([0.8, 0.9, 1.0, 1.0, 1.1, 1.3]),  # park ... main road
+                site_factor=rng.choice(SITE_FACTORS),
                 rng=random.Random(seed * 1000 + i),
             )
         )
+        if boxes[-1].device_id == DRIFTING_BOX and drift_since is not None:
+            boxes[-1].drift_since, boxes[-1].gain_loss_per_day = drift_since, DRIFT_GAIN_LOSS_PER_DAY
     return boxes
 
 
@@ -80,3 +92,40 @@ def host_fleet_ids(count: int) -> tuple[list[str], list[str]]:
     airboxes = [f"fw-airbox-{i:02d}" for i in range(1, count - n_parking + 1)]
     parking = [f"fw-parking-{i:02d}" for i in range(1, n_parking + 1)]
     return airboxes, parking
+
+
+PARKING_HEARTBEAT_EVERY = 10  # steps between heartbeats of a bay that did not change
+
+
+@dataclass
+class FleetModel:
+    """The simulated fleet stepped through time: what every device publishes at each step.
+
+    The live publisher and the demo's history step the same model, so the past the demo starts
+    with has the same diurnal peaks, episodes, humidity bias and parking rhythm as what follows.
+    """
+
+    boxes: list[AirBox]
+    spots: list[ParkingSpot]
+    city: CityState = field(default_factory=CityState)
+    seq: int = 0
+
+    def step(self, now: float, dt_s: float) -> list[tuple[str, str, dict[str, object]]]:
+        """Advance by `dt_s` to `now`; (kind, device id, payload-v1 item) of each device publishing now."""
+        self.city.advance(dt_s)
+        self.seq += 1
+        ts = int(now)
+        out: list[tuple[str, str, dict[str, object]]] = [
+            ("airbox", box.device_id, {"seq": self.seq, "ts": ts, "m": box.sample(now, self.city)})
+            for box in self.boxes
+        ]
+        hour = ((now / 3600.0) + TAIPEI_UTC_OFFSET_H) % 24.0
+        demand = 0.4 + 1.2 * (1.0 if 9 <= hour <= 21 else 0.2)
+        for spot in self.spots:
+            changed = spot.step(dt_s, demand)
+            if changed or self.seq == 1 or self.seq % PARKING_HEARTBEAT_EVERY == 0:
+                m = {"occupied": int(spot.occupied), "mag": round(48.0 + (40.0 if spot.occupied else 0.0)
+                     + spot.rng.gauss(0, 1.5), 1), "batt_mv": 3000 - self.seq % 200, "t": 24.0}
+                ev = "change" if changed else ("boot" if self.seq == 1 else "heartbeat")
+                out.append(("parking", spot.device_id, {"seq": self.seq, "ts": ts, "m": m, "ev": ev}))
+        return out

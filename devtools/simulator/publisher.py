@@ -24,8 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from contracts.urls import parse_mqtt_url
-from devtools.simulator.air_model import AirBox, CityState
-from devtools.simulator.fleet import ParkingSpot
+from devtools.simulator.air_model import AirBox
+from devtools.simulator.fleet import FleetModel, ParkingSpot
 from ingest.device_store import DeviceFields, register_devices
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,7 @@ class FleetPublisher:
         self.interval_s = interval_s
         self.receipt_timeout_s = receipt_timeout_s
         self.max_kept = max_kept
-        self.city = CityState()
-        self.seq = 0
+        self.model = FleetModel(boxes, spots)
         self.published = 0
         self.batched = 0  # readings sent inside batch messages: resends and what waited behind them
         self.receipts = 0
@@ -236,29 +235,22 @@ class FleetPublisher:
                 box.factor = min(box.factor * 2, RESEND_BACKOFF_MAX)
                 self._flush(box)
 
+    @property
+    def seq(self) -> int:
+        """The seq of the latest readings (one counter for the fleet, one step per tick)."""
+        return self.model.seq
+
     def kept(self) -> int:
         """Readings published or made and not yet covered by a receipt, over the whole fleet."""
         with self.lock:
             return sum(len(b.kept) for b in self.outboxes.values())
 
     def tick(self, now: float, dt_s: float) -> None:
-        self.city.advance(dt_s)
-        self.seq += 1
-        ts = int(now)
+        items = self.model.step(now, dt_s)
         with self.lock:
             self._resend_overdue(time.monotonic())
-            for box_model in self.boxes:
-                item: dict[str, object] = {"seq": self.seq, "ts": ts, "m": box_model.sample(now, self.city)}
-                self._keep(self.outboxes[box_model.device_id], item)
-            hour = ((now / 3600.0) + 8.0) % 24.0
-            demand = 0.4 + 1.2 * (1.0 if 9 <= hour <= 21 else 0.2)
-            for spot in self.spots:
-                changed = spot.step(dt_s, demand)
-                if changed or self.seq == 1 or self.seq % 10 == 0:
-                    m = {"occupied": int(spot.occupied), "mag": round(48.0 + (40.0 if spot.occupied else 0.0)
-                         + spot.rng.gauss(0, 1.5), 1), "batt_mv": 3000 - self.seq % 200, "t": 24.0}
-                    ev = "change" if changed else ("boot" if self.seq == 1 else "heartbeat")
-                    self._keep(self.outboxes[spot.device_id], {"seq": self.seq, "ts": ts, "m": m, "ev": ev})
+            for _kind, device_id, item in items:
+                self._keep(self.outboxes[device_id], item)
 
     def run(self, stop: threading.Event, duration_s: float | None = None, receipt_wait_s: float = 5.0) -> int:
         """Publish every `interval_s` until `stop` or `duration_s`; then wait for PUBACKs and receipts."""

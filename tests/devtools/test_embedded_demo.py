@@ -74,18 +74,21 @@ def _stop_demo_tree(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, time
 
 def _wait_for_api(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
+    seen = []
     for line in proc.stdout:
+        seen.append(line)
         m = re.search(r"API\s+(http://127\.0\.0\.1:\d+)", line)
         if m:
             return m.group(1)
-    pytest.fail("demo did not print the API URL")
+    pytest.fail("demo did not print the API URL:\n" + "".join(seen[-30:]))
 
 
 @pytest.mark.slow
 def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> None:
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "citysense", "demo", "--interval", "5"], env=_demo_env(tmp_path), cwd=tmp_path,
+        [sys.executable, "-m", "citysense", "demo", "--interval", "5", "--history", "2"], env=_demo_env(tmp_path),
+        cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
