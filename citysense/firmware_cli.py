@@ -112,6 +112,18 @@ def check_config_file(path: Path) -> dict[str, object]:
     return data
 
 
+def parse_config_setting(item: str) -> tuple[str, object]:
+    """`KEY=VALUE` of `--set`: VALUE as JSON when it is a JSON number (`interval_s=5`), else as text."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+    try:
+        number = json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+    return key, number if isinstance(number, int | float) and not isinstance(number, bool) else value
+
+
 def _firmware_module(name: str) -> ModuleType:
     hostrun = _hostrun()
     hostrun.install_paths()
@@ -167,6 +179,9 @@ def run_cmd(
     count: Annotated[int | None, typer.Option(help="stop after N cycles (air box readings, parking samples)")] = None,
     password: Annotated[str, typer.Option(help="device token (MQTT password)")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+    set_keys: Annotated[list[str] | None, typer.Option(
+        "--set", help="a device config key, KEY=VALUE (firmware/README.md's table), e.g. extra_sensors=scd41"
+    )] = None,
 ) -> None:
     """Run one device's real application code on this computer against fake hardware."""
     if kind not in ("airbox", "parking"):
@@ -174,7 +189,8 @@ def run_cmd(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     hostrun = _hostrun()
     try:
-        dev = hostrun.HostDevice(kind, device_id, broker, interval, count=count, password=password)
+        config = dict(parse_config_setting(item) for item in set_keys or [])
+        dev = hostrun.HostDevice(kind, device_id, broker, interval, count=count, password=password, config=config)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     dev.start()

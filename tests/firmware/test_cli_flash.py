@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from citysense import firmware_cli
@@ -66,3 +67,12 @@ def test_flash_refuses_an_invalid_config_with_the_reason(tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "'interval_s' value 0 outside 1..86400" in result.output
     assert "must match [a-z0-9-]{3,64}" in result.output
+
+
+def test_run_set_takes_numbers_as_numbers_and_the_rest_as_text() -> None:
+    assert firmware_cli.parse_config_setting("interval_s=5") == ("interval_s", 5)
+    assert firmware_cli.parse_config_setting("th_low_ut=4.5") == ("th_low_ut", 4.5)
+    assert firmware_cli.parse_config_setting("extra_sensors=scd41,bme280") == ("extra_sensors", "scd41,bme280")
+    assert firmware_cli.parse_config_setting("wifi_ssid=true") == ("wifi_ssid", "true")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        firmware_cli.parse_config_setting("extra_sensors")
