@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
 
 from api.cors import OpenDataCors, parse_origins
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if primary_pool is not read_pool:
                 await primary_pool.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts, styles and favicon served from the package: no CDN
         title="citysense API",
         version=__version__,
         description="Open data from school air boxes and street parking sensors. "
