@@ -346,8 +346,11 @@ def device_config(
     settings = _settings()
     try:
         topic = publish_config(settings.mqtt_url, kind, device_id, version, parse_assignments(assignments))
-    except (ValueError, TimeoutError, OSError) as exc:
+    except (ValueError, TimeoutError) as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # refused, unknown host, unreachable: say which broker
+        raise fail(f"cannot reach the broker at {redact_url(settings.mqtt_url)} (CITYSENSE_MQTT_URL): "
+                   f"{exc.strerror or exc}") from None
     typer.echo(f"published retained config version {version} on {topic}")
 
 

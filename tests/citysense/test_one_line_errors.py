@@ -137,3 +137,10 @@ def test_patterns_are_shown_literally_in_help(command: list[str], literal: str) 
 def test_patterns_are_shown_literally_in_errors() -> None:
     line = _one_error_line(_cli("device", "register", "Bad[a-z]{9}", database_url="postgresql://x@127.0.0.1:1/x"))
     assert line == "error: device id 'Bad[a-z]{9}' must match [a-z0-9-]{3,64}", line
+
+
+def test_device_config_with_the_broker_down_names_the_broker() -> None:
+    line = _one_error_line(_cli("device", "config", "box-01", "interval_s=120",
+                                mqtt_url=f"mqtt://operator:s3cret@127.0.0.1:{free_port()}"))
+    assert "cannot reach the broker at mqtt://operator:***@127.0.0.1:" in line and "CITYSENSE_MQTT_URL" in line
+    assert "s3cret" not in line
