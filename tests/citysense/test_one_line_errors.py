@@ -51,7 +51,7 @@ def test_an_unmigrated_database_answers_503_saying_to_migrate(pg_server: LocalPo
             conn.execute("DROP DATABASE IF EXISTS never_migrated WITH (FORCE)")
 
 
-def _cli(*args: str, timeout: float = 60, **settings: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 60, **settings: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSENSE_")}
     env.update(PYTHONPATH=str(REPO), CITYSENSE_GATEWAY_METRICS_PORT="0", CITYSENSE_MQTT_URL="mqtt://127.0.0.1:1")
     env.update({f"CITYSENSE_{key.upper()}": value for key, value in settings.items()})
@@ -83,7 +83,7 @@ _names = itertools.count()
     ["device", "retire", "box-01"], ["db", "maintain"], ["calibrate", "drift"], ["gateway"],
 ], ids=" ".join)
 def test_every_command_before_db_migrate_says_run_db_migrate(unmigrated_url: str, command: list[str]) -> None:
-    line = _one_error_line(_cli(*command, database_url=unmigrated_url))
+    line = _one_error_line(run_cli(*command, database_url=unmigrated_url))
     assert line == "error: the database has no citysense schema: run `citysense db migrate`", line
 
 
@@ -101,7 +101,7 @@ def test_health_of_an_unmigrated_database_says_schema_missing(unmigrated_url: st
 def test_api_on_an_unreachable_database_fails_in_one_line_within_5_s(pg_server: LocalPostgres, url: str) -> None:
     url = url.format(server=urlsplit(pg_server.admin_url).netloc.rpartition("@")[2])
     started = time.monotonic()
-    proc = _cli("api", "--port", str(free_port()), database_url=url, timeout=30)
+    proc = run_cli("api", "--port", str(free_port()), database_url=url, timeout=30)
     elapsed = time.monotonic() - started
     line = _one_error_line(proc)
     assert elapsed < 5, elapsed
@@ -114,12 +114,12 @@ def test_a_taken_api_port_is_one_line_naming_the_port_and_its_variable(database_
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        line = _one_error_line(_cli("api", database_url=database_url, api_port=str(port)))
+        line = _one_error_line(run_cli("api", database_url=database_url, api_port=str(port)))
     assert f"port {port} on 127.0.0.1 is taken" in line and "CITYSENSE_API_PORT" in line
 
 
 def test_an_unknown_default_aqi_scale_is_one_line_at_api_start(database_url: str) -> None:
-    line = _one_error_line(_cli("api", "--port", str(free_port()), database_url=database_url,
+    line = _one_error_line(run_cli("api", "--port", str(free_port()), database_url=database_url,
                                 aqi_default_scale="eu_2030"))
     assert "CITYSENSE_AQI_DEFAULT_SCALE" in line and "tw_moenv_2025" in line
 
@@ -130,17 +130,18 @@ def test_an_unknown_default_aqi_scale_is_one_line_at_api_start(database_url: str
     (["firmware", "run", "--help"], "mqtt://[user:token@]host:port"),
 ])
 def test_patterns_are_shown_literally_in_help(command: list[str], literal: str) -> None:
-    proc = _cli(*command)
+    proc = run_cli(*command)
     assert proc.returncode == 0 and literal in proc.stdout, proc.stdout
 
 
 def test_patterns_are_shown_literally_in_errors() -> None:
-    line = _one_error_line(_cli("device", "register", "Bad[a-z]{9}", database_url="postgresql://x@127.0.0.1:1/x"))
+    line = _one_error_line(run_cli("device", "register", "Bad[a-z]{9}", database_url="postgresql://x@127.0.0.1:1/x"))
     assert line == "error: device id 'Bad[a-z]{9}' must match [a-z0-9-]{3,64}", line
 
 
 def test_device_config_with_the_broker_down_names_the_broker() -> None:
-    line = _one_error_line(_cli("device", "config", "box-01", "interval_s=120",
+    line = _one_error_line(run_cli("device", "config", "box-01", "interval_s=120",
                                 mqtt_url=f"mqtt://operator:s3cret@127.0.0.1:{free_port()}"))
     assert "cannot reach the broker at mqtt://operator:***@127.0.0.1:" in line and "CITYSENSE_MQTT_URL" in line
     assert "s3cret" not in line
+
