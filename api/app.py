@@ -37,7 +37,7 @@ from calibration.aqi import get_scale
 from contracts.settings import Settings, get_settings
 from contracts.urls import redact_url
 from contracts.version import __version__
-from ingest.backend import recorded_backend_async
+from ingest.backend import SchemaMissing, recorded_backend_async
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await primary_pool.open(wait=True, timeout=30)
             app.state.read_pool, app.state.primary_pool = read_pool, primary_pool
             app.state.backend = await _backend(read_pool)
+            if app.state.backend is None:  # served as 503s saying so until the schema exists
+                log.warning("event=schema_missing hint=%r", str(SchemaMissing()))
             app.state.health_probe = HealthProbe(settings.api_read_url)
             log.info("event=api_started database=%s reads=%s backend=%s", redact_url(settings.database_url),
                      redact_url(settings.api_read_url) if settings.database_read_url else "primary",

@@ -87,9 +87,12 @@ def test_every_command_before_db_migrate_says_run_db_migrate(unmigrated_url: str
     assert line == "error: the database has no citysense schema: run `citysense db migrate`", line
 
 
-def test_health_of_an_unmigrated_database_says_schema_missing(unmigrated_url: str) -> None:
+def test_health_of_an_unmigrated_database_says_schema_missing(
+    unmigrated_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with TestClient(create_app(Settings(database_url=unmigrated_url))) as http:
         r = http.get("/v1/health")
+    assert "event=schema_missing hint='the database has no citysense schema: run `citysense db migrate`'" in caplog.text
     assert r.status_code == 503
     assert r.json()["database"] == "schema missing: the database has no citysense schema: run `citysense db migrate`"
 
