@@ -50,7 +50,11 @@ class CitysenseApp(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except Exception as exc:
-            message = database_problem(exc, get_settings().database_url)
+            try:
+                url = get_settings().database_url
+            except ValueError:  # the settings themselves are invalid: that error, not ours
+                raise exc from None
+            message = database_problem(exc, url)
             if message is None:
                 raise
             console.print(f"[red]error:[/] {escape(message)}")
