@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
 
 from api.cors import OpenDataCors, parse_origins
@@ -33,10 +34,11 @@ from api.routes import admin, aqi, devices, export, flags, health, latest, map_p
 from api.routes.alerts import router as alerts_router
 from api.routes.lass_feed import router as lass_feed_router
 from api.routes.sensorthings import router as sensorthings_router
+from calibration.aqi import get_scale
 from contracts.settings import Settings, get_settings
 from contracts.urls import redact_url
 from contracts.version import __version__
-from ingest.backend import recorded_backend_async
+from ingest.backend import SchemaMissing, recorded_backend_async
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,17 @@ async def _backend(pool: AsyncConnectionPool) -> str | None:
 
 
 def _explain(errors: list[Any]) -> str:
-    """One sentence per bad parameter, e.g. "query parameter 'limit': must be <= 100000"."""
+    """One sentence per bad parameter, e.g. "query parameter 'limit': must be <= 100000"; an item of a
+    list parameter is named by the parameter and its position ("query parameter 'hourly', item 2")."""
     parts = []
     for err in errors:
         loc = [str(x) for x in err.get("loc", ())]
-        where = f"{loc[0]} parameter '{loc[-1]}'" if len(loc) >= 2 else "request"
+        if len(loc) < 2:
+            parts.append(f"request: {err.get('msg', 'invalid')}")
+            continue
+        name = ".".join(part for part in loc[1:] if not part.isdigit())
+        items = "".join(f", item {int(part) + 1}" for part in loc[2:] if part.isdigit())
+        where = f"{loc[0]} parameter '{name}'{items}"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
 
@@ -82,6 +90,7 @@ def open_pool(settings: Settings, url: str | None = None, *, max_size: int | Non
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    get_scale(settings.aqi_default_scale)  # an unknown CITYSENSE_AQI_DEFAULT_SCALE fails here, with the known keys
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await primary_pool.open(wait=True, timeout=30)
             app.state.read_pool, app.state.primary_pool = read_pool, primary_pool
             app.state.backend = await _backend(read_pool)
+            if app.state.backend is None:  # served as 503s saying so until the schema exists
+                log.warning("event=schema_missing hint=%r", str(SchemaMissing()))
             app.state.health_probe = HealthProbe(settings.api_read_url)
             log.info("event=api_started database=%s reads=%s backend=%s", redact_url(settings.database_url),
                      redact_url(settings.api_read_url) if settings.database_read_url else "primary",
@@ -109,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if primary_pool is not read_pool:
                 await primary_pool.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts, styles and favicon served from the package: no CDN
         title="citysense API",
         version=__version__,
         description="Open data from school air boxes and street parking sensors. "

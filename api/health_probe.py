@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
+from ingest.backend import SchemaMissing
+
 BUDGET_S = 0.9
 """The whole check, connecting included, answers within this (under the 1 s a monitor expects)."""
 
@@ -80,6 +82,8 @@ class HealthProbe:
             raise HealthProbeError(
                 f"a health query ran past {STATEMENT_TIMEOUT_MS} ms (a lock or an overload)"
             ) from None
+        except psycopg.errors.UndefinedTable:  # reachable, but never migrated: not "unreachable"
+            raise HealthProbeError(f"schema missing: {SchemaMissing()}") from None
         except psycopg.Error as exc:
             await self._drop()
             raise HealthProbeError(f"unreachable: {type(exc).__name__}") from None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -16,10 +17,55 @@ from citysense.terminal import make_console
 from contracts.settings import Settings, get_settings
 from contracts.urls import redact_url
 
-app = typer.Typer(
+DATABASE_CONNECT_TIMEOUT_S = 4
+"""How long a command waits for the database before saying it cannot reach it (libpq's connect_timeout)."""
+
+
+def database_problem(exc: BaseException, url: str, variable: str = "CITYSENSE_DATABASE_URL") -> str | None:
+    """The one line for a database that has no citysense schema or cannot be reached; None for any other error.
+
+    A missing table means `db migrate` has not run (or not since an upgrade); a connection error
+    (no SQLSTATE, class 08, 28 authorization, 3D000 no such database) names the redacted URL and
+    its variable. Query errors (a statement timeout, say) are not connection problems: None.
+    """
+    import asyncpg  # noqa: PLC0415 - only when a command failed
+    import psycopg  # noqa: PLC0415
+
+    from ingest.backend import SchemaMissing  # noqa: PLC0415
+
+    if isinstance(exc, psycopg.errors.UndefinedTable | asyncpg.exceptions.UndefinedTableError):  # the gateway: asyncpg
+        return str(SchemaMissing())
+    if isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith(("08", "28")) or exc.sqlstate == "3D000"
+    ):
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return f"cannot reach the database at {redact_url(url)} ({variable}): {reason}"
+    return None
+
+
+class CitysenseApp(typer.Typer):
+    """The CLI: whatever the command, a database without the schema or out of reach is one line, not a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            try:
+                url = get_settings().database_url
+            except ValueError:  # the settings themselves are invalid: that error, not ours
+                raise exc from None
+            message = database_problem(exc, url)
+            if message is None:
+                raise
+            console.print(f"[red]error:[/] {escape(message)}")
+            raise SystemExit(1) from None
+
+
+app = CitysenseApp(
     help="citysense: open city sensing. Air boxes and parking sensors -> MQTT -> PostgreSQL/TimescaleDB -> API.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 db_app = typer.Typer(help="Database schema and maintenance jobs.", no_args_is_help=True)
 device_app = typer.Typer(help="Register and list devices.", no_args_is_help=True)
@@ -88,11 +134,47 @@ def api(
     """Serve the query API with uvicorn."""
     import uvicorn  # noqa: PLC0415
 
+    from calibration.aqi import AqiError, get_scale  # noqa: PLC0415
+
     settings = _settings()
+    try:
+        get_scale(settings.aqi_default_scale)
+    except AqiError as exc:
+        raise fail(f"CITYSENSE_AQI_DEFAULT_SCALE: {exc}", 2) from None
+    bind_host, bind_port = host or settings.api_host, port or settings.api_port
+    _port_free_or_fail(bind_host, bind_port, "CITYSENSE_API_PORT (or --port)")
+    _database_reachable_or_fail(settings.database_url, "CITYSENSE_DATABASE_URL")
+    if settings.database_read_url:
+        _database_reachable_or_fail(settings.database_read_url, "CITYSENSE_DATABASE_READ_URL")
     uvicorn.run(
-        "api.main:app", host=host or settings.api_host, port=port or settings.api_port, workers=workers,
+        "api.main:app", host=bind_host, port=bind_port, workers=workers,
         log_level=settings.log_level.lower(), access_log=False,
     )
+
+
+def _port_free_or_fail(host: str, port: int, variable: str) -> None:
+    """Bind the port as the server will (SO_REUSEADDR), and let go: taken is one line naming it and its variable."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise fail(f"port {port} on {host} is taken ({exc.strerror}): stop what holds it, "
+                       f"or set {variable} to another port") from None
+
+
+def _database_reachable_or_fail(url: str, variable: str) -> None:
+    """Connect once, within DATABASE_CONNECT_TIMEOUT_S: a wrong URL is one line at once, not a pool's 30 s wait."""
+    import psycopg  # noqa: PLC0415
+
+    try:
+        psycopg.connect(url, connect_timeout=DATABASE_CONNECT_TIMEOUT_S).close()
+    except psycopg.Error as exc:
+        message = database_problem(exc, url, variable)
+        if message is None:
+            raise
+        raise fail(message) from None
 
 
 @app.command()
@@ -274,8 +356,11 @@ def device_config(
     settings = _settings()
     try:
         topic = publish_config(settings.mqtt_url, kind, device_id, version, parse_assignments(assignments))
-    except (ValueError, TimeoutError, OSError) as exc:
+    except (ValueError, TimeoutError) as exc:
         raise fail(str(exc)) from None
+    except OSError as exc:  # refused, unknown host, unreachable: say which broker
+        raise fail(f"cannot reach the broker at {redact_url(settings.mqtt_url)} (CITYSENSE_MQTT_URL): "
+                   f"{exc.strerror or exc}") from None
     typer.echo(f"published retained config version {version} on {topic}")
 
 

@@ -96,6 +96,21 @@ def flash_commands(port: str, config_file: Path, build_dir: Path = DEFAULT_BUILD
     ]
 
 
+EXAMPLE_CONFIG = FIRMWARE_DIR / "config.example.json"
+
+
+def placeholders_left(data: dict[str, object], example: Path = EXAMPLE_CONFIG) -> list[str]:
+    """The keys that still hold config.example.json's placeholder text (its string values but `kind`)."""
+    placeholders = json.loads(example.read_text())
+    return [key for key, value in placeholders.items()
+            if key != "kind" and isinstance(value, str) and data.get(key) == value]
+
+
+def build_is_complete(build_dir: Path) -> bool:
+    """`citysense firmware build` has filled `build_dir`: main.py and every device package."""
+    return (build_dir / "main.py").is_file() and all((build_dir / p).is_dir() for p in DEVICE_PACKAGES)
+
+
 def check_config_file(path: Path) -> dict[str, object]:
     """Validate a device config file with the firmware's own rules; raise ValueError with the reasons."""
     try:
@@ -110,6 +125,18 @@ def check_config_file(path: Path) -> dict[str, object]:
     if missing:
         raise ValueError(f"config {path} lacks {', '.join(missing)}")
     return data
+
+
+def parse_config_setting(item: str) -> tuple[str, object]:
+    """`KEY=VALUE` of `--set`: VALUE as JSON when it is a JSON number (`interval_s=5`), else as text."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+    try:
+        number = json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+    return key, number if isinstance(number, int | float) and not isinstance(number, bool) else value
 
 
 def _firmware_module(name: str) -> ModuleType:
@@ -166,7 +193,10 @@ def run_cmd(
     interval: Annotated[float, typer.Option(help="seconds between air-box readings / parking heartbeat scale")] = 60.0,
     count: Annotated[int | None, typer.Option(help="stop after N cycles (air box readings, parking samples)")] = None,
     password: Annotated[str, typer.Option(help="device token (MQTT password)")] = "",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose/--quiet", "-v/-q", help="log each device event")] = True,
+    set_keys: Annotated[list[str] | None, typer.Option(
+        "--set", help="a device config key, KEY=VALUE (firmware/README.md's table), e.g. extra_sensors=scd41"
+    )] = None,
 ) -> None:
     """Run one device's real application code on this computer against fake hardware."""
     if kind not in ("airbox", "parking"):
@@ -174,7 +204,8 @@ def run_cmd(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     hostrun = _hostrun()
     try:
-        dev = hostrun.HostDevice(kind, device_id, broker, interval, count=count, password=password)
+        config = dict(parse_config_setting(item) for item in set_keys or [])
+        dev = hostrun.HostDevice(kind, device_id, broker, interval, count=count, password=password, config=config)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     dev.start()
@@ -195,7 +226,7 @@ def fleet_cmd(
     tokens: Annotated[Path | None, typer.Option(
         help="file of device_id:token lines: each device logs in as itself (a closed broker)"
     )] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose/--quiet", "-v/-q", help="log each device event")] = True,
 ) -> None:
     """Run COUNT host devices (2/3 air boxes, 1/3 parking) until Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
@@ -234,17 +265,24 @@ def flash_cmd(
 ) -> None:
     """Install umqtt.simple with mip, copy the build and the config to a board."""
     try:
-        check_config_file(config)
+        data = check_config_file(config)
     except ValueError as exc:
         typer.echo(f"config refused: {exc}", err=True)
         raise typer.Exit(2) from exc
+    left = placeholders_left(data)
+    if left:
+        typer.echo(f"warning: {config} still has the placeholder of {EXAMPLE_CONFIG.name} for "
+                   f"{', '.join(left)}: fill in this box's own values before flashing", err=True)
+    if dry_run and not build_is_complete(build_dir):
+        typer.echo(f"no firmware build in {build_dir}: run `citysense firmware build` first", err=True)
+        raise typer.Exit(1)
     commands = flash_commands(port, config, build_dir)
     if dry_run:
         typer.echo(f"cd {build_dir}")
         for cmd in commands:
             typer.echo(" ".join(cmd))
         return
-    if not build_dir.exists():
+    if not build_is_complete(build_dir):
         build_cmd(build_dir)
     for cmd in commands:
         typer.echo("$ " + " ".join(cmd))

@@ -18,6 +18,7 @@ from config import Config
 from device import Device, mem_free, run_loop
 from flashqueue import FlashQueue
 from log import log
+from sensorconfig import build_sensors
 from seq import SeqCounter
 from session import Session
 from watchdog import Watchdog, reset_cause
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from typing import Callable
 
     from airbox.app import AirBox
-    from fwtypes import MQTTClientClass, PMSensor, RGBLed, THSensor
+    from fwtypes import I2CBus, MQTTClientClass, OutputPin, RGBLed, UARTPort
     from parking.app import ParkingSensor
 
 
@@ -46,31 +47,37 @@ def setup_mode(cfg: Config, reason: str, wdt: "Watchdog | None" = None) -> None:
     machine.reset()
 
 
+class BoardBuses:
+    """The board's I2C bus, UART and PMS3003 SET pin on the configured pins, each opened on first use."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._i2c: "I2CBus | None" = None
+        self._uart: "UARTPort | None" = None
+
+    def i2c(self) -> "I2CBus":
+        if self._i2c is None:
+            cfg = self.cfg
+            self._i2c = machine.I2C(cfg["i2c_id"], sda=machine.Pin(cfg["i2c_sda"]), scl=machine.Pin(cfg["i2c_scl"]))
+        return self._i2c
+
+    def uart(self) -> "UARTPort":
+        if self._uart is None:
+            cfg = self.cfg
+            self._uart = machine.UART(cfg["uart_id"], 9600, tx=cfg["uart_tx"], rx=cfg["uart_rx"], timeout=0)
+        return self._uart
+
+    def set_pin(self) -> "OutputPin | None":
+        pin = self.cfg["pms_set_pin"]
+        return machine.Pin(pin, machine.Pin.OUT) if pin >= 0 else None
+
+
 def build_airbox(cfg: Config, device: Device) -> "AirBox":
+    """The air box with the sensors its configuration names (lib/sensorconfig.py)."""
     from airbox.app import AirBox
 
-    pm: "PMSensor | None" = None
-    th: "THSensor | None" = None
-    i2c = machine.I2C(cfg["i2c_id"], sda=machine.Pin(cfg["i2c_sda"]), scl=machine.Pin(cfg["i2c_scl"]))
-    if cfg["pm_sensor"]:
-        from drivers import pms5003
-
-        uart = machine.UART(cfg["uart_id"], 9600, tx=cfg["uart_tx"], rx=cfg["uart_rx"], timeout=0)
-        set_pin = machine.Pin(cfg["pms_set_pin"], machine.Pin.OUT) if cfg["pms_set_pin"] >= 0 else None
-        cls = pms5003.PMS3003 if cfg["pm_sensor"] == "pms3003" else pms5003.PMS5003
-        pm = cls(uart, sleep_ms, set_pin)
-    try:
-        if cfg["th_sensor"] == "sht31":
-            from drivers.sht31 import SHT31
-
-            th = SHT31(i2c, sleep_ms)
-        elif cfg["th_sensor"] == "bme280":
-            from drivers.bme280 import BME280
-
-            th = BME280(i2c, sleep_ms)
-    except Exception as exc:  # noqa: BLE001 - run without T/RH rather than not at all
-        device.error("th_init_failed", exc)
-    return AirBox(device, cfg, pm, th)
+    pm, sensors = build_sensors(cfg, BoardBuses(cfg), sleep_ms, device.error)
+    return AirBox(device, cfg, pm, sensors)
 
 
 def build_parking(cfg: Config, device: Device) -> "ParkingSensor":

@@ -23,10 +23,34 @@ MESSAGES_REJECTED = Counter(
 )
 
 
+MAX_REASON_LABELS = 64
+"""Distinct `reason` label values one gateway process reports; any further kind counts as 'other'."""
+
+
+class BoundedLabels:
+    """Label values for free text, bounded twice: quoted values (ids, names) and numbers are replaced
+    and only the text before the first ':' is kept, and past `limit` distinct values every new one
+    is 'other', so no sender, however inventive its payloads, grows a metric without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def label(self, text: str) -> str:
+        value = _DIGITS.sub("N", _QUOTED.sub("…", text)).split(":", maxsplit=1)[0][:60]
+        if value not in self.seen:
+            if len(self.seen) >= self.limit:
+                return "other"
+            self.seen.add(value)
+        return value
+
+
+_REASONS = BoundedLabels(MAX_REASON_LABELS)
+
+
 def reason_label(reason: str) -> str:
-    """A bounded label for a dead letter's reason: quoted values (ids, names) and numbers are
-    replaced, so made-up device ids cannot grow the metric without bound."""
-    return _DIGITS.sub("N", _QUOTED.sub("…", reason)).split(":", maxsplit=1)[0][:60]
+    """The `reason` label of a dead letter (see BoundedLabels)."""
+    return _REASONS.label(reason)
 MESSAGES_ACKED = Counter("citysense_gateway_messages_acked", "PUBACKs sent after commit", registry=REGISTRY)
 ROWS_WRITTEN = Counter(
     "citysense_gateway_rows_written", "Rows inserted (new, not duplicates)", ["table"], registry=REGISTRY

@@ -3,9 +3,11 @@
 A small state machine driven by `tick()`, so the main loop keeps servicing
 MQTT and the watchdog while the PM sensor settles: IDLE -> SETTLING (sensor
 awake, fan spinning) -> SAMPLING (one frame per `frame_gap_ms`) -> IDLE with
-the sensor asleep. Each sensor is read inside its own try: a failing sensor is
-logged and counted, its metrics are left out, and the others still publish.
-After 3 cycles without a PM frame the driver is re-initialised.
+the sensor asleep. The sensors come from the configuration (lib/sensorconfig.py builds
+them: the PM sensor, then those read once per cycle, each with its metric names). Each
+sensor is read inside its own try: a failing sensor is logged and counted, its metrics are
+left out, and the others still publish. After 3 cycles without a PM frame the driver is
+re-initialised.
 RAM: the app object and a 3-int sum.
 """
 
@@ -18,7 +20,8 @@ if TYPE_CHECKING:
 
     from config import Config
     from device import Device
-    from fwtypes import PMSensor, THSensor, Ticks
+    from fwtypes import PMSensor, Ticks
+    from sensorconfig import Attached
 
     T = TypeVar("T")
 
@@ -33,14 +36,14 @@ class AirBox:
         device: "Device",
         cfg: "Config",
         pm: "PMSensor | None" = None,
-        th: "THSensor | None" = None,
+        sensors: "list[Attached] | None" = None,
         frame_gap_ms: int = 1000,
         interval_ms: "int | None" = None,
     ) -> None:
         self.device = device
         self.cfg = cfg
         self.pm = pm
-        self.th = th
+        self.sensors = sensors or []
         self.frame_gap_ms = frame_gap_ms
         self.interval_ms = interval_ms  # host runs: sub-second intervals; None = config
         self.state = IDLE
@@ -48,7 +51,6 @@ class AirBox:
         self.cycle_start = self.next_ms
         self.cycles = 0
         self.pm_misses = 0
-        self.th_misses = 0
         self._sum = [0, 0, 0]
         self._got = 0
         self._tries = 0
@@ -120,17 +122,17 @@ class AirBox:
                 log("pm_no_data", misses=self.pm_misses)
                 if self.pm_misses % 3 == 0:
                     self._pm_call("init", self.pm.passive)
-        if self.th is not None:
+        for sensor in self.sensors:
             try:
-                reading = self.th.read()
-                m["t"] = round(reading[0], 1)
-                m["rh"] = round(reading[-1], 1)  # SHT31: (t, rh); BME280: (t, p, rh)
-                if len(reading) == 3:
-                    m["p"] = round(reading[1], 1)
-                self.th_misses = 0
-            except Exception as exc:  # noqa: BLE001
-                self.th_misses += 1
-                self.device.error("th_read_failed", exc)
+                reading = sensor.driver.read()
+                sensor.misses = 0
+            except Exception as exc:  # noqa: BLE001 - one sensor must not stop the others
+                sensor.misses += 1
+                self.device.error(sensor.name + "_read_failed", exc)
+                continue
+            for metric, value in zip(sensor.metrics, reading):
+                if metric and metric not in m:
+                    m[metric] = round(value, 1)
         self.cycles += 1
         if m:
             self.device.record(m)

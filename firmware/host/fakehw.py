@@ -1,20 +1,25 @@
-"""Fake hardware for host runs and tests: a PMS5003 on a UART, an SHT31 and a QMC5883L on I2C.
+"""Fake hardware for host runs and tests: a PMS5003 on a UART, an SHT31, a BME280 and a QMC5883L on I2C.
 
 The fake UART speaks the real PMS5003 protocol: it answers the passive-mode,
 read and sleep/wake commands with real 32-byte frames (built by the firmware's
 own `build_frame`), and can add garbage bytes or cut frames to exercise the
 parser. The fake magnetometer replays a synthetic trace from magtraces.py.
 Every device has `fail = True` to act like a chip that stopped answering.
+
+`FakeBuses` is what the host runner hands lib/sensorconfig.py's builders: one fake UART and
+one I2C bus holding a chip of every kind in `I2C_CHIPS`, so whichever drivers a device's
+configuration names find their chip, and a new fake chip needs no edit to the runner.
 """
 
 from __future__ import annotations
 
 import errno
 import math
+import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from drivers import pms5003, qmc5883l, sht31
+from drivers import bme280, pms5003, qmc5883l, sht31
 
 
 class FakePMS5003Uart:
@@ -88,6 +93,38 @@ class FakeSHT31:
         return self.pending[:n]
 
 
+class FakeBME280:
+    """Registers of a BME280 with the datasheet's worked-example calibration (BMP280 section 3.12 for
+    T and P): the raw sample reads 25.08 degC, 1006.5 hPa and 32.7 % RH."""
+
+    CAL_TP = (27504, 26435, -1000, 36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000)
+    CAL_H = (75, 362, 0, 313, 50, 30)
+    RAW = (415148, 519888, 26000)  # adc_p, adc_t, adc_h
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.reads = 0
+        h1, h2, h3, h4, h5, h6 = self.CAL_H
+        block1 = bytearray(26)
+        struct.pack_into("<HhhHhhhhhhhh", block1, 0, *self.CAL_TP)
+        block1[25] = h1
+        block2 = bytearray(7)
+        struct.pack_into("<hB", block2, 0, h2, h3)
+        block2[3], block2[4], block2[5], block2[6] = h4 >> 4, ((h5 & 0x0F) << 4) | (h4 & 0x0F), h5 >> 4, h6 & 0xFF
+        adc_p, adc_t, adc_h = self.RAW
+        data = bytes([adc_p >> 12, (adc_p >> 4) & 0xFF, (adc_p & 0x0F) << 4,
+                      adc_t >> 12, (adc_t >> 4) & 0xFF, (adc_t & 0x0F) << 4, adc_h >> 8, adc_h & 0xFF])
+        self.registers = {bme280.REG_ID: bytes([bme280.CHIP_ID]), bme280.REG_CALIB00: bytes(block1),
+                          bme280.REG_CALIB26: bytes(block2), bme280.REG_DATA: data}
+
+    def write_mem(self, reg: int, data: bytes) -> None:
+        if reg == bme280.REG_CTRL_MEAS:
+            self.reads += 1
+
+    def read_mem(self, reg: int, n: int) -> bytes:
+        return self.registers.get(reg, bytes(n))[:n]
+
+
 class FakeQMC5883L:
     """Register reads replay (x, y, z) samples in uT from an iterator (looping)."""
 
@@ -148,3 +185,28 @@ class FakeI2C:
     def readfrom_mem_into(self, addr: int, reg: int, buf: bytearray) -> None:
         data = self.readfrom_mem(addr, reg, len(buf))
         buf[: len(data)] = data
+
+
+I2C_CHIPS: dict[int, Callable[[], object]] = {
+    sht31.ADDRESS: FakeSHT31,
+    bme280.ADDRESS: FakeBME280,
+}
+"""Every fake I2C chip of an air box, by its bus address: a host box's bus holds one of each."""
+
+
+class FakeBuses:
+    """The buses of a host air box (fwtypes.Buses): a PMS5003 on the UART and every chip of I2C_CHIPS on I2C."""
+
+    def __init__(self, seed: int = 1, garbage_every: int = 0) -> None:
+        self.uart_port = FakePMS5003Uart(seed=seed, garbage_every=garbage_every)
+        self.chips: dict[int, object] = {address: make() for address, make in I2C_CHIPS.items()}
+        self.bus = FakeI2C(self.chips)
+
+    def i2c(self) -> FakeI2C:
+        return self.bus
+
+    def uart(self) -> FakePMS5003Uart:
+        return self.uart_port
+
+    def set_pin(self) -> None:
+        return None

@@ -9,6 +9,12 @@ check_msg() and while publish() waits for a PUBACK, as umqtt.simple does, so
 a device keeps its readings until a gateway's receipt covers them; with a
 reading `count`, `drain_s` keeps the session up afterwards until they are.
 
+An air box is built exactly as main.py builds one on a board: lib/sensorconfig.py maps its
+configuration (`pm_sensor`, `th_sensor`, `extra_sensors`; `config=` overrides the runner's
+defaults) to drivers, here on fakehw.FakeBuses instead of the board's buses. So a new driver
+listed in sensorconfig, with its fake chip in fakehw.I2C_CHIPS, runs here with no edit to
+this file.
+
 Also a script: `python firmware/host/hostrun.py --broker mqtt://127.0.0.1:1883
 --airbox demo-01 --parking park-01 --interval 2`, which is how
 `citysense.firmware_cli.start_host_devices` starts a fleet in a subprocess.
@@ -86,9 +92,12 @@ class HostDevice:
         scenario: Any = None,
         receipt_timeout_s: int | None = None,
         drain_s: float = 0.0,
+        config: dict[str, object] | None = None,
     ) -> None:
         """`count` readings (None: until stopped); then, for up to `drain_s`, keep the session
-        up until the gateway's receipts cover every reading kept in flash."""
+        up until the gateway's receipts cover every reading kept in flash. `config` holds device
+        config keys (firmware/README.md's table, e.g. `{"extra_sensors": "scd41"}`) over the
+        runner's own; they are checked by the firmware's config rules."""
         if kind not in ("airbox", "parking"):
             raise ValueError(f"unknown device kind {kind!r}")
         self.kind = kind
@@ -103,13 +112,15 @@ class HostDevice:
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
         host, port, user, url_password = parse_broker_url(broker_url)
-        self._build(host, port, user, password or url_password, pms_garbage_every, scenario)
+        self._build(host, port, user, password or url_password, pms_garbage_every, scenario, config or {})
         self.thread = threading.Thread(target=self._run, name=device_id, daemon=True)
 
     def _path(self, name: str) -> str:
         return str(self.data_dir / name)
 
-    def _build(self, host: str, port: int, user: str, password: str, garbage: int, scenario: Any) -> None:
+    def _build(
+        self, host: str, port: int, user: str, password: str, garbage: int, scenario: Any, extra: dict[str, object]
+    ) -> None:
         import config
         import fakehw
         import machine
@@ -141,6 +152,7 @@ class HostDevice:
         }
         if self.receipt_timeout_s is not None:
             settings["receipt_timeout_s"] = self.receipt_timeout_s
+        settings.update(extra)
         config.check(dict(settings))
         Path(self._path("config.json")).write_text(json.dumps(settings))
         cfg = config.Config(self._path("config.json"))
@@ -161,17 +173,16 @@ class HostDevice:
         if self.kind == "airbox":
             from airbox.app import AirBox
             from clock import sleep_ms
-            from drivers.pms5003 import PMS5003
-            from drivers.sht31 import SHT31
+            from sensorconfig import build_sensors
 
-            self.uart = fakehw.FakePMS5003Uart(seed=seed, garbage_every=garbage)
-            self.sht = fakehw.FakeSHT31()
-            i2c = fakehw.FakeI2C({0x44: self.sht})
+            self.buses = fakehw.FakeBuses(seed=seed, garbage_every=garbage)
+            self.uart = self.buses.uart_port
+            pm, sensors = build_sensors(cfg, self.buses, sleep_ms, self.device.error)
             self.app: Any = AirBox(
                 self.device,
                 cfg,
-                PMS5003(self.uart, sleep_ms),
-                SHT31(i2c, sleep_ms),
+                pm,
+                sensors,
                 frame_gap_ms=10,
                 interval_ms=int(self.interval_s * 1000),  # host runs may use sub-second intervals
             )

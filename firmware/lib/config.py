@@ -14,6 +14,7 @@ import os
 
 from flashfile import recover, replace
 from log import log
+from sensorconfig import name_problems
 
 TYPE_CHECKING = False  # MicroPython has no typing module; mypy treats this name as True
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ DEFAULTS: "dict[str, object]" = {
     "status_every_s": 600,
     "pm_sensor": "pms5003",
     "th_sensor": "sht31",
+    "extra_sensors": "",
     "uart_id": 1,
     "uart_tx": 17,
     "uart_rx": 16,
@@ -101,6 +103,7 @@ RULES: "dict[str, tuple[type, int | float, int | float]]" = {
     "status_every_s": (int, 10, 86400),
     "pm_sensor": (str, 0, 16),
     "th_sensor": (str, 0, 16),
+    "extra_sensors": (str, 0, 64),
     "uart_id": (int, 0, 2),
     "uart_tx": (int, -1, 48),
     "uart_rx": (int, -1, 48),
@@ -132,10 +135,8 @@ REMOTE_KEYS = (
     "th_high_ut", "th_low_ut", "debounce", "learn_samples", "baseline_alpha",
     "heartbeat_every_s", "mqtt_keepalive",
 )
-CHOICES = {
-    "kind": ("airbox", "parking", "flag"), "pm_sensor": ("pms5003", "pms3003", ""), "th_sensor": ("sht31", "bme280", ""),
-    "led_driver": ("pwm-cathode", "pwm-anode", "neopixel"),
-}
+# Sensor names (pm_sensor, th_sensor, extra_sensors) are checked against lib/sensorconfig.py's registry.
+CHOICES = {"kind": ("airbox", "parking", "flag"), "led_driver": ("pwm-cathode", "pwm-anode", "neopixel")}
 
 
 class ConfigError(ValueError):
@@ -181,6 +182,7 @@ def check(cfg: "dict[str, object]") -> None:
     dev = cfg.get("id", "")
     if isinstance(dev, str) and dev and not valid_device_id(dev):  # a non-str id was refused above
         problems.append("'id' %r must match [a-z0-9-]{3,64}" % dev)
+    problems += name_problems(cfg.get("pm_sensor"), cfg.get("th_sensor"), cfg.get("extra_sensors"))
     low = cfg.get("th_low_ut", DEFAULTS["th_low_ut"])
     high = cfg.get("th_high_ut", DEFAULTS["th_high_ut"])
     if isinstance(low, float) and isinstance(high, float) and low >= high:

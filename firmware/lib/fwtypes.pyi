@@ -161,10 +161,19 @@ class PMSensor(Protocol):
     def read(self) -> tuple[int, int, int] | None: ...
 
 
-class THSensor(Protocol):
-    """SHT31 (t, rh) or BME280 (t, p, rh)."""
+class ReadSensor(Protocol):
+    """A sensor the air box reads once per cycle: SHT31 (t, rh), BME280 (t, p, rh), ... (lib/sensorconfig.py)."""
 
     def read(self) -> tuple[float, ...]: ...
+
+
+class Buses(Protocol):
+    """What a sensor builder of lib/sensorconfig.py is handed: the board's buses (main.py) or fake ones
+    (firmware/host/fakehw.py), each opened on first use."""
+
+    def i2c(self) -> I2CBus: ...
+    def uart(self) -> UARTPort: ...
+    def set_pin(self) -> OutputPin | None: ...
 
 
 class Magnetometer(Protocol):

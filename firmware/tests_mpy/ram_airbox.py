@@ -19,6 +19,7 @@ from config import Config
 from device import Device
 from drivers import pms5003, sht31
 from flashqueue import FlashQueue
+from sensorconfig import build_sensors
 from seq import SeqCounter
 from session import Session
 
@@ -91,6 +92,19 @@ class FakeI2C:
         buf[:] = sht31.encode_measurement(24.6, 71.2)
 
 
+class Buses:
+    """What main.py's BoardBuses gives the sensor builders, with the fakes above."""
+
+    def i2c(self):
+        return FakeI2C()
+
+    def uart(self):
+        return FakeUart()
+
+    def set_pin(self):
+        return None
+
+
 class Watchdog:
     def feed(self):
         pass
@@ -115,7 +129,8 @@ def main():
     session = Session(FakeClient, "ram-01", "airbox", "broker")
     device = Device(cfg, session, FlashQueue("/ram/queue.bin"), SeqCounter("/ram/seq.txt"), Clock(), Watchdog())
     noop = lambda ms: None  # noqa: E731
-    app = AirBox(device, cfg, pms5003.PMS5003(FakeUart(), noop), sht31.SHT31(FakeI2C(), noop), frame_gap_ms=0, interval_ms=0)
+    pm, sensors = build_sensors(cfg, Buses(), noop, device.error)  # as main.py builds them
+    app = AirBox(device, cfg, pm, sensors, frame_gap_ms=0, interval_ms=0)
     cycle(app, device, 5)  # online
     FakeClient.online = False
     session.drop("test")

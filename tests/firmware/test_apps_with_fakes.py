@@ -17,6 +17,7 @@ from device import Device, run_loop
 from drivers.pms5003 import PMS5003
 from drivers.sht31 import SHT31
 from flashqueue import FlashQueue
+from sensorconfig import Attached
 from seq import SeqCounter
 from session import Session
 from v1_payload import check_v1
@@ -93,7 +94,7 @@ def _airbox(tmp_path: Path, uart: Any = None, sht: Any = None) -> tuple[AirBox, 
         device,
         cfg,
         PMS5003(uart, lambda ms: None),
-        SHT31(fakehw.FakeI2C({0x44: sht}), lambda ms: None),
+        [Attached("sht31", SHT31(fakehw.FakeI2C({0x44: sht}), lambda ms: None), ("t", "rh"))],
         frame_gap_ms=0,
         interval_ms=0,
     )
@@ -126,7 +127,7 @@ def test_airbox_keeps_publishing_pm_when_the_sht31_stops_answering(tmp_path: Pat
     run_loop(device, app, lambda ms: None, max_cycles=2)
     ups = _ups(FakeClient.instances[-1])
     assert len(ups) == 2 and set(ups[0]["m"]) == {"pm1", "pm25", "pm10"}
-    assert any("th_read_failed" in line and "no ACK" in line for line in lines)
+    assert any("sht31_read_failed" in line and "no ACK" in line for line in lines)
     assert device.errors == 2
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import hostrun
 import paho.mqtt.client as mqtt
 import pytest
+import sensorconfig
 import session as fw_session
 from v1_payload import check_v1
 
@@ -77,13 +78,36 @@ def test_host_airbox_publishes_valid_v1_readings_and_status(mosquitto: Any, list
     items = _items(listener.up("airbox", "demo-01"))
     assert [i["seq"] for i in items] == [0, 1, 2, 3]
     for item in items:
-        assert set(item["m"]) == {"pm1", "pm25", "pm10", "t", "rh"}
+        assert set(item["m"]) == set(sensorconfig.published_metrics(dev.cfg)) == {"pm1", "pm25", "pm10", "t", "rh"}
         assert item["ts"] > 1_700_000_000
     topic = "citysense/v1/airbox/demo-01/status"
     assert listener.wait(lambda: (topic, b'{"online":false}', False) in listener.messages)
     statuses = [json.loads(p) for t, p, _ in listener.messages if t == topic]
     assert statuses[0]["online"] is True and statuses[0]["reset"] == "power_on" and statuses[0]["fw"]
     assert dev.uart.passive and not dev.uart.awake  # passive mode, asleep between readings
+
+
+@pytest.mark.parametrize(
+    "sensors",
+    [{"th_sensor": "bme280"}, {"pm_sensor": "", "th_sensor": "sht31", "extra_sensors": "bme280"}, {"th_sensor": ""}],
+    ids=["bme280", "no-pm-sht31-then-bme280", "pm-only"],
+)
+def test_host_airbox_publishes_the_metrics_its_sensor_configuration_names(
+    mosquitto: Any, listener: Listener, tmp_path: Path, sensors: dict[str, object]
+) -> None:
+    dev = hostrun.HostDevice("airbox", "conf-01", mosquitto.url, 0.2, data_dir=tmp_path, count=2, config=sensors)
+    dev.start().join(20)
+    assert dev.error is None
+    assert listener.wait(lambda: len(_items(listener.up("airbox", "conf-01"))) >= 2)
+    expected = set(sensorconfig.published_metrics(dev.cfg))
+    assert all(set(item["m"]) == expected for item in _items(listener.up("airbox", "conf-01")))
+    assert ("p" in expected) == ("bme280" in str(sensors)) and ("pm25" in expected) == (sensors.get("pm_sensor") != "")
+
+
+def test_host_airbox_refuses_a_sensor_name_no_driver_has(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'extra_sensors' names 'scd99'; known: sht31, bme280"):
+        hostrun.HostDevice("airbox", "conf-02", "mqtt://127.0.0.1:1", data_dir=tmp_path,
+                           config={"extra_sensors": "scd99"})
 
 
 def test_host_parking_sensor_publishes_change_events(mosquitto: Any, listener: Listener, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from devtools.ports import free_port
-from gateway.telemetry import reason_label
+from gateway.telemetry import BoundedLabels, reason_label
 from tests.conftest import wait_until
 from tests.fault_tools import publish, scrape
 
@@ -18,6 +18,13 @@ def test_reason_labels_leave_out_ids_and_numbers() -> None:
     assert reason_label("device 'made-up-0001' is not registered") == reason_label("device 'x' is not registered")
     assert reason_label("payload of 300000 bytes exceeds 262144") == "payload of N bytes exceeds N"
     assert reason_label('metric "pm25": not a number') == "metric …"
+
+
+def test_reason_labels_stay_bounded_however_many_kinds_of_reason_arrive() -> None:
+    labels = BoundedLabels(limit=5)
+    seen = {labels.label(f"unquoted id box{chr(97 + k % 26)}{chr(97 + k // 26 % 26)} refused") for k in range(500)}
+    assert len(seen) == 6 and "other" in seen
+    assert labels.label("unquoted id boxaa refused") == "unquoted id boxaa refused"  # a known kind keeps its label
 
 
 def test_received_counts_accepted_and_rejected_and_the_session_gauge_is_set(
