@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.limits import AGGREGATE_REFRESH_DAYS
+from contracts.topics import CHIRPSTACK_UP_TOPIC
 
 
 class Settings(BaseSettings):
@@ -99,6 +100,10 @@ class Settings(BaseSettings):
     )
     test_pg_preload: str = Field(
         "", description="shared_preload_libraries of those servers: 'timescaledb' runs them on TimescaleDB"
+    )
+    chirpstack_topics: str = Field(
+        CHIRPSTACK_UP_TOPIC,
+        description="ChirpStack v4 uplink topics the gateway subscribes to (comma-separated; empty = no LoRaWAN)",
     )
 
     @field_validator("mqtt_url")

@@ -1,8 +1,9 @@
-"""citysense v1 topics, built and parsed here only: citysense/v1/{kind}/{device}/{up|status|config|receipt}."""
+"""Topics, built and parsed here only: citysense/v1/{kind}/{device}/{up|status|config|receipt}, and
+ChirpStack v4's MQTT integration application/{application_id}/device/{dev_eui}/event/{event}."""
 
 from __future__ import annotations
 
-from contracts.ids import KINDS, V1_DEVICE_ID, check_device_id
+from contracts.ids import KINDS, V1_DEVICE_ID, check_dev_eui, check_device_id
 from contracts.records import DecodeError
 
 LEAVES = ("up", "status", "config", "receipt")
@@ -37,3 +38,25 @@ def split_v1_topic(topic: str, leaf: str) -> tuple[str, str]:
         _PARSED.clear()
     _PARSED[key] = found
     return found
+
+
+CHIRPSTACK_UP_TOPIC = "application/+/device/+/event/up"
+"""ChirpStack v4 publishes each deduplicated uplink of a LoRaWAN device here (JSON marshaler)."""
+_CHIRPSTACK_APPLICATION_ID = 120  # a UUID is 36 characters; anything much longer is not ChirpStack's
+
+
+def is_chirpstack_topic(topic: str, event: str) -> bool:
+    """True for application/{id}/device/{eui}/event/`event` (the shape only; split_chirpstack_topic checks it)."""
+    return topic.startswith("application/") and topic.endswith(f"/event/{event}")
+
+
+def split_chirpstack_topic(topic: str, event: str) -> tuple[str, str]:
+    """(application_id, dev_eui) of application/{application_id}/device/{dev_eui}/event/`event`, or DecodeError.
+
+    The EUI comes back in ChirpStack's spelling (16 lower-case hex digits, contracts.ids.check_dev_eui)."""
+    parts = topic.split("/")
+    if (len(parts) != 6 or parts[0] != "application" or parts[2] != "device" or parts[4] != "event"
+            or parts[5] != event or not parts[1] or len(parts[1]) > _CHIRPSTACK_APPLICATION_ID):
+        shape = f"application/{{application_id}}/device/{{dev_eui}}/event/{event}"
+        raise DecodeError(f"topic {topic[:120]!r} is not {shape}")
+    return parts[1], check_dev_eui(parts[3])
