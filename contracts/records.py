@@ -54,4 +54,5 @@ class Decoded:
     location: tuple[float, float] | None = None
     codec: str = "v1"
     seq: int | None = None  # highest `seq` in a v1 message: what a commit receipt to the device covers
-    lorawan: LorawanUplink | None = None  # a ChirpStack uplink: device_id is set by the pipeline from its dev_eui
+    lorawan: LorawanUplink | None = None  # a ChirpStack uplink
+    dev_eui: str | None = None  # a ChirpStack event (uplink, status, join): the pipeline sets device_id from it

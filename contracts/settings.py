@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.limits import AGGREGATE_REFRESH_DAYS
-from contracts.topics import CHIRPSTACK_UP_TOPIC
+from contracts.topics import CHIRPSTACK_STATUS_TOPICS, CHIRPSTACK_UP_TOPIC
 
 
 class Settings(BaseSettings):
@@ -102,8 +102,8 @@ class Settings(BaseSettings):
         "", description="shared_preload_libraries of those servers: 'timescaledb' runs them on TimescaleDB"
     )
     chirpstack_topics: str = Field(
-        CHIRPSTACK_UP_TOPIC,
-        description="ChirpStack v4 uplink topics the gateway subscribes to (comma-separated; empty = no LoRaWAN)",
+        ",".join((CHIRPSTACK_UP_TOPIC, *CHIRPSTACK_STATUS_TOPICS)),
+        description="ChirpStack v4 event topics the gateway subscribes to (comma-separated; empty = no LoRaWAN)",
     )
 
     @field_validator("mqtt_url")

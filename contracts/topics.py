@@ -42,6 +42,8 @@ def split_v1_topic(topic: str, leaf: str) -> tuple[str, str]:
 
 CHIRPSTACK_UP_TOPIC = "application/+/device/+/event/up"
 """ChirpStack v4 publishes each deduplicated uplink of a LoRaWAN device here (JSON marshaler)."""
+CHIRPSTACK_STATUS_TOPICS = ("application/+/device/+/event/status", "application/+/device/+/event/join")
+"""... a device's answer to a status request (battery, link margin), and each (re)join of the network."""
 _CHIRPSTACK_APPLICATION_ID = 120  # a UUID is 36 characters; anything much longer is not ChirpStack's
 
 

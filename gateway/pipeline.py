@@ -163,23 +163,23 @@ class Pipeline:
     async def _map_dev_euis(
         self, batch: Batch, decoded: list[tuple[Inbound, Decoded]], rejected: Counter[str]
     ) -> None:
-        """Give each LoRaWAN uplink the device that holds its EUI (devices.dev_eui), or dead-letter
+        """Give each ChirpStack event the device that holds its EUI (devices.dev_eui), or dead-letter
         it: an EUI is never registered by its first uplink, since no device id can be made from it."""
-        uplinks = [d.lorawan.dev_eui for _, d in decoded if d.lorawan is not None]
-        if not uplinks:
+        euis = [d.dev_eui for _, d in decoded if d.dev_eui is not None]
+        if not euis:
             return
         by_eui = self.registry.by_dev_eui
-        missing = {eui for eui in uplinks if eui not in by_eui}
+        missing = {eui for eui in euis if eui not in by_eui}
         if missing:
             # in an outage the committer meets the same error and retries; treat them as still unknown
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self.registry.lookup_dev_euis(missing)
         keep = []
         for msg, d in decoded:
-            if d.lorawan is not None:
-                device_id = by_eui.get(d.lorawan.dev_eui)
+            if d.dev_eui is not None:
+                device_id = by_eui.get(d.dev_eui)
                 if device_id is None:
-                    self._reject(batch, rejected, msg, f"LoRaWAN devEui {d.lorawan.dev_eui} belongs to no device "
+                    self._reject(batch, rejected, msg, f"LoRaWAN devEui {d.dev_eui} belongs to no device "
                                  "(citysense device register|update ID --dev-eui EUI)")
                     continue
                 d.device_id = device_id

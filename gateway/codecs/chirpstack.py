@@ -1,4 +1,5 @@
-"""ChirpStack v4 uplink events (MQTT integration, JSON marshaler) of citysense LoRaWAN parking sensors.
+"""ChirpStack v4 events (MQTT integration, JSON marshaler) of citysense LoRaWAN parking sensors: uplinks,
+and the `status` and `join` events that say a device is alive (and its battery).
 
 Topic `application/{application_id}/device/{dev_eui}/event/up`; the payload is the protobuf
 JSON mapping of `integration.UplinkEvent`: `deduplicationId` (UUID), `time`, `deviceInfo`
@@ -130,8 +131,9 @@ def _flags(frame: ParkingFrame) -> int:
     return flags
 
 
-def decode_chirpstack_up(topic: str, payload: bytes, received_at: float) -> Decoded:
-    application_id, dev_eui = split_chirpstack_topic(topic, "up")
+def _event(topic: str, event: str, payload: bytes) -> tuple[str, str, dict[str, Any], str]:
+    """(application id, devEui, the event, its deduplicationId): what every ChirpStack event carries."""
+    application_id, dev_eui = split_chirpstack_topic(topic, event)
     try:
         doc: Any = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -150,6 +152,11 @@ def decode_chirpstack_up(topic: str, payload: bytes, received_at: float) -> Deco
         raise DecodeError("ChirpStack event needs 'deviceInfo.devEui'")
     if check_dev_eui(info["devEui"]) != dev_eui:
         raise DecodeError(f"deviceInfo.devEui {str(info['devEui'])[:40]!r} differs from topic devEui {dev_eui!r}")
+    return application_id, dev_eui, doc, deduplication_id
+
+
+def decode_chirpstack_up(topic: str, payload: bytes, received_at: float) -> Decoded:
+    application_id, dev_eui, doc, deduplication_id = _event(topic, "up", payload)
     f_port = _int_field(doc, "fPort", 0, 255)
     f_cnt = _int_field(doc, "fCnt", 0, 2**32 - 1)
     frame = _frame(doc, f_port)
@@ -160,4 +167,31 @@ def decode_chirpstack_up(topic: str, payload: bytes, received_at: float) -> Deco
         f_port=f_port, rssi=rssi, snr=snr, gateway_id=gateway_id, gateways=gateways, occupied=frame.occupied,
         mag=frame.mag, batt_mv=frame.batt_mv, temp=frame.temp, ev=frame.ev, flags=flags | _flags(frame),
     )
-    return Decoded(device_id="", kind="parking", lorawan=uplink)
+    return Decoded(device_id="", kind="parking", lorawan=uplink, dev_eui=dev_eui)
+
+
+def decode_chirpstack_status(topic: str, payload: bytes, received_at: float) -> Decoded:
+    """A `status` event (the device's answer to ChirpStack's DevStatusReq: `batteryLevel` in %,
+    `margin` in dB, `externalPowerSource`, `batteryLevelUnavailable`) or a `join`: the device is
+    online, and its status document is the event's fields. A redelivery writes the same row again."""
+    event = topic.rsplit("/", 1)[-1]
+    _application_id, dev_eui, doc, deduplication_id = _event(topic, event, payload)
+    raw: dict[str, object] = {"source": "chirpstack", "event": event, "deduplicationId": deduplication_id}
+    time_s = _time(doc)
+    if time_s is not None:
+        raw["time"] = time_s
+    if event == "status":
+        external = doc.get("externalPowerSource", False)
+        unavailable = doc.get("batteryLevelUnavailable", False)
+        if not isinstance(external, bool) or not isinstance(unavailable, bool):
+            raise DecodeError("'externalPowerSource' and 'batteryLevelUnavailable' must be true or false")
+        level = doc.get("batteryLevel", 0)
+        if isinstance(level, bool) or not isinstance(level, int | float) or not 0 <= level <= 100:
+            raise DecodeError(f"'batteryLevel' must be a percentage, got {str(level)[:20]!r}")
+        raw.update(batteryLevel=None if unavailable or external else float(level), externalPowerSource=external,
+                   margin=_int_field(doc, "margin", -128, 127))
+    else:
+        dev_addr = doc.get("devAddr")
+        if isinstance(dev_addr, str) and len(dev_addr) <= 16:
+            raw["devAddr"] = dev_addr
+    return Decoded(device_id="", kind="parking", status={"online": True, "raw": raw}, dev_eui=dev_eui)

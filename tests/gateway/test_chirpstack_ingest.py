@@ -15,7 +15,7 @@ import psycopg
 from ingest.device_store import DeviceFields, register_device, update_device
 from tests.conftest import count, wait_until
 from tests.fault_tools import publish
-from tests.gateway.codecs.test_chirpstack_codec import DEV_EUI, chirpstack_topic, chirpstack_uplink
+from tests.gateway.codecs.test_chirpstack_codec import DEV_EUI, chirpstack_status, chirpstack_topic, chirpstack_uplink
 
 BAY = "bay-lora-0042"
 
@@ -103,3 +103,22 @@ def test_a_dev_eui_given_to_a_running_gateways_device_is_honoured_at_once(
     publish(mosquitto.port, {chirpstack_topic(): [chirpstack_uplink()]})
     wait_until(lambda: count(database_url, "SELECT count(*) FROM parking_events WHERE device_id = %s", BAY) == 1, 20,
                what="the event under the device that now holds the EUI")
+
+
+def test_an_uplink_its_redelivery_and_a_status_event_give_one_event_and_one_status(
+    mosquitto: Any, database_url: str, start_gateway: Any
+) -> None:
+    """The issue's case: on a real broker, exactly one parking event and one status row, with the battery."""
+    _register_bay(database_url)
+    _started(start_gateway(mosquitto.url, database_url))
+    uplink, status = chirpstack_uplink(deduplication_id=str(uuid.uuid4())), chirpstack_status(battery=64.0)
+    publish(mosquitto.port, {chirpstack_topic(): [uplink, uplink], chirpstack_topic(event="status"): [status, status]})
+    wait_until(lambda: count(database_url, "SELECT count(*) FROM device_status") == 1, 20, what="the status")
+    wait_until(lambda: count(database_url, "SELECT count(*) FROM parking_events") == 1, 20, what="the event")
+    time.sleep(1.0)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT device_id, online, status ->> 'batteryLevel', status ->> 'event' "
+                           "FROM device_status").fetchone()
+    assert row == (BAY, True, "64.0", "status")
+    assert count(database_url, "SELECT count(*) FROM parking_events") == 1
+    assert count(database_url, "SELECT count(*) FROM rejected_messages") == 0

@@ -146,5 +146,48 @@ def test_topic_eui_is_read_in_chirpstacks_spelling() -> None:
 
 
 def test_other_chirpstack_events_have_no_codec() -> None:
-    with pytest.raises(DecodeError, match="no codec"):
-        codec_for(chirpstack_topic(event="join"))
+    for event in ("ack", "txack", "log", "location", "integration"):
+        with pytest.raises(DecodeError, match="no codec"):
+            codec_for(chirpstack_topic(event=event))
+
+
+def chirpstack_status(*, dev_eui: str = DEV_EUI, battery: float = 87.5, **extra: Any) -> bytes:
+    """A `status` event as ChirpStack v4 writes it (false flags and a 0 margin left out, as it does)."""
+    event: dict[str, Any] = {
+        "deduplicationId": str(uuid.uuid4()), "time": "2025-11-22T04:21:03.2+00:00",
+        "deviceInfo": {"applicationId": APPLICATION_ID, "deviceName": "bay-0042", "devEui": dev_eui},
+        "margin": 7, "batteryLevel": battery,
+    }
+    event.update(extra)
+    return orjson.dumps(event)
+
+
+def test_a_status_event_says_the_device_is_online_with_its_battery() -> None:
+    d = decode(chirpstack_topic(event="status"), chirpstack_status(), RECEIVED_AT)
+    assert d.codec == "chirpstack_status" and d.dev_eui == DEV_EUI and d.lorawan is None
+    assert d.status is not None and d.status["online"] is True
+    raw = d.status["raw"]
+    assert isinstance(raw, dict)
+    assert (raw["event"], raw["batteryLevel"], raw["margin"], raw["externalPowerSource"]) == ("status", 87.5, 7, False)
+
+
+def test_a_mains_powered_or_unknown_battery_has_no_level() -> None:
+    for payload in (chirpstack_status(externalPowerSource=True), chirpstack_status(batteryLevelUnavailable=True)):
+        d = decode(chirpstack_topic(event="status"), payload, RECEIVED_AT)
+        assert d.status is not None and d.status["raw"]["batteryLevel"] is None  # type: ignore[index]
+
+
+def test_a_join_event_says_the_device_is_online() -> None:
+    payload = orjson.dumps({"deduplicationId": str(uuid.uuid4()), "time": "2025-11-22T04:00:00Z",
+                            "deviceInfo": {"devEui": DEV_EUI}, "devAddr": "00189440"})
+    d = decode(chirpstack_topic(event="join"), payload, RECEIVED_AT)
+    assert d.status is not None and d.status["raw"]["devAddr"] == "00189440"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("extra", "reason"), [
+    ({"batteryLevel": 140}, "percentage"), ({"externalPowerSource": "yes"}, "true or false"),
+    ({"margin": 500}, "'margin'"), ({"deduplicationId": None}, "deduplicationId"),
+])
+def test_a_bad_status_event_is_refused_with_its_reason(extra: dict[str, Any], reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        decode(chirpstack_topic(event="status"), chirpstack_status(**extra), RECEIVED_AT)
