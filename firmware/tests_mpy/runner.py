@@ -11,6 +11,7 @@ MODULES = (
     "test_device_receipts",
     "test_config_seq",
     "test_parking_detector",
+    "test_lorawan_payload_bytes",
 )
 
 
