@@ -9,10 +9,12 @@ from collections.abc import Iterator
 import orjson
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from api.app import create_app
 from citysense.cli import app as cli_app
-from contracts.settings import get_settings
+from contracts.settings import Settings, get_settings
 from gateway.device_registry import DEVICES_CHANNEL, DeviceRegistry
 from ingest.device_store import DeviceFields, register_device, update_device
 
@@ -44,6 +46,18 @@ def test_cli_register_and_update_set_the_dev_eui_in_chirpstacks_spelling(cli: Cl
     done = cli.invoke(cli_app, ["device", "update", "bay-0001", "--dev-eui", "0004A30B001C0530"])
     assert done.exit_code == 0, done.output
     assert dev_eui_of(database_url, "bay-0001") == "0004a30b001c0530"
+
+
+def test_the_api_sets_the_dev_eui_as_the_cli_does(database_url: str) -> None:
+    admin = {"Authorization": "Bearer s3cret"}
+    with TestClient(create_app(Settings(database_url=database_url, admin_token="s3cret"))) as http:
+        made = http.post("/v1/devices", json={"device_id": "bay-0003", "kind": "parking",
+                                               "dev_eui": "70:b3:d5:7e:d0:05:a1:f2"}, headers=admin)
+        assert made.status_code == 201, made.text
+        assert dev_eui_of(database_url, "bay-0003") == EUI
+        taken = http.post("/v1/devices", json={"device_id": "bay-0004", "kind": "parking", "dev_eui": EUI},
+                          headers=admin)
+        assert taken.status_code == 422 and "belongs to another device already" in taken.json()["detail"]
 
 
 def test_a_malformed_dev_eui_is_refused_with_a_sentence(cli: CliRunner, database_url: str) -> None:
