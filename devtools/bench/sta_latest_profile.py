@@ -7,7 +7,8 @@ The query: `Datastreams?$expand=Thing,Observations($orderby=phenomenonTime desc;
 1. seeds `devices` air boxes in 臺北市 with `hours` of one-minute pm25, t and rh (made inside PostgreSQL),
    once: a second run with the same `--data` reuses the server and its data and only applies
    migrations it has not yet (so an index added by a migration is measured on the same rows);
-2. prints EXPLAIN ANALYZE of every statement the request runs (auto_explain, into this session);
+2. prints EXPLAIN ANALYZE of every statement the request runs (auto_explain, into this session), and
+   each statement's median server-side duration over 30 requests;
 3. times `requests` GETs over HTTP against `python -m citysense api`, one at a time on a kept-alive
    connection, as `citysense bench api` does, and prints p50/p95/max.
 Bounded: 1,000 devices x 24 h is 4.3M rows (about a minute to load here), 100 requests a few seconds.
@@ -105,6 +106,31 @@ async def _explain(url: str) -> None:
     await conn.close()
 
 
+async def _statement_ms(url: str, runs: int) -> list[float]:
+    """Median server-side duration of each statement of the request over `runs` requests
+    (auto_explain's duration, without per-node timing): the database's part, client excluded."""
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    durations: list[float] = []
+
+    def note(diag: psycopg.errors.Diagnostic) -> None:
+        text = diag.message_primary or ""
+        if text.startswith("duration:"):
+            durations.append(float(text.split()[1]))
+
+    conn.add_notice_handler(note)
+    for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                    "SET auto_explain.log_format = json", "SET auto_explain.log_level = notice"):
+        await conn.execute(setting.encode())
+    per_run: list[list[float]] = []
+    for _ in range(runs + 3):
+        durations.clear()
+        await QueryRunner(conn, "http://127.0.0.1/sta/v1.1").get("Datastreams", PARAMS)
+        per_run.append(list(durations))
+    await conn.close()
+    per_run = per_run[3:]  # warmed
+    return [round(sorted(run[i] for run in per_run)[len(per_run) // 2], 2) for i in range(len(per_run[0]))]
+
+
 def _cpu_s(processes: list[psutil.Process]) -> float:
     total = 0.0
     for proc in processes:
@@ -169,6 +195,8 @@ def main() -> None:
             _seed(url, args.devices, args.hours)
         if not args.no_explain:
             asyncio.run(_explain(url))
+        print("statements, server ms (page, expand Thing, expand Observations, $count):",
+              asyncio.run(_statement_ms(url, 30)))
         print("HTTP:", _time_http(url, args.requests, server))
     finally:
         server.stop()
