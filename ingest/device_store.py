@@ -126,8 +126,11 @@ WHERE d.device_id = %(device_id)s
 RETURNING d.device_id
 """
 
+# a retired device gives up its LoRaWAN EUI, so the board can serve another device (its uplinks
+# already stored keep the EUI in lorawan_uplinks)
 _RETIRE = """
-UPDATE devices SET retired_at = coalesce(retired_at, now()) WHERE device_id = %(device_id)s RETURNING retired_at
+UPDATE devices SET retired_at = coalesce(retired_at, now()), dev_eui = NULL WHERE device_id = %(device_id)s
+RETURNING retired_at
 """
 
 # asyncpg, inside the gateway's batch transaction: a new id is unregistered; a known one
@@ -191,8 +194,8 @@ def _dev_eui_unique(params: dict[str, Any]) -> Iterator[None]:
     except psycopg.errors.UniqueViolation as exc:
         if exc.diag.constraint_name != _DEV_EUI_KEY:
             raise
-        raise ValueError(f"devEui {params['dev_eui']} belongs to another device already; "
-                         "clear it there first (one LoRaWAN sensor is one device)") from None
+        raise ValueError(f"devEui {params['dev_eui']} belongs to another device already (one LoRaWAN sensor "
+                         "is one device): give that device another EUI, or retire it first") from None
 
 
 async def _commit(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -16,7 +16,7 @@ from api.app import create_app
 from citysense.cli import app as cli_app
 from contracts.settings import Settings, get_settings
 from gateway.device_registry import DEVICES_CHANNEL, DeviceRegistry
-from ingest.device_store import DeviceFields, register_device, update_device
+from ingest.device_store import DeviceFields, register_device, retire_device, update_device
 
 EUI = "70b3d57ed005a1f2"
 
@@ -66,7 +66,7 @@ def test_a_malformed_dev_eui_is_refused_with_a_sentence(cli: CliRunner, database
     assert "is not 16 hexadecimal digits" in done.output
 
 
-def test_one_dev_eui_is_one_device(database_url: str) -> None:
+def test_one_dev_eui_is_one_device_until_that_device_retires(database_url: str) -> None:
     register_device(database_url, device_id="bay-0001", token="a" * 32, kind="parking", dev_eui=EUI)
     register_device(database_url, device_id="bay-0002", token="b" * 32, kind="parking")
     with pytest.raises(ValueError, match="belongs to another device already"):
@@ -74,6 +74,10 @@ def test_one_dev_eui_is_one_device(database_url: str) -> None:
     with pytest.raises(ValueError, match="belongs to another device already"):
         register_device(database_url, device_id="bay-0003", token="c" * 32, kind="parking", dev_eui=EUI)
     assert dev_eui_of(database_url, "bay-0002") is None
+    retire_device(database_url, "bay-0001")  # the board moves to bay 2: retiring bay 1 frees its EUI
+    assert dev_eui_of(database_url, "bay-0001") is None
+    update_device(database_url, "bay-0002", DeviceFields(dev_eui=EUI))
+    assert dev_eui_of(database_url, "bay-0002") == EUI
 
 
 def test_a_dev_eui_change_is_notified_with_the_eui(database_url: str) -> None:
