@@ -242,6 +242,9 @@ NameOption = Annotated[str | None, typer.Option()]
 LatOption = Annotated[float | None, typer.Option(min=-90, max=90)]
 LonOption = Annotated[float | None, typer.Option(min=-180, max=180)]
 SensorOption = Annotated[str | None, typer.Option(help="e.g. pms5003 (a new air box: pms5003)")]
+DevEuiOption = Annotated[str | None, typer.Option(
+    "--dev-eui", help="A LoRaWAN parking sensor's EUI-64 (16 hex digits): its ChirpStack uplinks are this device's"
+)]
 
 
 @device_app.command("register")
@@ -250,6 +253,7 @@ def device_register(
     kind: KindOption = None, name: NameOption = None, school: NameOption = None, site: NameOption = None,
     lat: LatOption = None, lon: LonOption = None, sensor_type: SensorOption = None, owner: NameOption = None,
     city: NameOption = None, district: NameOption = None, authority: NameOption = None,
+    dev_eui: DevEuiOption = None,
     rotate_token: Annotated[bool, typer.Option(
         "--rotate-token", help="The id is registered already: issue a new token (the old one stops working)"
     )] = False,
@@ -265,7 +269,7 @@ def device_register(
         done = register_device(
             settings.database_url, device_id=device_id, token=token, rotate_token=rotate_token, kind=kind,
             name=name, site=site, school=school, lat=lat, lon=lon, sensor_type=sensor_type, owner=owner,
-            city=city, district=district, authority=authority,
+            city=city, district=district, authority=authority, dev_eui=dev_eui,
         )
     except (ValueError, DeviceRegisteredAlready) as exc:
         raise fail(str(exc)) from None
@@ -280,6 +284,7 @@ def device_update(
     kind: KindOption = None, name: NameOption = None, school: NameOption = None, site: NameOption = None,
     lat: LatOption = None, lon: LonOption = None, sensor_type: SensorOption = None, owner: NameOption = None,
     city: NameOption = None, district: NameOption = None, authority: NameOption = None,
+    dev_eui: DevEuiOption = None,
 ) -> None:
     """Change the fields given (the others, and the token, stay)."""
     from ingest.device_store import DeviceFields, DeviceNotFound, update_device  # noqa: PLC0415
@@ -287,7 +292,7 @@ def device_update(
     settings = _settings()
     try:
         update_device(settings.database_url, device_id, DeviceFields(
-            kind, name, site, school, lat, lon, sensor_type, owner, city, district, authority
+            kind, name, site, school, lat, lon, sensor_type, owner, city, district, authority, dev_eui
         ))
     except (ValueError, DeviceNotFound) as exc:
         raise fail(str(exc)) from None

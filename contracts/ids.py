@@ -77,3 +77,21 @@ def check_device_id(device_id: object, pattern: re.Pattern[str] = V1_DEVICE_ID) 
     if reserved is not None:
         raise DecodeError(reserved)
     return device_id
+
+
+DEV_EUI_CHARS = "[0-9a-f]{16}"
+"""A LoRaWAN device's EUI-64 as ChirpStack v4 writes it (`deviceInfo.devEui`, the topic): 16 lower-case hex digits."""
+DEV_EUI = re.compile(rf"^{DEV_EUI_CHARS}\Z")
+
+
+def check_dev_eui(dev_eui: object) -> str:
+    """The EUI in ChirpStack's spelling (lower case, no separators), or DecodeError (a ValueError).
+
+    Operators copy EUIs from labels and consoles as `70B3D5...` or `70-b3-d5-...`; both are
+    the same device, so upper case and `-`/`:` separators are accepted and normalised here."""
+    if not isinstance(dev_eui, str):
+        raise DecodeError(f"devEui must be a string, got {type(dev_eui).__name__}")
+    normal = dev_eui.strip().lower().replace("-", "").replace(":", "")
+    if not DEV_EUI.match(normal):
+        raise DecodeError(f"devEui {dev_eui[:40]!r} is not 16 hexadecimal digits")
+    return normal

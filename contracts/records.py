@@ -14,6 +14,30 @@ ReadingRow = tuple[float, str, str, float, float | None, int, int | None]
 ParkingRow = tuple[float, str, bool | None, float | None, int | None, float | None, str, int]
 
 
+@dataclass(slots=True)
+class LorawanUplink:
+    """One ChirpStack uplink as the codec read it: identity, radio quality and the parking frame.
+
+    The device id is not in it: the pipeline maps `dev_eui` to a citysense device (devices.dev_eui)."""
+
+    deduplication_id: str  # ChirpStack's UUID of the uplink: the same on every redelivery
+    dev_eui: str
+    application_id: str
+    time: float  # Unix seconds; the network server's time, or the receive time (then flags say so)
+    f_cnt: int
+    f_port: int
+    rssi: int | None  # of the best receiving gateway
+    snr: float | None
+    gateway_id: str | None
+    gateways: int  # how many gateways heard it
+    occupied: bool | None
+    mag: float | None
+    batt_mv: int | None
+    temp: float | None
+    ev: str  # change | heartbeat | boot
+    flags: int
+
+
 class DecodeError(ValueError):
     """A message that cannot be stored; the text is the reason kept in rejected_messages."""
 
@@ -30,3 +54,5 @@ class Decoded:
     location: tuple[float, float] | None = None
     codec: str = "v1"
     seq: int | None = None  # highest `seq` in a v1 message: what a commit receipt to the device covers
+    lorawan: LorawanUplink | None = None  # a ChirpStack uplink
+    dev_eui: str | None = None  # a ChirpStack event (uplink, status, join): the pipeline sets device_id from it

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.limits import AGGREGATE_REFRESH_DAYS
+from contracts.topics import CHIRPSTACK_STATUS_TOPICS, CHIRPSTACK_UP_TOPIC
 
 
 class Settings(BaseSettings):
@@ -127,6 +128,10 @@ class Settings(BaseSettings):
         8, ge=1, le=100, description="Tries of one webhook/e-mail/MQTT message before it is dead-lettered"
     )
     alerts_retry_base_s: float = Field(2.0, gt=0, le=3600, description="First retry delay; doubles with each try")
+    chirpstack_topics: str = Field(
+        ",".join((CHIRPSTACK_UP_TOPIC, *CHIRPSTACK_STATUS_TOPICS)),
+        description="ChirpStack v4 event topics the gateway subscribes to (comma-separated; empty = no LoRaWAN)",
+    )
 
     @field_validator("mqtt_url")
     @classmethod

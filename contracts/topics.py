@@ -1,8 +1,9 @@
-"""citysense v1 topics, built and parsed here only: citysense/v1/{kind}/{device}/{up|status|config|receipt}."""
+"""Topics, built and parsed here only: citysense/v1/{kind}/{device}/{up|status|config|receipt}, and
+ChirpStack v4's MQTT integration application/{application_id}/device/{dev_eui}/event/{event}."""
 
 from __future__ import annotations
 
-from contracts.ids import KINDS, V1_DEVICE_ID, check_device_id
+from contracts.ids import KINDS, V1_DEVICE_ID, check_dev_eui, check_device_id
 from contracts.records import DecodeError
 
 LEAVES = ("up", "status", "config", "receipt")
@@ -48,3 +49,27 @@ def school_flag_topic(school: str) -> str:
     if not school or len(school.encode()) > 200 or SCHOOL_FLAG_FORBIDDEN.intersection(school):
         raise ValueError(f"school {school[:60]!r} cannot be a topic level (1-200 bytes, no '/', '+', '#' or NUL)")
     return f"citysense/v1/school/{school}/flag"
+
+
+CHIRPSTACK_UP_TOPIC = "application/+/device/+/event/up"
+"""ChirpStack v4 publishes each deduplicated uplink of a LoRaWAN device here (JSON marshaler)."""
+CHIRPSTACK_STATUS_TOPICS = ("application/+/device/+/event/status", "application/+/device/+/event/join")
+"""... a device's answer to a status request (battery, link margin), and each (re)join of the network."""
+_CHIRPSTACK_APPLICATION_ID = 120  # a UUID is 36 characters; anything much longer is not ChirpStack's
+
+
+def is_chirpstack_topic(topic: str, event: str) -> bool:
+    """True for application/{id}/device/{eui}/event/`event` (the shape only; split_chirpstack_topic checks it)."""
+    return topic.startswith("application/") and topic.endswith(f"/event/{event}")
+
+
+def split_chirpstack_topic(topic: str, event: str) -> tuple[str, str]:
+    """(application_id, dev_eui) of application/{application_id}/device/{dev_eui}/event/`event`, or DecodeError.
+
+    The EUI comes back in ChirpStack's spelling (16 lower-case hex digits, contracts.ids.check_dev_eui)."""
+    parts = topic.split("/")
+    if (len(parts) != 6 or parts[0] != "application" or parts[2] != "device" or parts[4] != "event"
+            or parts[5] != event or not parts[1] or len(parts[1]) > _CHIRPSTACK_APPLICATION_ID):
+        shape = f"application/{{application_id}}/device/{{dev_eui}}/event/{event}"
+        raise DecodeError(f"topic {topic[:120]!r} is not {shape}")
+    return parts[1], check_dev_eui(parts[3])

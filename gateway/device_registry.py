@@ -66,6 +66,7 @@ class DeviceRegistry:
         self.known: set[str] = set()
         self.registered: set[str] = set()
         self.kinds: dict[str, str] = {}  # device id -> kind (airbox, parking, lass): its namespace
+        self.by_dev_eui: dict[str, str] = {}  # LoRaWAN EUI -> device id (devices.dev_eui, migration 0012)
         self.listening = False
         self._loaded_at = 0.0
         self._subscribers: list[ChangeCallback] = []
@@ -85,13 +86,16 @@ class DeviceRegistry:
         own = conn is None
         c = conn or await asyncpg.connect(self.database_url, timeout=10)
         try:
-            rows = await c.fetch("SELECT device_id, registered, kind FROM devices WHERE retired_at IS NULL")
+            rows = await c.fetch(
+                "SELECT device_id, registered, kind, dev_eui FROM devices WHERE retired_at IS NULL"
+            )
         finally:
             if own:
                 await c.close()
         self.known = {r["device_id"] for r in rows}
         self.registered = {r["device_id"] for r in rows if r["registered"]}
         self.kinds = {r["device_id"]: r["kind"] for r in rows}
+        self.by_dev_eui = {r["dev_eui"]: r["device_id"] for r in rows if r["dev_eui"] is not None}
         self._loaded_at = time.monotonic()
         self._changed(None)
 
@@ -116,6 +120,27 @@ class DeviceRegistry:
         self.registered |= {r["device_id"] for r in rows if r["registered"]}
         return found
 
+    async def lookup_dev_euis(self, dev_euis: set[str]) -> dict[str, str]:
+        """Of `dev_euis` not in the cache, those a device holds now (EUI -> device id): a
+        registration committed a moment ago may not have been notified yet."""
+        conn = await asyncpg.connect(self.database_url, timeout=10)
+        try:
+            rows = await conn.fetch(
+                "SELECT dev_eui, device_id FROM devices WHERE dev_eui = ANY($1::text[]) AND retired_at IS NULL",
+                list(dev_euis),
+            )
+        finally:
+            await conn.close()
+        found = {r["dev_eui"]: r["device_id"] for r in rows}
+        self.by_dev_eui.update(found)
+        return found
+
+    def _set_dev_eui(self, device_id: str, dev_eui: str | None) -> None:
+        for eui in [e for e, d in self.by_dev_eui.items() if d == device_id and e != dev_eui]:
+            del self.by_dev_eui[eui]  # the device's former EUI (at most one)
+        if dev_eui is not None:
+            self.by_dev_eui[dev_eui] = device_id
+
     def note_new(self, devices: list[tuple[str, str]]) -> None:
         """Ids this gateway has just stored itself (open network, unregistered), with their kind."""
         for device_id, kind in devices:
@@ -130,6 +155,7 @@ class DeviceRegistry:
             device_id = str(doc["device_id"])
             registered, active = bool(doc["registered"]), bool(doc["active"])
             kind = doc.get("kind")
+            dev_eui = doc.get("dev_eui")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             log.error("event=registry_bad_notification payload=%r error=%r", payload[:200], str(exc))
             return
@@ -141,10 +167,12 @@ class DeviceRegistry:
                 self.registered.add(device_id)
             else:
                 self.registered.discard(device_id)
+            self._set_dev_eui(device_id, dev_eui if isinstance(dev_eui, str) else None)
         else:
             self.known.discard(device_id)
             self.registered.discard(device_id)
             self.kinds.pop(device_id, None)
+            self._set_dev_eui(device_id, None)
         self._changed(device_id)
 
     def _on_notification(self, _conn: object, _pid: int, channel: str, payload: object) -> None:

@@ -29,7 +29,7 @@ from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_session import Inbound, MqttSession
 from gateway.receipts import Receipts
-from ingest.batch_writer import Batch, BatchWriter, OncePayload, Rejected, StatusRow, WriteResult
+from ingest.batch_writer import Batch, BatchWriter, OncePayload, Rejected, StatusRow, UplinkRow, WriteResult
 from ingest.device_store import NewDevice
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class Pipeline:
                 # stores the readings of the first copy it meets (payload digests in the database)
                 batch.once.append(OncePayload.of(msg.payload, msg.received_at, d.device_id, d.readings[0][0]))
             decoded.append((msg, d))
+        await self._map_dev_euis(batch, decoded, rejected)
         await self._apply_registry(batch, decoded, rejected)
         flagged: list[ReadingRow] = []
         seqs: dict[tuple[str, str], int] = {}
@@ -142,6 +143,8 @@ class Pipeline:
                 flagged.extend(d.readings)
             if d.parking:
                 batch.parking.extend(d.parking)
+            if d.lorawan is not None:
+                batch.uplinks.append(UplinkRow(d.device_id, d.lorawan, msg.received_at))
             if d.status is not None:
                 batch.statuses.append(StatusRow(d.device_id, msg.received_at, d.status))
             accepted[d.codec] += 1
@@ -156,6 +159,32 @@ class Pipeline:
                 batch.readings.extend(self.calibrator.apply(flagged[start : start + CHUNK_ROWS], rh_at))
                 await asyncio.sleep(0)
         return Prepared(batch, messages, accepted, rejected, [(nd.device_id, nd.kind) for nd in batch.devices], seqs)
+
+    async def _map_dev_euis(
+        self, batch: Batch, decoded: list[tuple[Inbound, Decoded]], rejected: Counter[str]
+    ) -> None:
+        """Give each ChirpStack event the device that holds its EUI (devices.dev_eui), or dead-letter
+        it: an EUI is never registered by its first uplink, since no device id can be made from it."""
+        euis = [d.dev_eui for _, d in decoded if d.dev_eui is not None]
+        if not euis:
+            return
+        by_eui = self.registry.by_dev_eui
+        missing = {eui for eui in euis if eui not in by_eui}
+        if missing:
+            # in an outage the committer meets the same error and retries; treat them as still unknown
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self.registry.lookup_dev_euis(missing)
+        keep = []
+        for msg, d in decoded:
+            if d.dev_eui is not None:
+                device_id = by_eui.get(d.dev_eui)
+                if device_id is None:
+                    self._reject(batch, rejected, msg, f"LoRaWAN devEui {d.dev_eui} belongs to no device "
+                                 "(citysense device register|update ID --dev-eui EUI)")
+                    continue
+                d.device_id = device_id
+            keep.append((msg, d))
+        decoded[:] = keep
 
     async def _apply_registry(
         self, batch: Batch, decoded: list[tuple[Inbound, Decoded]], rejected: Counter[str]

@@ -39,7 +39,8 @@ class GatewayStartError(RuntimeError):
 
 
 def subscriptions(settings: Settings) -> list[str]:
-    topics = V1_TOPICS + LASS_TOPICS
+    chirpstack = [t.strip() for t in settings.chirpstack_topics.split(",") if t.strip()]
+    topics = V1_TOPICS + LASS_TOPICS + chirpstack
     if settings.mqtt_shared_group:
         return [f"$share/{settings.mqtt_shared_group}/{t}" for t in topics]
     return topics

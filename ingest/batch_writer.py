@@ -5,7 +5,9 @@ Guarantees, all implemented in `BatchWriter.write`:
   in one transaction, or none of them does;
 - idempotent: the merge is `INSERT ... ON CONFLICT DO NOTHING` on (device_id, metric, time)
   for readings, (device_id, time) for parking events and the payload digest for dead
-  letters, so a batch replayed after a crash adds nothing the first try committed;
+  letters, so a batch replayed after a crash adds nothing the first try committed; a
+  LoRaWAN uplink adds its parking event only if its ChirpStack deduplicationId is new to
+  `lorawan_uplinks` (migration 0012), so a redelivered uplink is one event however late;
 - ordered: the caller acknowledges MQTT messages only after `write` returns.
 Times travel as float Unix seconds and become timestamptz inside PostgreSQL, which spares
 the hot path one datetime object per reading.
@@ -26,14 +28,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from contracts.limits import DEAD_LETTER_PAYLOAD_BYTES, DEAD_LETTER_TOPIC_CHARS
-from contracts.records import ParkingRow, ReadingRow
+from contracts.records import LorawanUplink, ParkingRow, ReadingRow
 from ingest import latest_readings, series_windows
 from ingest.device_store import NewDevice, auto_register
 from ingest.series_windows import DeviceWindows, SeriesPlan, SeriesRule, WindowStore
@@ -108,6 +110,19 @@ RETURNING digest
 """
 _PRUNE_PAYLOADS = "DELETE FROM payload_digests WHERE received_at < to_timestamp($1)"
 
+# uplinks whose deduplicationId is new (ON CONFLICT DO NOTHING also skips a repeat within the batch);
+# one waiting on another open transaction's insert of the same id is skipped once that one commits
+_REMEMBER_UPLINKS = """
+INSERT INTO lorawan_uplinks (deduplication_id, device_id, dev_eui, application_id, time, f_cnt, f_port, rssi, snr,
+                             gateway_id, gateways, received_at)
+SELECT u, d, e, a, to_timestamp(t), fc, fp, r, s, g, n, to_timestamp(ra)
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::int8[], $7::int4[], $8::int4[],
+            $9::float8[], $10::text[], $11::int4[], $12::float8[]) AS x(u, d, e, a, t, fc, fp, r, s, g, n, ra)
+ORDER BY u
+ON CONFLICT (deduplication_id) DO NOTHING
+RETURNING deduplication_id::text
+"""
+
 READING_COLUMNS = ("time", "device_id", "metric", "raw", "value", "flags", "calibration_id")
 MERGE_BATCHES_AFTER_CONFLICT = 20  # after a conflict, redeliveries usually continue for a while
 _PG_EPOCH_UNIX_S = 946_684_800.0  # 2000-01-01T00:00:00Z
@@ -162,6 +177,19 @@ class OncePayload:
 
 
 @dataclass(slots=True)
+class UplinkRow:
+    """A LoRaWAN uplink mapped to its device: its parking event is stored once per deduplicationId."""
+
+    device_id: str
+    uplink: LorawanUplink
+    received_at: float
+
+    def parking_row(self) -> ParkingRow:
+        u = self.uplink
+        return (u.time, self.device_id, u.occupied, u.mag, u.batt_mv, u.temp, u.ev, u.flags)
+
+
+@dataclass(slots=True)
 class Batch:
     readings: list[ReadingRow] = field(default_factory=list)
     parking: list[ParkingRow] = field(default_factory=list)
@@ -169,6 +197,7 @@ class Batch:
     devices: list[NewDevice] = field(default_factory=list)
     statuses: list[StatusRow] = field(default_factory=list)
     once: list[OncePayload] = field(default_factory=list)  # messages that may be a copy of one already stored
+    uplinks: list[UplinkRow] = field(default_factory=list)  # LoRaWAN uplinks, each possibly a redelivery
 
 
 @dataclass(slots=True)
@@ -283,8 +312,9 @@ class BatchWriter:
                 _, recomputed = await series_windows.recompute(conn, self.series_rule, plan.recompute)
                 plan.windows.update(recomputed)
                 await self._windows.save(conn, series_windows.devices_to_save(stored, plan.windows))
-            if batch.parking:
-                await conn.copy_records_to_table("stage_parking", records=batch.parking)
+            parking = batch.parking + await self._fresh_uplinks(conn, batch.uplinks) if batch.uplinks else batch.parking
+            if parking:
+                await conn.copy_records_to_table("stage_parking", records=parking)
                 parking_n = _count(await conn.execute(_MERGE_PARKING))
             if batch.rejected:
                 rej = batch.rejected
@@ -299,6 +329,26 @@ class BatchWriter:
             if batch.statuses:
                 await self._write_statuses(conn, batch.statuses)
         return readings_n, parking_n, rejected_n
+
+    @staticmethod
+    async def _fresh_uplinks(conn: asyncpg.Connection, uplinks: Sequence[UplinkRow]) -> list[ParkingRow]:
+        """Record the uplinks in `lorawan_uplinks`; the parking rows of those not recorded before."""
+        def col(get: Callable[[UplinkRow], object]) -> list[object]:
+            return [get(r) for r in uplinks]
+
+        fresh = {r[0] for r in await conn.fetch(
+            _REMEMBER_UPLINKS, col(lambda r: r.uplink.deduplication_id), col(lambda r: r.device_id),
+            col(lambda r: r.uplink.dev_eui), col(lambda r: r.uplink.application_id), col(lambda r: r.uplink.time),
+            col(lambda r: r.uplink.f_cnt), col(lambda r: r.uplink.f_port), col(lambda r: r.uplink.rssi),
+            col(lambda r: r.uplink.snr), col(lambda r: r.uplink.gateway_id), col(lambda r: r.uplink.gateways),
+            col(lambda r: r.received_at),
+        )}
+        rows: list[ParkingRow] = []
+        for row in uplinks:
+            if row.uplink.deduplication_id in fresh:
+                fresh.discard(row.uplink.deduplication_id)  # a repeat within the batch is a copy too
+                rows.append(row.parking_row())
+        return rows
 
     async def _drop_copies(self, conn: asyncpg.Connection, batch: Batch) -> list[ReadingRow]:
         """The batch's readings without those of payloads stored within PAYLOAD_MEMORY_S (by any

@@ -23,9 +23,10 @@ Rules, each written here only:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,7 +35,7 @@ import asyncpg
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from contracts.ids import KINDS, V1_DEVICE_ID, reserved_id_reason
+from contracts.ids import KINDS, V1_DEVICE_ID, check_dev_eui, reserved_id_reason
 from ingest.broker_files import mosquitto_hash
 
 
@@ -72,6 +73,7 @@ class DeviceFields:
     city: str | None = None  # where it stands, for the open interfaces (SensorThings Thing properties)
     district: str | None = None
     authority: str | None = None
+    dev_eui: str | None = None  # a LoRaWAN sensor's EUI-64: ChirpStack uplinks of that EUI are this device's
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ class NewDevice:
     lon: float | None = None
 
 
-KEPT_WHEN_NONE = ("name", "site", "school", "lat", "lon", "owner", "city", "district", "authority")
+KEPT_WHEN_NONE = ("name", "site", "school", "lat", "lon", "owner", "city", "district", "authority", "dev_eui")
 """Owner fields a registration or update changes only when given (None keeps what is stored)."""
 _KEEP_OR_SET = ",\n".join(f"    {f} = coalesce(%({f})s, d.{f})" for f in KEPT_WHEN_NONE)
 
@@ -124,8 +126,11 @@ WHERE d.device_id = %(device_id)s
 RETURNING d.device_id
 """
 
+# a retired device gives up its LoRaWAN EUI, so the board can serve another device (its uplinks
+# already stored keep the EUI in lorawan_uplinks)
 _RETIRE = """
-UPDATE devices SET retired_at = coalesce(retired_at, now()) WHERE device_id = %(device_id)s RETURNING retired_at
+UPDATE devices SET retired_at = coalesce(retired_at, now()), dev_eui = NULL WHERE device_id = %(device_id)s
+RETURNING retired_at
 """
 
 # asyncpg, inside the gateway's batch transaction: a new id is unregistered; a known one
@@ -172,7 +177,25 @@ def _checked(device_id: str, fields: DeviceFields) -> dict[str, Any]:
         value = getattr(fields, name)
         if isinstance(value, str) and "\x00" in value:
             raise ValueError(f"{name} must not contain a NUL character")
-    return {"device_id": device_id, **dataclasses.asdict(fields)}
+    params = {"device_id": device_id, **dataclasses.asdict(fields)}
+    if fields.dev_eui is not None:
+        params["dev_eui"] = check_dev_eui(fields.dev_eui)
+    return params
+
+
+_DEV_EUI_KEY = "devices_dev_eui_key"  # migration 0012
+
+
+@contextlib.contextmanager
+def _dev_eui_unique(params: dict[str, Any]) -> Iterator[None]:
+    """A devEui another device holds already is refused with a sentence, not a constraint name."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != _DEV_EUI_KEY:
+            raise
+        raise ValueError(f"devEui {params['dev_eui']} belongs to another device already (one LoRaWAN sensor "
+                         "is one device): give that device another EUI, or retire it first") from None
 
 
 async def _commit(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -196,12 +219,12 @@ def register_device(
     database_url: str, *, device_id: str, token: str, rotate_token: bool = False, kind: str | None = None,
     name: str | None = None, site: str | None = None, school: str | None = None, lat: float | None = None,
     lon: float | None = None, sensor_type: str | None = None, owner: str | None = None, city: str | None = None,
-    district: str | None = None, authority: str | None = None,
+    district: str | None = None, authority: str | None = None, dev_eui: str | None = None,
 ) -> Registration:
     """Create or claim a device with a new token, committed on return (the CLI's path)."""
-    fields = DeviceFields(kind, name, site, school, lat, lon, sensor_type, owner, city, district, authority)
+    fields = DeviceFields(kind, name, site, school, lat, lon, sensor_type, owner, city, district, authority, dev_eui)
     params = _register_params(device_id, fields, token, rotate_token)
-    with psycopg.connect(database_url) as conn:
+    with _dev_eui_unique(params), psycopg.connect(database_url) as conn:
         row = conn.execute(_REGISTER, params).fetchone()
     return _registration(device_id, row)
 
@@ -228,8 +251,9 @@ async def register_device_async(
 ) -> Registration:
     """`register_device` on a pooled connection (the API's path): committed before it returns."""
     params = _register_params(device_id, fields, token, rotate_token)
-    async with conn.transaction():
-        cur = await conn.execute(_REGISTER, params)
+    with _dev_eui_unique(params):
+        async with conn.transaction():
+            cur = await conn.execute(_REGISTER, params)
         row = await cur.fetchone()
     await _commit(conn)
     return _registration(device_id, row)
@@ -238,7 +262,7 @@ async def register_device_async(
 def update_device(database_url: str, device_id: str, fields: DeviceFields) -> None:
     """Change only the fields given; the token and registration state stay."""
     params = _checked(device_id, fields)
-    with psycopg.connect(database_url) as conn:
+    with _dev_eui_unique(params), psycopg.connect(database_url) as conn:
         if conn.execute(_UPDATE, params).fetchone() is None:
             raise DeviceNotFound(device_id)
 
@@ -246,8 +270,9 @@ def update_device(database_url: str, device_id: str, fields: DeviceFields) -> No
 async def update_device_async(conn: psycopg.AsyncConnection[Any], device_id: str, fields: DeviceFields) -> None:
     """`update_device` on a pooled connection, committed before it returns."""
     params = _checked(device_id, fields)
-    async with conn.transaction():
-        cur = await conn.execute(_UPDATE, params)
+    with _dev_eui_unique(params):
+        async with conn.transaction():
+            cur = await conn.execute(_UPDATE, params)
         found = await cur.fetchone()
     await _commit(conn)
     if found is None:

@@ -39,10 +39,14 @@ class DeviceFieldsIn(BaseModel):
     city: str | None = Field(None, max_length=100, pattern=NO_NUL, examples=["臺北市"])
     district: str | None = Field(None, max_length=100, pattern=NO_NUL, examples=["大安區"])
     authority: str | None = Field(None, max_length=200, pattern=NO_NUL)
+    dev_eui: str | None = Field(
+        None, max_length=32, pattern=NO_NUL, examples=["70B3D57ED005A1F2"],
+        description="a LoRaWAN parking sensor's EUI-64: its ChirpStack uplinks are this device's",
+    )
 
     def fields(self) -> DeviceFields:
         return DeviceFields(self.kind, self.name, self.site, self.school, self.lat, self.lon, self.sensor_type,
-                            self.owner, self.city, self.district, self.authority)
+                            self.owner, self.city, self.district, self.authority, self.dev_eui)
 
 
 class DeviceIn(DeviceFieldsIn):

@@ -19,7 +19,7 @@ ObservedProperty and are not served here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -43,6 +43,10 @@ class Property:
     kind: str
     geometry: str | None = None
     present: Callable[[object], object] | None = None
+    members: Mapping[str, str] | None = None
+    """A JSON property built from columns: key -> the template of its value alone (`to_jsonb({a}.city)`),
+    so `$filter=Thing/properties/city eq '臺北市'` reads one column instead of building the object
+    for every row it looks at. Same values, so the same answers."""
 
 
 @dataclass(frozen=True)
@@ -131,12 +135,18 @@ _POINT_JSON = ("CASE WHEN {a}.lat IS NULL OR {a}.lon IS NULL THEN NULL ELSE "
 _POINT = "point({a}.lon, {a}.lat)"
 _SITE_NAME = "coalesce({a}.site, {a}.school, {a}.device_name, {a}.id)"
 
+THING_PROPERTIES = {"school": "school", "city": "city", "district": "district", "kind": "kind",
+                    "authority": "authority", "site": "site", "owner": "owner", "retiredAt": "retired_at"}
+"""A Thing's `properties`: JSON key -> the devices column it holds (nulls left out)."""
 THINGS_SOURCE = sql.SQL(
     "SELECT d.device_id AS id, coalesce(d.name, d.device_id) AS name, "
     "concat_ws(', ', d.kind || ' ' || d.device_id, d.school, d.district, d.city) AS description, "
-    "jsonb_strip_nulls(jsonb_build_object('school', d.school, 'city', d.city, 'district', d.district, "
-    "'kind', d.kind, 'authority', d.authority, 'site', d.site, 'owner', d.owner, "
-    "'retiredAt', d.retired_at)) AS properties FROM devices d"
+    "jsonb_strip_nulls(jsonb_build_object({})) AS properties, {} FROM devices d"
+).format(
+    sql.SQL(", ").join(
+        sql.SQL("{}, d.{}").format(sql.Literal(k), sql.Identifier(c)) for k, c in THING_PROPERTIES.items()
+    ),
+    sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(c)) for c in THING_PROPERTIES.values()),
 )
 _DEVICE_PLACES = sql.SQL(
     "SELECT d.device_id AS id, d.name AS device_name, d.site, d.school, d.lat, d.lon FROM devices d"
@@ -187,7 +197,9 @@ ENTITY_SETS: dict[str, EntitySet] = {
     for s in (
         EntitySet(
             "Things", "Thing", THINGS_SOURCE,
-            {"id": _ID, "name": _NAME, "description": _DESCRIPTION, "properties": Property("{a}.properties", "json")},
+            {"id": _ID, "name": _NAME, "description": _DESCRIPTION, "properties": Property(
+                "{a}.properties", "json", members={k: f"to_jsonb({{a}}.{c})" for k, c in THING_PROPERTIES.items()}
+            )},
             {
                 "Locations": Navigation("Locations", True, ("id",), ("id",)),
                 "HistoricalLocations": Navigation("HistoricalLocations", True, ("id",), ("device_id",)),

@@ -153,6 +153,8 @@ class ExpressionCompiler:
         if prop.kind != "json":
             raise StaBadRequest(f"{entity.singular}/{head} is not a JSON object; '{'/'.join(segments)}' goes nowhere")
         keys = list(segments[1:])
+        if len(keys) == 1 and prop.members is not None and keys[0] in prop.members:
+            return Typed(property_sql(prop.members[keys[0]], alias), "json")
         return Typed(sql.SQL("({} #> {})").format(expr, self.params.bind(keys, "text[]")), "json")
 
     def _through(self, target_name: str, many: bool, parent_cols: tuple[str, ...], target_cols: tuple[str, ...],

@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 
 from api.sensorthings.entity_model import ENTITY_SETS, EntitySet, entity_set, property_sql
 from api.sensorthings.errors import StaBadRequest, StaNotFound
@@ -85,6 +87,9 @@ class QueryRunner:
 
     async def _rows(self, statement: sql.Composed, params: SqlParams) -> list[Row]:
         async with self.conn.cursor(row_factory=dict_row) as cur:
+            # jsonb columns (properties, unitOfMeasurement, parameters...) with orjson, not the standard
+            # library: a page of 100 Datastreams with their Thing and Observation reads ~600 of them
+            set_json_loads(orjson.loads, cur)
             await cur.execute(statement, params.values)
             return await cur.fetchall()
 

@@ -12,6 +12,7 @@ MODULES = (
     "test_config_seq",
     "test_parking_detector",
     "test_flag_app",
+    "test_lorawan_payload_bytes",
 )
 
 

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from contracts.limits import MAX_PAYLOAD_BYTES
 from contracts.records import Decoded, DecodeError
+from contracts.topics import is_chirpstack_topic
+from gateway.codecs.chirpstack import decode_chirpstack_status, decode_chirpstack_up
 from gateway.codecs.lass import decode_lass
 from gateway.codecs.status import decode_status
 from gateway.codecs.v1 import decode_v1
@@ -22,6 +24,10 @@ def codec_for(topic: str) -> tuple[str, Codec]:
             return "status", decode_status
     if topic.startswith(("LASS/Test/PM25", "LASS/AirBox/")):
         return "lass", decode_lass
+    if is_chirpstack_topic(topic, "up"):
+        return "chirpstack", decode_chirpstack_up
+    if is_chirpstack_topic(topic, "status") or is_chirpstack_topic(topic, "join"):
+        return "chirpstack_status", decode_chirpstack_status
     raise DecodeError(f"no codec for topic {topic[:120]!r}")
 
 
