@@ -107,6 +107,7 @@ def generate(
     start: str = START_DEFAULT,
     spread_km: float = 0.05,
     local_sd: float = 0.01,
+    local_phi: float = 0.9,
     sensor_noise: float = 2.0,
     faults: tuple[Fault, ...] = (),
 ) -> Campaign:
@@ -133,7 +134,7 @@ def generate(
             offset=round(float(rng.uniform(1.0, 3.0)), 3),
         )
         truths.append(box)
-        local = city * np.exp(_ar1(rng, hours, 0.9, local_sd))
+        local = city * np.exp(_ar1(rng, hours, local_phi, local_sd))
         per_minute = np.interp(hour_of_minute, np.arange(hours) + 0.5, local)
         per_minute = per_minute * np.exp(rng.normal(0, 0.05, per_minute.size))  # sub-hour turbulence
         raw = (per_minute - box.offset) / box.gain + rng.normal(0, sensor_noise, per_minute.size)
@@ -154,7 +155,7 @@ def generate(
             else:
                 raise ValueError(f"unknown fault kind {fault.kind!r}")
         minute_raw[device_id] = np.clip(raw, 0, None)
-    reference_truth = city * np.exp(_ar1(rng, hours, 0.9, local_sd))
+    reference_truth = city * np.exp(_ar1(rng, hours, local_phi, local_sd))
     reference = HourlySeries(
         times=minute_times[::60],
         pm25=np.round(np.clip(reference_truth + rng.normal(0, 1.0, hours), 0, None), 1),
