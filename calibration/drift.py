@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -112,6 +113,31 @@ class DriftFinding:
     def needs_attention(self) -> bool:
         """Drifting devices and devices nobody can check both need a visit."""
         return self.status != "ok"
+
+    def as_json(self) -> dict[str, Any]:
+        """The `calibrate drift --json` object (docs/calibration.md lists the fields); NaN becomes null."""
+
+        def number(value: float, digits: int) -> float | None:
+            return round(value, digits) if math.isfinite(value) else None
+
+        def hour(moment: np.datetime64 | None) -> str | None:
+            return None if moment is None else str(moment.astype("datetime64[s]")) + "Z"
+
+        return {
+            "device_id": self.device_id,
+            "status": self.status,
+            "needs_attention": self.needs_attention,
+            "comparator": self.comparator,
+            "flagged_at": hour(self.flagged_at),
+            "onset": hour(self.onset),
+            "direction": self.direction,
+            "ratio": number(self.ratio, 4),
+            "diff": number(self.diff, 2),
+            "baseline_ratio": number(self.baseline_ratio, 4),
+            "scale": number(self.scale, 4),
+            "statistic": number(self.statistic, 2),
+            "hours": self.hours,
+        }
 
 
 def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -213,11 +239,13 @@ def _scan(
         x = np.log((np.clip(own, 0, None) + cfg.floor_ugm3) / (np.clip(other, 0, None) + cfg.floor_ugm3))
     level = float(np.median(x[baseline]))
     scale = _effective_scale(x[first:base_end], level, cfg)
-    found = {"ratio": ratio, "diff": diff, "hours": int(paired.size), "baseline_ratio": math.exp(level), "scale": scale}
+    found = DriftFinding(
+        device_id, "ok", comparator, None, ratio, diff, int(paired.size), baseline_ratio=math.exp(level), scale=scale
+    )
     if abs(math.exp(level) - 1.0) > cfg.level_threshold:
         at = grid[min(base_end, grid.size) - 1]
         direction = "up" if level > 0 else "down"
-        return DriftFinding(device_id, "drift", comparator, at, onset=grid[first], direction=direction, **found)
+        return replace(found, status="drift", flagged_at=at, onset=grid[first], direction=direction)
     z = np.clip((x[paired] - level) / scale, -cfg.clip, cfg.clip)
     up = down = peak = 0.0
     up_zero = down_zero = first
@@ -232,10 +260,10 @@ def _scan(
         if hour >= base_end and (up > cfg.threshold or down > cfg.threshold):
             direction, zero = ("up", up_zero) if up > cfg.threshold else ("down", down_zero)
             onset = grid[min(zero + 1, hour)]
-            return DriftFinding(
-                device_id, "drift", comparator, grid[hour], onset=onset, statistic=peak, direction=direction, **found
+            return replace(
+                found, status="drift", flagged_at=grid[hour], onset=onset, statistic=peak, direction=direction
             )
-    return DriftFinding(device_id, "ok", comparator, None, statistic=peak, **found)
+    return replace(found, statistic=peak)
 
 
 def detect_drift(sites: list[Site], config: DriftConfig | None = None) -> list[DriftFinding]:

@@ -178,7 +178,9 @@ def bisquare_weights(residual: np.ndarray, scale: float) -> np.ndarray:
     return np.where(np.abs(u) < 1.0, (1.0 - u**2) ** 2, 0.0)
 
 
-def _bisquare_irls(design: np.ndarray, target: np.ndarray, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray, float, int]:
+def _bisquare_irls(
+    design: np.ndarray, target: np.ndarray, max_iter: int = 100
+) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Bisquare M-estimate: (coefficients, final weights, residual scale, iterations)."""
     coef = _lad_start(design, target)
     weights = np.ones(target.shape)

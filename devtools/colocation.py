@@ -88,7 +88,7 @@ def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> FloatArray:
     shocks = rng.normal(0, innovation, n)
     for i in range(1, n):
         out[i] = phi * out[i - 1] + shocks[i]
-    return out
+    return np.asarray(out, dtype=np.float64)
 
 
 def city_field(rng: np.random.Generator, hours: int) -> FloatArray:
@@ -96,7 +96,7 @@ def city_field(rng: np.random.Generator, hours: int) -> FloatArray:
     t = np.arange(hours)
     diurnal = 0.25 * np.sin(2 * np.pi * (t - 7) / 24) + 0.15 * np.sin(4 * np.pi * (t - 5) / 24)
     episodes = _ar1(rng, hours, 0.985, 0.55)
-    return np.clip(np.exp(np.log(18.0) + diurnal + episodes), 3.0, 150.0)
+    return np.asarray(np.clip(np.exp(np.log(18.0) + diurnal + episodes), 3.0, 150.0), dtype=np.float64)
 
 
 def generate(
@@ -158,7 +158,7 @@ def generate(
     reference_truth = city * np.exp(_ar1(rng, hours, local_phi, local_sd))
     reference = HourlySeries(
         times=minute_times[::60],
-        pm25=np.round(np.clip(reference_truth + rng.normal(0, 1.0, hours), 0, None), 1),
+        pm25=np.round(np.clip(reference_truth + rng.normal(0, 1.0, hours), 0, None), 1).astype(np.float64),
         rh=np.round(rh_hourly, 0),
     )
     return Campaign(origin, truths, minute_times, minute_raw, minute_rh, reference, list(faults), outlier_hours)

@@ -1,4 +1,4 @@
-"""A drift injected into one simulated device is flagged within three days; others stay quiet (the older fleet, iid noise)."""
+"""A drift injected into one simulated device is flagged within three days; others stay quiet (iid noise)."""
 
 from __future__ import annotations
 

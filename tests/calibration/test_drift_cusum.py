@@ -53,7 +53,8 @@ def test_ten_percent_a_day_gain_drift_is_flagged_within_about_two_days() -> None
         delays.append(delay_hours(start, sites, "colo-3") / 24)
         others = [f.status for f in detect_drift(sites) if f.device_id != "colo-3"]
         assert others == ["ok"] * 7
-    print(f"\ndrift 10 %/day flagged after {np.median(delays):.2f} days (median), max {max(delays):.2f}: {np.round(delays, 2)}")
+    median, worst = np.median(delays), max(delays)
+    print(f"\ndrift 10 %/day flagged after {median:.2f} days (median), max {worst:.2f}: {np.round(delays, 2)}")
     assert all(d > 0 for d in delays)
     assert float(np.median(delays)) <= 2.0
     assert max(delays) <= 3.0
@@ -72,9 +73,10 @@ def test_sudden_thirty_percent_step_is_flagged_within_hours() -> None:
 
 
 def test_a_box_cut_off_from_comparators_is_insufficient_data_not_ok() -> None:
-    start, sites = fleet(1)
+    _, sites = fleet(1)
     far = Site("far-away", 22.6, 120.3, sites[0].series)
-    short = Site("new-box", sites[0].lat, sites[0].lon, HourlySeries(sites[0].series.times[:30], sites[0].series.pm25[:30]))
+    first = sites[0].series
+    short = Site("new-box", sites[0].lat, sites[0].lon, HourlySeries(first.times[:30], first.pm25[:30]))
     findings = {f.device_id: f for f in detect_drift([*sites, far, short])}
     assert findings["far-away"].status == "insufficient_data"
     assert findings["new-box"].status == "insufficient_data"
@@ -82,7 +84,7 @@ def test_a_box_cut_off_from_comparators_is_insufficient_data_not_ok() -> None:
 
 
 def test_a_box_already_off_when_the_look_back_starts_is_flagged_by_its_level() -> None:
-    start, sites = fleet(2)
+    _, sites = fleet(2)
     off = sites[3]
     sites[3] = Site(off.site_id, off.lat, off.lon, HourlySeries(off.series.times, off.series.pm25 * 1.6))
     finding = {f.device_id: f for f in detect_drift(sites)}["colo-4"]
