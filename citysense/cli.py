@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from citysense.import_cli import import_command
 from citysense.logging_setup import setup_logging
 from citysense.terminal import make_console
 from contracts.settings import Settings, get_settings
@@ -309,3 +310,4 @@ for _module, _name in (
     ("citysense.firmware_cli", "firmware"), ("citysense.calibrate_cli", "calibrate"), ("citysense.bench_cli", "bench")
 ):
     _register_optional(_module, _name)
+app.command("import")(import_command)
