@@ -1,4 +1,4 @@
-"""The calibration guide's workflow through the CLI with --json: import 60 days of 4 boxes, fit, apply, find the drifter.
+"""The calibration guide's workflow through the CLI with --json: import 60 days of 4 boxes, fit, apply, find the drift.
 
 docs/calibration.md walks the same commands; the figures it quotes are printed here.
 """
