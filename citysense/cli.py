@@ -154,7 +154,7 @@ KindOption = Annotated[str | None, typer.Option(help="airbox or parking (a new d
 NameOption = Annotated[str | None, typer.Option()]
 LatOption = Annotated[float | None, typer.Option(min=-90, max=90)]
 LonOption = Annotated[float | None, typer.Option(min=-180, max=180)]
-SensorOption = Annotated[str | None, typer.Option(help="e.g. pms5003 (a new air box: pms5003)")]
+SensorOption = Annotated[str | None, typer.Option(help="e.g. pms5003 (a new air box: pms5003); none: no sensor type")]
 
 
 @device_app.command("register")
