@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from api.deps import AdminDep
 from api.errors import error_responses
-from api.params import NO_NUL
+from api.params import NO_NUL, Timestamp
 from calibration.drift import DriftConfig, DriftFinding
 from calibration.fitting import MIN_POINTS_DEFAULT, FitError
 from calibration.models import CalibrationModelError
@@ -21,7 +21,7 @@ from contracts.ids import V1_DEVICE_ID_SCHEMA
 from ingest.calibration_jobs import FitRequest, check_drift, fit_device
 from ingest.calibration_store import StoreError
 
-router = APIRouter(prefix="/v1/admin/calibration", tags=["admin"], responses=error_responses(401, 403, 422, 503))
+router = APIRouter(prefix="/v1/admin/calibration", tags=["admin"], responses=error_responses(400, 401, 403, 422, 503))
 
 MAX_REFERENCE_CHARS = 20_000_000  # a year of a MOENV station file is about 1 MB
 
@@ -36,13 +36,13 @@ class FitIn(BaseModel):
     station: str | None = Field(None, max_length=100, pattern=NO_NUL)
     tz: str | None = Field(None, max_length=64, pattern=NO_NUL, examples=["Asia/Taipei"])
     unit: Literal["ug/m3", "mg/m3"] = "ug/m3"
-    start: AwareDatetime = Field(alias="from")
-    end: AwareDatetime = Field(alias="to")
+    start: Timestamp = Field(alias="from")
+    end: Timestamp = Field(alias="to")
     model: Literal["linear", "multilinear_rh"] = "linear"
     robust: bool = False
     min_points: int = Field(MIN_POINTS_DEFAULT, ge=3)
     save: bool = Field(True, description="false: a dry run, nothing stored")
-    valid_from: AwareDatetime | None = None
+    valid_from: Timestamp | None = None
 
 
 def _fit(database_url: str, request: FitRequest) -> dict[str, Any]:
@@ -55,7 +55,10 @@ def _drift(database_url: str, start: datetime, end: datetime, config: DriftConfi
         return check_drift(conn, start, end, config)
 
 
-@router.post("/fit", summary="Fit (and store, unless save is false) one device's model against a reference")
+@router.post(
+    "/fit", responses=error_responses(404),
+    summary="Fit (and store, unless save is false) one device's model against a reference",
+)
 async def fit(body: FitIn, request: Request, _: AdminDep) -> dict[str, Any]:
     if body.end <= body.start:
         raise HTTPException(status_code=422, detail="'to' must be after 'from'")
@@ -81,13 +84,13 @@ async def fit(body: FitIn, request: Request, _: AdminDep) -> dict[str, Any]:
 async def drift(
     request: Request,
     _: AdminDep,
-    since: AwareDatetime | None = Query(None, description="default: `days` before `until`"),
-    until: AwareDatetime | None = Query(None, description="default: the start of this hour"),
+    since: Timestamp | None = Query(None, description="default: `days` before `until`"),
+    until: Timestamp | None = Query(None, description="default: the start of this hour"),
     days: int = Query(30, ge=1, le=3660),
-    baseline_hours: int = Query(DriftConfig.baseline_hours, ge=24),
-    allowance: float = Query(DriftConfig.allowance, ge=0),
-    threshold: float = Query(DriftConfig.threshold, gt=0),
-    radius_km: float = Query(DriftConfig.neighbour_radius_km, gt=0),
+    baseline_hours: int = Query(DriftConfig.baseline_hours, ge=24, le=24 * 366),
+    allowance: float = Query(DriftConfig.allowance, ge=0, le=100),
+    threshold: float = Query(DriftConfig.threshold, gt=0, le=10_000),
+    radius_km: float = Query(DriftConfig.neighbour_radius_km, gt=0, le=100),
 ) -> dict[str, Any]:
     end = until or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = since or end - timedelta(days=days)
