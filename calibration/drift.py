@@ -8,8 +8,11 @@ drifting, or was moved; either way it needs attention. A reference station withi
 
 The test, hour by hour (Page's CUSUM, two-sided, on robustly standardised values):
 
-* x = log((device + floor) / (comparator + floor)) for every hour both have; `floor_ugm3`
-  keeps clean-air hours, where a ratio of two small numbers is noise, from dominating;
+* x = log((device + floor) / (comparator + floor)) for every hour both have; the floor
+  keeps clean-air hours, where a ratio of two small numbers is noise, from dominating.
+  Against a reference station it is larger (`reference_floor_ugm3`): a low-cost sensor
+  and a reference part ways at a few µg/m³ (the sensor clips its noise at zero), which
+  neighbours share but a reference does not, and which is not drift;
 * the first `baseline_hours` paired hours set the device's own level m (median of x) and
   scale s (MAD × 1.4826, at least `min_scale`): a box that reads 8 % above its neighbours
   all along is not drifting, one that starts to move away from its own level is;
@@ -64,6 +67,7 @@ class DriftConfig:
     max_correlation: float = 0.9
     min_baseline_fraction: float = 0.5
     floor_ugm3: float = 3.0
+    reference_floor_ugm3: float = 10.0
     min_scale: float = 0.06
     allowance: float = 0.5
     threshold: float = 12.0
@@ -78,7 +82,7 @@ class DriftConfig:
             raise ValueError(f"max_correlation must be in [0, 1), got {self.max_correlation}")
         if not 0 < self.min_baseline_fraction <= 1:
             raise ValueError(f"min_baseline_fraction must be in (0, 1], got {self.min_baseline_fraction}")
-        for name in ("floor_ugm3", "min_scale", "threshold", "clip"):
+        for name in ("floor_ugm3", "reference_floor_ugm3", "min_scale", "threshold", "clip"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.allowance < 0 or self.level_threshold <= 0:
@@ -235,8 +239,9 @@ def _scan(
     baseline = paired[paired < base_end]
     if baseline.size < cfg.min_baseline_fraction * cfg.baseline_hours:
         return DriftFinding(device_id, "insufficient_data", comparator, None, ratio, diff, int(paired.size))
+    floor = cfg.reference_floor_ugm3 if comparator.startswith("reference:") else cfg.floor_ugm3
     with np.errstate(invalid="ignore"):
-        x = np.log((np.clip(own, 0, None) + cfg.floor_ugm3) / (np.clip(other, 0, None) + cfg.floor_ugm3))
+        x = np.log((np.clip(own, 0, None) + floor) / (np.clip(other, 0, None) + floor))
     level = float(np.median(x[baseline]))
     scale = _effective_scale(x[first:base_end], level, cfg)
     found = DriftFinding(

@@ -1,9 +1,10 @@
 """The CUSUM drift detector on seeded fleets: how fast it flags a drift or a step, and how often it cries wolf.
 
-The fleet: 8 boxes within 1.5 km seeing one city-wide field (common-mode pollution), each
-through its own slow local factor (AR(1), 2 % hourly, correlation 0.7 per hour), minute
-sensor noise averaged to hours, calibrations off by ±3 %, 3 % of hours missing. The figures
-printed here are the ones docs/calibration.md quotes.
+The fleet (`devtools.colocation.calibrated_fleet`): 8 boxes within 1.5 km seeing one
+city-wide field (common-mode pollution), each through its own slow local factor (AR(1), 2 %
+hourly, correlation 0.7 per hour), minute sensor noise averaged to hours, calibrations off by
+±3 %, 3 % of hours missing. `python -m devtools.drift_study` gives the figures
+docs/calibration.md quotes, over more seeds.
 """
 
 from __future__ import annotations
@@ -13,22 +14,14 @@ import pytest
 
 from calibration.drift import DriftConfig, Site, detect_drift
 from calibration.series import ONE_HOUR, HourlySeries
-from devtools.colocation import Fault, generate, hour_after
+from devtools.colocation import Fault, calibrated_fleet, hour_after
 
 SEEDS = range(10)
 ONSET_DAY = 40.0
 
 
 def fleet(seed: int, faults: tuple[Fault, ...] = ()) -> tuple[np.datetime64, list[Site]]:
-    campaign = generate(seed, boxes=8, spread_km=1.5, local_sd=0.02, local_phi=0.7, faults=faults)
-    rng = np.random.default_rng(seed + 1000)
-    sites = []
-    for box in campaign.boxes:
-        hourly = campaign.hourly(box.device_id)
-        values = (box.gain * hourly.pm25 + box.offset) * rng.normal(1.0, 0.03)
-        values[rng.random(values.size) < 0.03] = np.nan
-        sites.append(Site(box.device_id, box.lat, box.lon, HourlySeries(hourly.times, values)))
-    return campaign.start, sites
+    return calibrated_fleet(seed, faults)
 
 
 def delay_hours(start: np.datetime64, sites: list[Site], device: str) -> float:
