@@ -254,6 +254,9 @@ def drift_command(
     allowance: Annotated[float, typer.Option("--allowance", help="CUSUM k, robust sd")] = DriftConfig.allowance,
     threshold: Annotated[float, typer.Option("--threshold", help="CUSUM h, robust sd")] = DriftConfig.threshold,
     floor: Annotated[float, typer.Option("--floor", help="µg/m³ added in the log ratio")] = DriftConfig.floor_ugm3,
+    reference_floor: Annotated[
+        float, typer.Option("--reference-floor", help="The same, against a reference station")
+    ] = DriftConfig.reference_floor_ugm3,
     min_scale: Annotated[float, typer.Option("--min-scale", help="Smallest log-ratio scale")] = DriftConfig.min_scale,
     level_threshold: Annotated[
         float, typer.Option("--level-threshold", help="Baseline ratio off by more than this is drift")
@@ -285,6 +288,7 @@ def drift_command(
         allowance=allowance,
         threshold=threshold,
         floor_ugm3=floor,
+        reference_floor_ugm3=reference_floor,
         min_scale=min_scale,
         level_threshold=level_threshold,
     )
