@@ -91,9 +91,10 @@ def import_command(
     except OSError as exc:
         raise _fail(f"cannot reach the database (CITYSENSE_DATABASE_URL): {exc}") from None
     refreshed = None
-    if report.first is not None and report.last is not None:
+    if report.days:
         with psycopg.connect(settings.database_url) as conn:
-            refreshed = refresh_aggregates(conn, report.first, report.last)
+            for first_day, last_day in report.day_ranges():
+                refreshed = refresh_aggregates(conn, first_day, last_day)
     answer = {"file": str(file), "format": fmt, **report.as_json(), "aggregates_refreshed": refreshed}
     if as_json:
         print(json.dumps(answer, ensure_ascii=False))
@@ -109,7 +110,5 @@ def import_command(
     for reason in report.refusals:
         console.print(f"refused: {reason}", markup=False, highlight=False)
     if refreshed:
-        console.print(
-            f"aggregates refreshed ({refreshed}) from {report.first.date()} to {report.last.date()}",  # type: ignore[union-attr]
-            markup=False,
-        )
+        days = ", ".join(f"{a.date()}..{b.date()}" for a, b in report.day_ranges())
+        console.print(f"aggregates refreshed ({refreshed}) over {days}", markup=False)

@@ -17,8 +17,9 @@ takes the gateway's own steps, with the gateway's own objects:
   re-judged in time order by the writer's recompute path). A second import of the same
   file therefore adds nothing.
 
-The caller refreshes the aggregates over `ImportReport.first`..`last`: the range of the
-chunks that stored anything.
+The caller refreshes the aggregates over `ImportReport.day_ranges()`: the UTC days of the
+chunks that stored anything, merged into runs of consecutive days (an import of 2019 and of
+2025 refreshes those two stretches, not the years between).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ingest.batch_writer import Batch, BatchWriter
 from ingest.device_store import NewDevice
 
 _UNREGISTERED = int(Flag.UNREGISTERED_DEVICE)
+DAY_S = 86_400
 
 
 @dataclass
@@ -57,6 +59,7 @@ class ImportReport:
     first: datetime | None = None
     last: datetime | None = None
     seconds: float = 0.0
+    days: set[int] = field(default_factory=set)  # UTC days (Unix seconds // 86400) of the chunks that stored rows
 
     def refuse(self, reasons: Iterable[str], count: int) -> None:
         self.rows_refused += count
@@ -64,10 +67,21 @@ class ImportReport:
             if len(self.refusals) < REFUSALS_KEPT:
                 self.refusals.append(reason)
 
-    def touched(self, low: float, high: float) -> None:
-        lo, hi = datetime.fromtimestamp(low, UTC), datetime.fromtimestamp(high, UTC)
+    def touched(self, times: list[float]) -> None:
+        lo, hi = datetime.fromtimestamp(min(times), UTC), datetime.fromtimestamp(max(times), UTC)
         self.first = lo if self.first is None else min(self.first, lo)
         self.last = hi if self.last is None else max(self.last, hi)
+        self.days.update({int(t // DAY_S) for t in times})
+
+    def day_ranges(self) -> list[tuple[datetime, datetime]]:
+        """Runs of consecutive touched UTC days, as (first day's start, last day's start)."""
+        runs: list[list[int]] = []
+        for day in sorted(self.days):
+            if runs and day == runs[-1][1] + 1:
+                runs[-1][1] = day
+            else:
+                runs.append([day, day])
+        return [(datetime.fromtimestamp(a * DAY_S, UTC), datetime.fromtimestamp(b * DAY_S, UTC)) for a, b in runs]
 
     def as_json(self) -> dict[str, object]:
         """The `citysense import --json` object (docs/calibration.md lists the fields)."""
@@ -81,6 +95,7 @@ class ImportReport:
             "registered_new": sorted(self.registered_new),
             "first": self.first.isoformat() if self.first else None,
             "last": self.last.isoformat() if self.last else None,
+            "refreshed_days": [[a.date().isoformat(), b.date().isoformat()] for a, b in self.day_ranges()],
             "seconds": round(self.seconds, 2),
             "readings_per_second": round(self.rows_read / self.seconds) if self.seconds > 0 else None,
         }
@@ -185,8 +200,7 @@ class HistoryImporter:
                 result = await self.writer.write(batch)
                 report.rows_stored += result.readings_inserted
                 if result.readings_inserted:
-                    times = [r[0] for r in batch.readings]
-                    report.touched(min(times), max(times))
+                    report.touched([r[0] for r in batch.readings])
             if progress is not None:
                 progress(done)
 

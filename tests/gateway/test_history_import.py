@@ -81,7 +81,7 @@ def test_a_second_import_adds_nothing_and_bad_rows_are_refused_with_their_line(c
     assert (second["rows_stored"], second["rows_duplicate"]) == (0, 1)
 
 
-def test_aggregates_are_refreshed_over_the_days_imported_only(cli_db: str, tmp_path: Path) -> None:
+def test_aggregates_are_refreshed_over_the_days_imported_only_not_the_days_between(cli_db: str, tmp_path: Path) -> None:
     register_devices(cli_db, [("box-b", DeviceFields(lat=25.0, lon=121.5))])
     with psycopg.connect(cli_db) as conn:
         backend = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
@@ -90,17 +90,19 @@ def test_aggregates_are_refreshed_over_the_days_imported_only(cli_db: str, tmp_p
         conn.execute("INSERT INTO readings_1h (bucket, device_id, metric, avg, min, max, count) "
                      "VALUES ('2025-02-10T00:00Z', 'box-b', 'pm25', 99, 99, 99, 1)")  # stale, outside the range
     csv_file = write_csv(tmp_path / "day.csv", [
+        "box-b,2025-02-08T01:00:00Z,pm25,10", "box-b,2025-02-08T01:00:00Z,rh,60",
         "box-b,2025-02-12T05:30:00Z,pm25,10", "box-b,2025-02-12T05:30:00Z,rh,60",
         "box-b,2025-02-12T05:40:00Z,pm25,20", "box-b,2025-02-12T05:40:00Z,rh,60",
     ])
     answer = import_json([str(csv_file)])
     assert answer["aggregates_refreshed"] == "postgresql"
+    assert answer["refreshed_days"] == [["2025-02-08", "2025-02-08"], ["2025-02-12", "2025-02-12"]]
     with psycopg.connect(cli_db) as conn:
         hours = conn.execute(
             "SELECT bucket, avg, count FROM readings_1h WHERE device_id = 'box-b' AND metric = 'pm25' ORDER BY 1"
         ).fetchall()
-    assert [(h[0].day, h[2]) for h in hours] == [(10, 1), (12, 2)]
-    assert hours[0][1] == 99  # the day outside the import was left alone
+    assert [(h[0].day, h[2]) for h in hours] == [(8, 1), (10, 1), (12, 2)]
+    assert hours[1][1] == 99  # the day between the two imported days was left alone
 
 
 def test_lass_history_json_registers_an_unknown_box_as_lass_and_flags_it_unregistered(
