@@ -32,6 +32,7 @@ from api.rate_limit import ClientRateLimiter
 from api.response_cache import TtlCache
 from api.routes import admin, aqi, devices, export, flags, health, latest, map_page, parking, readings, series, stream
 from api.routes.alerts import router as alerts_router
+from api.routes.calibration_admin import router as calibration_admin_router
 from api.routes.lass_feed import router as lass_feed_router
 from api.routes.sensorthings import router as sensorthings_router
 from calibration.aqi import get_scale
@@ -149,7 +150,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sensorthings_router)
     app.include_router(lass_feed_router)
     app.include_router(alerts_router)
+    app.include_router(calibration_admin_router)
     origins = parse_origins(settings.api_cors_origins)
     if origins:
-        app.add_middleware(OpenDataCors, origins=origins, admin_routes=admin.router.routes)
+        admin_routes = [*admin.router.routes, *calibration_admin_router.routes]
+        app.add_middleware(OpenDataCors, origins=origins, admin_routes=admin_routes)
     return app

@@ -1,29 +1,48 @@
-"""Drift detection: compare each device with a co-located reference or its neighbours' median.
+"""Drift detection: a CUSUM on each device's hourly log ratio to a co-located reference or its neighbours.
 
 Optical PM sensors drift (dust on the laser, fan wear, a clogged inlet) slowly enough that
 no single reading looks wrong. Neighbouring boxes see the same air mass most hours, so a
-device whose ratio to the median of its neighbours moves away from 1 for a sustained
-period is drifting, or badly placed; either way it needs attention. A reference station
-within `colocated_km` is a better comparator than neighbours and is used instead.
+device whose ratio to the median of its neighbours moves away from where it was is
+drifting, or was moved; either way it needs attention. A reference station within
+`colocated_km` is a better comparator than neighbours and is used instead.
 
-The test is deliberately simple and explainable to a bureau: over a rolling window of
-`window_hours`, ratio = sum(device) / sum(comparator) and diff = median(device - comparator);
-a window is bad when |ratio - 1| > `ratio_threshold` *and* |diff| > `abs_threshold` (the
-absolute floor keeps clean-air hours, where ratios are noisy, from raising alarms); a
-device is flagged after `persistence` consecutive bad windows.
+The test, hour by hour (Page's CUSUM, two-sided, on robustly standardised values):
+
+* x = log((device + floor) / (comparator + floor)) for every hour both have; the floor
+  keeps clean-air hours, where a ratio of two small numbers is noise, from dominating.
+  Against a reference station it is larger (`reference_floor_ugm3`): a low-cost sensor
+  and a reference part ways at a few µg/m³ (the sensor clips its noise at zero), which
+  neighbours share but a reference does not, and which is not drift;
+* the first `baseline_hours` paired hours set the device's own level m (median of x) and
+  scale s (MAD × 1.4826, at least `min_scale`): a box that reads 8 % above its neighbours
+  all along is not drifting, one that starts to move away from its own level is;
+* z = clip((x - m) / s, ±`clip`) (a single plume hour cannot raise more than `clip`);
+  S⁺ = max(0, S⁺ + z − k), S⁻ = max(0, S⁻ − z − k) with k = `allowance`; the device is
+  flagged when S⁺ or S⁻ exceeds h = `threshold`. `onset` is the last hour the statistic
+  was zero before it crossed: the change-point estimate;
+* a baseline level already off by more than `level_threshold` (the box was off before the
+  look-back began) is flagged at the end of the baseline.
+
+Statuses: `drift` (flagged), `ok` (compared, not flagged), `insufficient_data` (no
+comparator, or fewer than `min_baseline_fraction` of the baseline hours paired: the device
+cannot be checked and needs a visit or a co-location). docs/calibration.md gives the
+detection delays and the false-alarm rate the defaults imply, measured by
+tests/calibration/test_drift_cusum.py.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from calibration.series import ONE_HOUR, FloatArray, HourlySeries, TimeArray
 
 EARTH_RADIUS_KM = 6371.0088
+MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
@@ -39,21 +58,47 @@ class Site:
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Thresholds; the defaults flag a 15 %/day gain drift within about two days."""
+    """Thresholds of the CUSUM (see the module docstring); docs/calibration.md gives their false-alarm rate."""
 
-    window_hours: int = 24
     neighbour_radius_km: float = 3.0
     colocated_km: float = 0.1
     min_neighbours: int = 2
-    min_coverage: float = 0.75
-    ratio_threshold: float = 0.25
-    abs_threshold: float = 3.0
-    persistence: int = 3
+    baseline_hours: int = 168
+    max_correlation: float = 0.9
+    min_baseline_fraction: float = 0.5
+    floor_ugm3: float = 3.0
+    reference_floor_ugm3: float = 10.0
+    min_scale: float = 0.06
+    allowance: float = 0.5
+    threshold: float = 12.0
+    clip: float = 4.0
+    level_threshold: float = 0.25
+
+    def check(self) -> None:
+        """ValueError naming the first setting that cannot work."""
+        if self.baseline_hours < 24:
+            raise ValueError(f"baseline_hours must be at least 24, got {self.baseline_hours}")
+        if not 0 <= self.max_correlation < 1:
+            raise ValueError(f"max_correlation must be in [0, 1), got {self.max_correlation}")
+        if not 0 < self.min_baseline_fraction <= 1:
+            raise ValueError(f"min_baseline_fraction must be in (0, 1], got {self.min_baseline_fraction}")
+        for name in ("floor_ugm3", "reference_floor_ugm3", "min_scale", "threshold", "clip"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.allowance < 0 or self.level_threshold <= 0:
+            raise ValueError("allowance must be >= 0 and level_threshold > 0")
 
 
 @dataclass(frozen=True)
 class DriftFinding:
-    """The verdict for one device; `flagged_at` is the end of the window that confirmed drift."""
+    """The verdict for one device.
+
+    `flagged_at` is the hour the CUSUM crossed its threshold, `onset` its estimate of when
+    the change began; `ratio`/`diff` are the median device/comparator ratio and difference
+    over the last 24 paired hours; `baseline_ratio` the level the baseline set; `statistic`
+    the largest CUSUM value reached (in robust standard deviations); `direction` is `up` or
+    `down` for a flagged device; `hours` the paired hours examined.
+    """
 
     device_id: str
     status: str  # "drift", "ok" or "insufficient_data"
@@ -61,12 +106,42 @@ class DriftFinding:
     flagged_at: np.datetime64 | None
     ratio: float
     diff: float
-    windows: int
+    hours: int
+    onset: np.datetime64 | None = None
+    baseline_ratio: float = math.nan
+    scale: float = math.nan
+    statistic: float = 0.0
+    direction: str | None = None
 
     @property
     def needs_attention(self) -> bool:
         """Drifting devices and devices nobody can check both need a visit."""
         return self.status != "ok"
+
+    def as_json(self) -> dict[str, Any]:
+        """The `calibrate drift --json` object (docs/calibration.md lists the fields); NaN becomes null."""
+
+        def number(value: float, digits: int) -> float | None:
+            return round(value, digits) if math.isfinite(value) else None
+
+        def hour(moment: np.datetime64 | None) -> str | None:
+            return None if moment is None else str(moment.astype("datetime64[s]")) + "Z"
+
+        return {
+            "device_id": self.device_id,
+            "status": self.status,
+            "needs_attention": self.needs_attention,
+            "comparator": self.comparator,
+            "flagged_at": hour(self.flagged_at),
+            "onset": hour(self.onset),
+            "direction": self.direction,
+            "ratio": number(self.ratio, 4),
+            "diff": number(self.diff, 2),
+            "baseline_ratio": number(self.baseline_ratio, 4),
+            "scale": number(self.scale, 4),
+            "statistic": number(self.statistic, 2),
+            "hours": self.hours,
+        }
 
 
 def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -118,41 +193,88 @@ def _comparator(
     return f"neighbours:{len(neighbours)}", median
 
 
+def _recent(own: FloatArray, other: FloatArray, both: np.ndarray) -> tuple[float, float]:
+    """Median ratio and difference over the last 24 paired hours."""
+    idx = np.flatnonzero(both)[-24:]
+    if idx.size == 0:
+        return math.nan, math.nan
+    a, b = own[idx], other[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(np.median(a / b)) if bool(np.all(b > 0)) else float(a.sum() / max(b.sum(), 1e-9))
+    return ratio, float(np.median(a - b))
+
+
+def _effective_scale(x: FloatArray, level: float, cfg: DriftConfig) -> float:
+    """The hourly scale that makes a CUSUM of autocorrelated hours behave like one of independent ones.
+
+    Neighbouring boxes disagree in runs (a kitchen, a road's rush hour), so consecutive
+    hourly log ratios are correlated and a sum of n of them varies more than n times one
+    hour's variance: for an AR(1) of lag-1 correlation φ, (1 + φ)/(1 − φ) times more. The
+    robust hourly scale (MAD) is inflated by the square root of that, φ estimated on the
+    baseline (capped at `max_correlation`).
+    """
+    finite = np.isfinite(x)
+    centred = x[finite] - level
+    mad = MAD_TO_SIGMA * float(np.median(np.abs(centred)))
+    pairs = finite[1:] & finite[:-1]
+    phi = 0.0
+    if int(pairs.sum()) >= 8:
+        a, b = x[1:][pairs] - level, x[:-1][pairs] - level
+        denominator = math.sqrt(float(np.sum(a * a)) * float(np.sum(b * b)))
+        phi = float(np.sum(a * b)) / denominator if denominator > 0 else 0.0
+    phi = min(max(phi, 0.0), cfg.max_correlation)
+    return max(cfg.min_scale, mad * math.sqrt((1 + phi) / (1 - phi)))
+
+
 def _scan(
     device_id: str, comparator: str, own: FloatArray, other: FloatArray, *, grid: TimeArray, cfg: DriftConfig
 ) -> DriftFinding:
     both = np.isfinite(own) & np.isfinite(other)
-    windows = 0
-    run = 0
-    ratio = diff = float("nan")
-    flagged_at: np.datetime64 | None = None
-    need = max(1, math.ceil(cfg.min_coverage * cfg.window_hours))
-    for end in range(cfg.window_hours - 1, grid.size):
-        sl = slice(end - cfg.window_hours + 1, end + 1)
-        ok = both[sl]
-        if int(ok.sum()) < need:
-            run = 0
-            continue
-        a, b = own[sl][ok], other[sl][ok]
-        windows += 1
-        total = float(b.sum())
-        ratio = float(a.sum()) / total if total > 0 else float("inf")
-        diff = float(np.median(a - b))
-        bad = abs(ratio - 1.0) > cfg.ratio_threshold and abs(diff) > cfg.abs_threshold
-        run = run + 1 if bad else 0
-        if run >= cfg.persistence and flagged_at is None:
-            flagged_at = grid[end]
-    if windows == 0:
+    paired = np.flatnonzero(both)
+    ratio, diff = _recent(own, other, both)
+    if paired.size == 0:
         return DriftFinding(device_id, "insufficient_data", comparator, None, ratio, diff, 0)
-    status = "drift" if flagged_at is not None else "ok"
-    return DriftFinding(device_id, status, comparator, flagged_at, ratio, diff, windows)
+    first = int(paired[0])
+    base_end = first + cfg.baseline_hours
+    baseline = paired[paired < base_end]
+    if baseline.size < cfg.min_baseline_fraction * cfg.baseline_hours:
+        return DriftFinding(device_id, "insufficient_data", comparator, None, ratio, diff, int(paired.size))
+    floor = cfg.reference_floor_ugm3 if comparator.startswith("reference:") else cfg.floor_ugm3
+    with np.errstate(invalid="ignore"):
+        x = np.log((np.clip(own, 0, None) + floor) / (np.clip(other, 0, None) + floor))
+    level = float(np.median(x[baseline]))
+    scale = _effective_scale(x[first:base_end], level, cfg)
+    found = DriftFinding(
+        device_id, "ok", comparator, None, ratio, diff, int(paired.size), baseline_ratio=math.exp(level), scale=scale
+    )
+    if abs(math.exp(level) - 1.0) > cfg.level_threshold:
+        at = grid[min(base_end, grid.size) - 1]
+        direction = "up" if level > 0 else "down"
+        return replace(found, status="drift", flagged_at=at, onset=grid[first], direction=direction)
+    z = np.clip((x[paired] - level) / scale, -cfg.clip, cfg.clip)
+    up = down = peak = 0.0
+    up_zero = down_zero = first
+    for hour, value in zip(paired.tolist(), z.tolist(), strict=True):
+        up = max(0.0, up + value - cfg.allowance)
+        down = max(0.0, down - value - cfg.allowance)
+        if up == 0.0:
+            up_zero = hour
+        if down == 0.0:
+            down_zero = hour
+        peak = max(peak, up, down)
+        if hour >= base_end and (up > cfg.threshold or down > cfg.threshold):
+            direction, zero = ("up", up_zero) if up > cfg.threshold else ("down", down_zero)
+            onset = grid[min(zero + 1, hour)]
+            return replace(
+                found, status="drift", flagged_at=grid[hour], onset=onset, statistic=peak, direction=direction
+            )
+    return replace(found, statistic=peak)
 
 
 def detect_drift(sites: list[Site], config: DriftConfig | None = None) -> list[DriftFinding]:
     """One finding per non-reference site, in input order."""
     cfg = config or DriftConfig()
-    if cfg.window_hours < 1 or cfg.persistence < 1:
-        raise ValueError("window_hours and persistence must be at least 1")
+    cfg.check()
     grid = _grid(sites)
     matrix = {s.site_id: _on_grid(s.series, grid) for s in sites} if grid.size else {}
     findings = []

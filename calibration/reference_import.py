@@ -240,9 +240,22 @@ def read_reference(
     """Read a reference file from disk in the given (or detected) format."""
     file = Path(path)
     try:
-        text = _decode(file.read_bytes())
+        data = file.read_bytes()
     except OSError as exc:
         raise ReferenceFormatError(f"cannot read {file}: {exc.strerror}") from exc
+    return parse_reference(data, fmt=fmt, station=station, tz=tz, unit=unit)
+
+
+def parse_reference(
+    data: bytes | str,
+    *,
+    fmt: ReferenceFormat = "auto",
+    station: str | None = None,
+    tz: str | None = None,
+    unit: str = "ug/m3",
+) -> HourlySeries:
+    """Read a reference file's content (bytes: UTF-8 or Big5) in the given (or detected) format."""
+    text = _decode(data) if isinstance(data, bytes) else data.lstrip("\ufeff")
     chosen = detect_format(text) if fmt == "auto" else fmt
     if chosen == "moenv":
         return read_moenv(text, station=station, unit=unit)

@@ -42,11 +42,17 @@ class HourlySeries:
         return int(self.times.size)
 
     def missing_hours(self) -> int:
-        """Hours between the first and last time with no row or a NaN PM2.5 value."""
-        if self.times.size == 0:
+        """Hours between the first and the last valid PM2.5 hour with no row or a NaN value.
+
+        Empty cells before the first and after the last valid hour are not gaps: a MOENV file
+        is whole Taiwan days, so a download that starts at 08:00 Taiwan time (00:00 UTC) has
+        eight empty cells on its first day that no station ever measured.
+        """
+        valid = np.flatnonzero(np.isfinite(self.pm25))
+        if valid.size == 0:
             return 0
-        span = int((self.times[-1] - self.times[0]) / ONE_HOUR) + 1
-        return span - int(np.isfinite(self.pm25).sum())
+        span = int((self.times[valid[-1]] - self.times[valid[0]]) / ONE_HOUR) + 1
+        return span - int(valid.size)
 
 
 def to_datetime64(moment: datetime) -> np.datetime64:

@@ -7,6 +7,7 @@ commands can be scripted by a bureau's cron jobs.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -17,25 +18,15 @@ from typing import Annotated, Any, NoReturn
 import psycopg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from calibration.drift import DriftConfig, Site, detect_drift
-from calibration.evaluation import Agreement
-from calibration.fitting import MIN_POINTS_DEFAULT, FitError, FitKind, align, fit
+from calibration.drift import DriftConfig, Site
+from calibration.fitting import MIN_POINTS_DEFAULT, FitError, FitKind
 from calibration.models import CalibrationModelError
 from calibration.reference_import import ReferenceFormatError, read_reference
-from calibration.series import to_datetime
-from citysense.terminal import make_console
+from citysense.terminal import make_console, print_table
 from contracts.settings import get_settings
-from ingest.calibration_store import (
-    StoreError,
-    count_rows,
-    get_device,
-    hourly_series,
-    insert_calibration,
-    list_calibrations,
-    list_devices,
-)
+from ingest.calibration_jobs import FitRequest, check_drift, fit_device
+from ingest.calibration_store import StoreError, count_rows, get_device, list_calibrations
 from ingest.calibration_store import recalibrate as run_recalibration
 
 app = typer.Typer(
@@ -76,8 +67,42 @@ def connect() -> Iterator[psycopg.Connection[Any]]:
         conn.close()
 
 
-def _agreement_row(label: str, stats: Agreement) -> list[str]:
-    return [label, str(stats.n), f"{stats.r2:.3f}", f"{stats.rmse:.2f}", f"{stats.mae:.2f}", f"{stats.bias:+.2f}"]
+def _agreement_row(label: str, stats: dict[str, Any]) -> list[str]:
+    def number(key: str, spec: str) -> str:
+        value = stats.get(key)
+        return "" if value is None or math.isnan(value) else format(value, spec)
+
+    cells = (number("r2", ".3f"), number("rmse", ".2f"), number("mae", ".2f"), number("bias", "+.2f"))
+    return [label, str(stats["n"]), *cells]
+
+
+def _print_fit(outcome: dict[str, Any]) -> None:
+    """The human report: the model on its own line (copyable JSON), then the agreement table."""
+    console.print(f"device: {outcome['device_id']}", markup=False, highlight=False)
+    console.print(f"model: {json.dumps(outcome['model'])}", markup=False, highlight=False)
+    weighted = outcome["downweighted"]
+    console.print(
+        f"method: {outcome['method']}; {outcome['n']} paired hours, {weighted['count']} down-weighted, "
+        f"{weighted['rejected']} left out",
+        markup=False,
+        highlight=False,
+    )
+    rows = [
+        _agreement_row("all hours, raw", outcome["all"]["raw"]),
+        _agreement_row("all hours, calibrated", outcome["all"]["calibrated"]),
+        _agreement_row("kept hours, raw", outcome["kept"]["raw"]),
+        _agreement_row("kept hours, calibrated", outcome["kept"]["calibrated"]),
+    ]
+    print_table(console, ["", "n", "R²", "RMSE", "MAE", "bias"], rows, right=frozenset({1, 2, 3, 4, 5}))
+
+
+def _plot_path(device: str, plot: Path | None, report: Path | None) -> Path | None:
+    """Where the fit picture goes: `--plot` as given, else beside a `--report` folder's JSON, else nowhere."""
+    if plot is not None:
+        return plot
+    if report is not None:
+        return report / f"fit-{device}.png"
+    return None
 
 
 @app.command("fit")
@@ -88,15 +113,21 @@ def fit_command(
     start: Annotated[str, typer.Option("--from", help="Start of the co-location period (ISO; UTC if no offset)")],
     end: Annotated[str, typer.Option("--to", help="End of the co-location period, exclusive")],
     kind: Annotated[str, typer.Option("--model", help="linear or multilinear_rh")] = "linear",
-    robust: Annotated[bool, typer.Option("--robust", help="Huber IRLS instead of least squares")] = False,
+    robust: Annotated[
+        bool, typer.Option("--robust", help="Tukey bisquare (redescending) instead of least squares")
+    ] = False,
     fmt: Annotated[str, typer.Option("--format", help="auto, moenv or generic")] = "auto",
     station: Annotated[str | None, typer.Option("--station", help="MOENV station name if the file has several")] = None,
     tz: Annotated[str | None, typer.Option("--tz", help="Zone of naive times in a generic file")] = None,
     unit: Annotated[str, typer.Option("--unit", help="Unit of the reference PM2.5: ug/m3 or mg/m3")] = "ug/m3",
     min_points: Annotated[int, typer.Option("--min-points", help="Refuse fewer paired hours")] = MIN_POINTS_DEFAULT,
-    plot: Annotated[Path | None, typer.Option("--plot", help="PNG path (default fit-<device>.png)")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the fit picture (PNG) here")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Folder for fit-<device>.json and fit-<device>.png")
+    ] = None,
     save: Annotated[bool, typer.Option("--save/--dry-run", help="Store the model, or only report")] = True,
     valid_from: Annotated[str | None, typer.Option("--valid-from", help="Model start (default --from)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts")] = False,
 ) -> None:
     """Fit a model for one device against a co-located reference station's hourly averages."""
     if kind not in ("linear", "multilinear_rh"):
@@ -111,53 +142,55 @@ def fit_command(
         ref = read_reference(reference, fmt=fmt, station=station, tz=tz, unit=unit)  # type: ignore[arg-type]
     except ReferenceFormatError as exc:
         fail(f"{reference}: {exc}")
-    for note in ref.notes:
-        console.print(f"reference: {note}", markup=False)
-    with connect() as conn:
-        try:
-            info = get_device(conn, device)
-        except StoreError as exc:
-            fail(str(exc))
-        series = hourly_series(conn, device, begin, finish, column="raw")
-        if len(series) == 0:
-            fail(f"device {device} has no pm25 readings between {begin.isoformat()} and {finish.isoformat()}")
-        try:
-            result = fit(align(series, ref), fit_kind, robust=robust, min_points=min_points)
-        except FitError as exc:
-            fail(f"fit refused: {exc}")
-        table = Table(title=f"{device}: {result.method}  {json.dumps(result.model.to_spec())}")
-        for column in ("", "n", "R²", "RMSE", "MAE", "bias"):
-            table.add_column(column, justify="right")
-        table.add_row(*_agreement_row("raw", result.before))
-        table.add_row(*_agreement_row("calibrated", result.after))
-        console.print(table)
-        picture = plot or Path(f"fit-{device}.png")
+    picture = _plot_path(device, plot, report)
+    if picture is not None:
         try:
             from calibration.plots import plot_fit  # noqa: PLC0415  (matplotlib is the `plots` extra)
         except ImportError as exc:
             fail(f"the plot needs matplotlib: pip install 'citysense[plots]' ({exc})")
-        plot_fit(result, picture, title=f"{device} vs {reference.name}")
-        console.print(f"plot: {picture}", markup=False)
-        if not save:
-            console.print("dry run: model not stored")
-            return
-        start_at = parse_when(valid_from, "--valid-from") if valid_from else begin
+    request = FitRequest(
+        device_id=device,
+        reference=ref,
+        reference_name=reference.name,
+        start=begin,
+        end=finish,
+        kind=fit_kind,
+        robust=robust,
+        min_points=min_points,
+        save=save,
+        valid_from=parse_when(valid_from, "--valid-from") if valid_from else None,
+    )
+    with connect() as conn:
         try:
-            new_id = insert_calibration(
-                conn,
-                metric="pm25",
-                model=result.model.to_spec(),
-                device_id=device,
-                sensor_type=info.sensor_type,
-                valid_from=start_at,
-                fit_stats={**result.fit_stats(), "reference": reference.name, "robust": robust},
-            )
+            outcome = fit_device(conn, request)
+        except FitError as exc:
+            fail(f"fit refused: {exc}")
         except (CalibrationModelError, StoreError) as exc:
             fail(str(exc))
+    answer = outcome.as_json()
+    if report is not None:
+        report.mkdir(parents=True, exist_ok=True)
+    if picture is not None:
+        plot_fit(outcome.result, picture, title=f"{device} vs {reference.name}")
+        answer["plot"] = str(picture)
+    if report is not None:
+        (report / f"fit-{device}.json").write_text(json.dumps(answer, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    if as_json:
+        print(json.dumps(answer, ensure_ascii=False))
+        return
+    for note in ref.notes:
+        console.print(f"reference: {note}", markup=False, highlight=False)
+    _print_fit(answer)
+    if picture is not None:
+        console.print(f"plot: {picture}", markup=False, highlight=False)
+    if outcome.calibration_id is None:
+        console.print("dry run: model not stored", markup=False)
+        return
     console.print(
-        f"stored calibration {new_id}; re-apply to history with: "
-        f"citysense calibrate apply --device {device} --since {start_at.date().isoformat()}",
+        f"stored calibration {outcome.calibration_id}; re-apply to history with: "
+        f"citysense calibrate apply --device {device} --since {outcome.valid_from.date().isoformat()}",
         markup=False,
+        highlight=False,
     )
 
 
@@ -169,6 +202,7 @@ def apply_command(
     until: Annotated[str | None, typer.Option("--until", help="Stop before this time (default: now)")] = None,
     metric: Annotated[str, typer.Option("--metric", help="Metric to recompute")] = "pm25",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per committed batch")] = 5000,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout (progress on stderr)")] = False,
 ) -> None:
     """Recompute calibrated `value` from `raw` for stored rows; safe to run again."""
     begin = parse_when(since, "--since")
@@ -180,7 +214,8 @@ def apply_command(
             fail(str(exc))
         total = count_rows(conn, device, metric, begin, finish)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=False) as progress:
+        bar_console = err_console if as_json else console
+        with Progress(*columns, console=bar_console, transient=as_json) as progress:
             task = progress.add_task(f"recalibrating {device}/{metric}", total=total)
             try:
                 report = run_recalibration(
@@ -194,6 +229,9 @@ def apply_command(
                 )
             except StoreError as exc:
                 fail(str(exc))
+    if as_json:
+        print(json.dumps(report.as_json()))
+        return
     backend = report.aggregates_backend
     refreshed = f"aggregates refreshed ({backend})" if backend else "aggregates unchanged"
     console.print(
@@ -206,21 +244,36 @@ def apply_command(
 @app.command("drift")
 def drift_command(
     *,
-    days: Annotated[int, typer.Option("--days", min=1, help="Look back this many days")] = 7,
-    window_hours: Annotated[int, typer.Option("--window-hours", min=1)] = DriftConfig.window_hours,
+    days: Annotated[int, typer.Option("--days", min=1, help="Look back this many days from --until")] = 30,
+    since: Annotated[str | None, typer.Option("--since", help="Start of the look-back (overrides --days)")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="End of the look-back (default: this hour)")] = None,
     radius_km: Annotated[float, typer.Option("--radius-km", help="Neighbour radius")] = DriftConfig.neighbour_radius_km,
-    ratio_threshold: Annotated[float, typer.Option("--ratio-threshold")] = DriftConfig.ratio_threshold,
-    abs_threshold: Annotated[float, typer.Option("--abs-threshold", help="µg/m³")] = DriftConfig.abs_threshold,
+    baseline_hours: Annotated[
+        int, typer.Option("--baseline-hours", help="Hours that set each device's own level")
+    ] = DriftConfig.baseline_hours,
+    allowance: Annotated[float, typer.Option("--allowance", help="CUSUM k, robust sd")] = DriftConfig.allowance,
+    threshold: Annotated[float, typer.Option("--threshold", help="CUSUM h, robust sd")] = DriftConfig.threshold,
+    floor: Annotated[float, typer.Option("--floor", help="µg/m³ added in the log ratio")] = DriftConfig.floor_ugm3,
+    reference_floor: Annotated[
+        float, typer.Option("--reference-floor", help="The same, against a reference station")
+    ] = DriftConfig.reference_floor_ugm3,
+    min_scale: Annotated[float, typer.Option("--min-scale", help="Smallest log-ratio scale")] = DriftConfig.min_scale,
+    level_threshold: Annotated[
+        float, typer.Option("--level-threshold", help="Baseline ratio off by more than this is drift")
+    ] = DriftConfig.level_threshold,
     reference: Annotated[Path | None, typer.Option("--reference", help="Reference station file")] = None,
     reference_lat: Annotated[float | None, typer.Option("--reference-lat")] = None,
     reference_lon: Annotated[float | None, typer.Option("--reference-lon")] = None,
     station: Annotated[str | None, typer.Option("--station")] = None,
     tz: Annotated[str | None, typer.Option("--tz")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per device on stdout")] = False,
 ) -> None:
-    """Compare each device with its neighbours (or a co-located reference) and list drifting ones."""
-    finish = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    begin = finish - timedelta(days=days)
-    sites: list[Site] = []
+    """Compare each device with a co-located reference (or its neighbours' median) and list drifting ones."""
+    finish = parse_when(until, "--until") if until else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    begin = parse_when(since, "--since") if since else finish - timedelta(days=days)
+    if finish <= begin:
+        fail("--until must be after --since")
+    ref_site: Site | None = None
     if reference is not None:
         if reference_lat is None or reference_lon is None:
             fail("--reference needs --reference-lat and --reference-lon")
@@ -228,29 +281,39 @@ def drift_command(
             ref = read_reference(reference, station=station, tz=tz)
         except ReferenceFormatError as exc:
             fail(f"{reference}: {exc}")
-        sites.append(Site(f"reference:{reference.stem}", reference_lat, reference_lon, ref, is_reference=True))
-    with connect() as conn:
-        for info in list_devices(conn):
-            if info.lat is None or info.lon is None:
-                continue
-            series = hourly_series(conn, info.device_id, begin, finish, column="value")
-            if len(series):
-                sites.append(Site(info.device_id, info.lat, info.lon, series))
+        ref_site = Site(reference.stem, reference_lat, reference_lon, ref, is_reference=True)
     config = DriftConfig(
-        window_hours=window_hours,
         neighbour_radius_km=radius_km,
-        ratio_threshold=ratio_threshold,
-        abs_threshold=abs_threshold,
+        baseline_hours=baseline_hours,
+        allowance=allowance,
+        threshold=threshold,
+        floor_ugm3=floor,
+        reference_floor_ugm3=reference_floor,
+        min_scale=min_scale,
+        level_threshold=level_threshold,
     )
-    findings = detect_drift(sites, config)
-    table = Table(title=f"drift over {days} days ({len(findings)} devices)")
-    for column in ("device", "status", "compared with", "flagged at", "ratio", "diff µg/m³"):
-        table.add_column(column)
-    for finding in sorted(findings, key=lambda f: (f.status == "ok", f.device_id)):
-        flagged = to_datetime(finding.flagged_at).isoformat() if finding.flagged_at is not None else ""
-        ratio, diff = f"{finding.ratio:.2f}", f"{finding.diff:+.1f}"
-        table.add_row(finding.device_id, finding.status, finding.comparator, flagged, ratio, diff)
-    console.print(table)
+    try:
+        config.check()
+    except ValueError as exc:
+        fail(str(exc))
+    with connect() as conn:
+        findings = check_drift(conn, begin, finish, config, ref_site)
+    ordered = sorted(findings, key=lambda f: (f.status == "ok", f.device_id))
+    if as_json:
+        for finding in ordered:
+            print(json.dumps(finding.as_json()))
+        return
+    console.print(
+        f"drift from {begin.isoformat()} to {finish.isoformat()} ({len(findings)} devices)", markup=False
+    )
+    rows = []
+    for finding in ordered:
+        out = finding.as_json()
+        rows.append([
+            finding.device_id, finding.status, finding.comparator, out["flagged_at"] or "", out["onset"] or "",
+            "" if out["ratio"] is None else f"{out['ratio']:.2f}", "" if out["diff"] is None else f"{out['diff']:+.1f}",
+        ])
+    print_table(console, ["device", "status", "compared with", "flagged at", "onset", "ratio", "diff µg/m³"], rows)
     attention = [f.device_id for f in findings if f.needs_attention]
     console.print(f"needs attention: {', '.join(attention) if attention else 'none'}", markup=False)
 
@@ -268,12 +331,10 @@ def show_command(
         for record in records:
             print(json.dumps(asdict(record), default=str, ensure_ascii=False))
         return
-    table = Table(title="calibrations")
-    for column in ("id", "device / type", "metric", "model", "valid from", "valid to", "n", "R²", "RMSE"):
-        table.add_column(column)
+    rows = []
     for record in records:
         after = (record.fit_stats or {}).get("after", {})
-        table.add_row(
+        rows.append([
             str(record.id),
             record.device_id or f"default:{record.sensor_type}",
             record.metric,
@@ -283,5 +344,5 @@ def show_command(
             str(after.get("n", "")),
             str(after.get("r2", "")),
             str(after.get("rmse", "")),
-        )
-    console.print(table)
+        ])
+    print_table(console, ["id", "device / type", "metric", "model", "valid from", "valid to", "n", "R²", "RMSE"], rows)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from citysense.import_cli import import_command
 from citysense.logging_setup import setup_logging
 from citysense.terminal import make_console
 from contracts.settings import Settings, get_settings
@@ -241,7 +242,7 @@ KindOption = Annotated[str | None, typer.Option(help="airbox or parking (a new d
 NameOption = Annotated[str | None, typer.Option()]
 LatOption = Annotated[float | None, typer.Option(min=-90, max=90)]
 LonOption = Annotated[float | None, typer.Option(min=-180, max=180)]
-SensorOption = Annotated[str | None, typer.Option(help="e.g. pms5003 (a new air box: pms5003)")]
+SensorOption = Annotated[str | None, typer.Option(help="e.g. pms5003 (a new air box: pms5003); none: no sensor type")]
 DevEuiOption = Annotated[str | None, typer.Option(
     "--dev-eui", help="A LoRaWAN parking sensor's EUI-64 (16 hex digits): its ChirpStack uplinks are this device's"
 )]
@@ -406,3 +407,4 @@ for _module, _name in (
     ("citysense.alerts_cli", "alerts"),
 ):
     _register_optional(_module, _name)
+app.command("import")(import_command)

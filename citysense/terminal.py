@@ -33,3 +33,19 @@ def make_console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else PIPE_WIDTH
     return FoldingConsole(stderr=stderr, soft_wrap=True, width=width)
+
+
+def print_table(
+    console: Console, headers: list[str], rows: list[list[str]], *, right: frozenset[int] = frozenset()
+) -> None:
+    """Columns padded to their widest cell and printed as plain lines: no value is ever cut or
+    wrapped, whatever the terminal's width (a narrow terminal wraps the line, not the cell)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(padded).rstrip()
+
+    console.print(line(headers), markup=False, highlight=False)
+    for row in rows:
+        console.print(line(row), markup=False, highlight=False)

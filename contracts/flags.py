@@ -21,6 +21,7 @@ class Flag(IntFlag):
     REPLAYED = 1 << 8  # came from the device's store-and-forward queue (a batch message)
     LEGACY_FORMAT = 1 << 9  # decoded from a legacy/partial LASS message
     UNREGISTERED_DEVICE = 1 << 10  # device not registered by an owner (open-data auto registration)
+    IMPORTED = 1 << 11  # came in through `citysense import` (history), not live: its time is the file's
 
 
 NO_VALUE = Flag.SENTINEL | Flag.OUT_OF_RANGE | Flag.UNKNOWN_METRIC
@@ -40,4 +41,5 @@ FLAG_DOCS: dict[Flag, str] = {
     Flag.REPLAYED: "replayed from the device's store-and-forward queue",
     Flag.LEGACY_FORMAT: "decoded from a legacy or partial LASS message",
     Flag.UNREGISTERED_DEVICE: "device not registered by an owner",
+    Flag.IMPORTED: "imported history (citysense import); any age accepted, time as in the file",
 }

@@ -39,6 +39,25 @@ def resolve_time(ts: object, received_at: float) -> tuple[float, int]:
     return value, 0
 
 
+EARLIEST_HISTORY_TS = 631_152_000.0  # 1990-01-01: older than any PM sensor network; earlier is a unit error
+_IMPORTED = int(Flag.IMPORTED)
+
+
+def resolve_history_time(ts: float, now: float) -> tuple[float, int]:
+    """The time of an imported (history) reading and its flag: any age is accepted and flagged
+    IMPORTED; what no clock can mean (non-finite, milliseconds, before 1990, in the future) is
+    refused. The live rule (`resolve_time`: CLOCK_SKEW beyond MAX_READING_AGE_S) stays for live data."""
+    if not math.isfinite(ts):
+        raise DecodeError(f"time {ts!r} is not finite")
+    if ts > 1e11:
+        raise DecodeError(f"time {ts!r} looks like milliseconds; give Unix seconds or ISO 8601")
+    if ts < EARLIEST_HISTORY_TS:
+        raise DecodeError(f"time {ts!r} is before 1990; not a reading of this network")
+    if ts > now + MAX_FUTURE_S:
+        raise DecodeError(f"time {ts!r} is in the future")
+    return ts, _IMPORTED
+
+
 _UNKNOWN_METRIC = int(Flag.UNKNOWN_METRIC)
 _SENTINEL = int(Flag.SENTINEL)
 _RH_OVER_100 = int(Flag.RH_OVER_100)

@@ -91,6 +91,19 @@ class RecalibrationReport:
     calibration_ids: tuple[int, ...]
     aggregates_backend: str | None
 
+    def as_json(self) -> dict[str, Any]:
+        """The `calibrate apply --json` object (docs/calibration.md lists the fields)."""
+        return {
+            "device_id": self.device_id,
+            "metric": self.metric,
+            "rows_seen": self.rows_seen,
+            "rows_changed": self.rows_changed,
+            "first": self.first.isoformat() if self.first else None,
+            "last": self.last.isoformat() if self.last else None,
+            "calibration_ids": list(self.calibration_ids),
+            "aggregates_refreshed": self.aggregates_backend,
+        }
+
 
 _RECORD_COLUMNS = """
     id, device_id, sensor_type, metric, model,

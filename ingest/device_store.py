@@ -95,6 +95,10 @@ class NewDevice:
     lon: float | None = None
 
 
+NO_SENSOR_TYPE = "none"
+"""The sensor type that says "this device has none" (a reference station, a parking sensor): stored as NULL,
+so no type default calibration applies. None (not given) keeps what is stored; an empty string is refused."""
+
 KEPT_WHEN_NONE = ("name", "site", "school", "lat", "lon", "owner", "city", "district", "authority", "dev_eui")
 """Owner fields a registration or update changes only when given (None keeps what is stored)."""
 _KEEP_OR_SET = ",\n".join(f"    {f} = coalesce(%({f})s, d.{f})" for f in KEPT_WHEN_NONE)
@@ -103,13 +107,15 @@ _KEEP_OR_SET = ",\n".join(f"    {f} = coalesce(%({f})s, d.{f})" for f in KEPT_WH
 _REGISTER = f"""
 INSERT INTO devices AS d (device_id, kind, {", ".join(KEPT_WHEN_NONE)}, sensor_type, token_hash, registered)
 VALUES (%(device_id)s, coalesce(%(kind)s, 'airbox'), {", ".join(f"%({f})s" for f in KEPT_WHEN_NONE)},
-        coalesce(%(sensor_type)s, CASE WHEN coalesce(%(kind)s, 'airbox') = 'airbox' THEN 'pms5003' END),
+        nullif(coalesce(%(sensor_type)s, CASE WHEN coalesce(%(kind)s, 'airbox') = 'airbox' THEN 'pms5003' END),
+               '{NO_SENSOR_TYPE}'),
         %(token_hash)s, true)
 ON CONFLICT (device_id) DO UPDATE SET
     kind = coalesce(%(kind)s, d.kind),
 {_KEEP_OR_SET},
-    sensor_type = coalesce(%(sensor_type)s, d.sensor_type,
-                           CASE WHEN coalesce(%(kind)s, d.kind) = 'airbox' THEN 'pms5003' END),
+    sensor_type = nullif(coalesce(%(sensor_type)s, d.sensor_type,
+                                  CASE WHEN coalesce(%(kind)s, d.kind) = 'airbox' THEN 'pms5003' END),
+                         '{NO_SENSOR_TYPE}'),
     token_hash = EXCLUDED.token_hash,
     registered = true,
     retired_at = NULL
@@ -121,7 +127,7 @@ _UPDATE = f"""
 UPDATE devices AS d SET
     kind = coalesce(%(kind)s, d.kind),
 {_KEEP_OR_SET},
-    sensor_type = coalesce(%(sensor_type)s, d.sensor_type)
+    sensor_type = nullif(coalesce(%(sensor_type)s, d.sensor_type), '{NO_SENSOR_TYPE}')
 WHERE d.device_id = %(device_id)s
 RETURNING d.device_id
 """
@@ -173,6 +179,8 @@ def _checked(device_id: str, fields: DeviceFields) -> dict[str, Any]:
         raise ValueError(f"lat must be within -90..90, got {fields.lat}")
     if fields.lon is not None and not -180 <= fields.lon <= 180:
         raise ValueError(f"lon must be within -180..180, got {fields.lon}")
+    if fields.sensor_type is not None and not fields.sensor_type.strip():
+        raise ValueError(f"sensor_type must not be empty; say {NO_SENSOR_TYPE!r} for a device without one")
     for name in ("sensor_type", *KEPT_WHEN_NONE):
         value = getattr(fields, name)
         if isinstance(value, str) and "\x00" in value:

@@ -1,4 +1,4 @@
-"""A drift injected into one simulated device is flagged within three days; others stay quiet."""
+"""A drift injected into one simulated device is flagged within three days; others stay quiet (iid noise)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 from calibration.drift import DriftConfig, Site, detect_drift, distance_km
 from calibration.series import HourlySeries
 
-DAYS = 12
-DRIFT_START_HOUR = 4 * 24
+DAYS = 20
+DRIFT_START_HOUR = 10 * 24
 DRIFT_PER_DAY = 0.15  # gain grows 15 % per day: dust building up on the optics
 
 

@@ -38,7 +38,7 @@ def test_linear_fit_recovers_coefficients(robust: bool) -> None:
     intercept_err = abs(result.model.b - truth["c"]) / truth["c"]
     ratio = result.after.rmse / NOISE
     print(
-        f"\nlinear ({'huber' if robust else 'ols'}): a={result.model.a:.4f} (err {slope_err:.2%}), "
+        f"\nlinear ({'bisquare' if robust else 'ols'}): a={result.model.a:.4f} (err {slope_err:.2%}), "
         f"b={result.model.b:.4f} (err {intercept_err:.2%}), RMSE {result.after.rmse:.3f} = {ratio:.3f} x noise"
     )
     assert slope_err < 0.02 and intercept_err < 0.02
@@ -58,7 +58,7 @@ def test_multilinear_fit_recovers_coefficients(robust: bool) -> None:
     }
     ratio = result.after.rmse / NOISE
     print(
-        f"\nmultilinear_rh ({'huber' if robust else 'ols'}): a={result.model.a:.4f} b={result.model.b:.5f} "
+        f"\nmultilinear_rh ({'bisquare' if robust else 'ols'}): a={result.model.a:.4f} b={result.model.b:.5f} "
         f"c={result.model.c:.4f}; errors "
         + ", ".join(f"{k} {v:.2%}" for k, v in errors.items())
         + f"; RMSE {result.after.rmse:.3f} = {ratio:.3f} x noise; n={result.after.n}"
@@ -67,7 +67,7 @@ def test_multilinear_fit_recovers_coefficients(robust: bool) -> None:
     assert ratio < 1.1
 
 
-def test_huber_resists_outliers_where_ols_does_not() -> None:
+def test_bisquare_resists_outliers_where_ols_does_not() -> None:
     device, reference, truth = colocation(3, with_rh=False)
     ref = reference.pm25.copy()
     rng = np.random.default_rng(9)
@@ -75,13 +75,13 @@ def test_huber_resists_outliers_where_ols_does_not() -> None:
     ref[bad] += 150.0  # 5 % of hours hit by a local plume at the station
     spoiled = HourlySeries(times=reference.times, pm25=ref)
     ols = fit(align(device, spoiled), "linear")
-    huber = fit(align(device, spoiled), "linear", robust=True)
-    assert isinstance(ols.model, LinearModel) and isinstance(huber.model, LinearModel)
+    bisquare = fit(align(device, spoiled), "linear", robust=True)
+    assert isinstance(ols.model, LinearModel) and isinstance(bisquare.model, LinearModel)
     ols_err = abs(ols.model.b - truth["c"])
-    huber_err = abs(huber.model.b - truth["c"])
-    print(f"\noutliers: OLS intercept off by {ols_err:.2f}, Huber by {huber_err:.2f}")
-    assert huber_err < 0.25 * ols_err
-    assert abs(huber.model.a - truth["a"]) / truth["a"] < 0.02
+    bisquare_err = abs(bisquare.model.b - truth["c"])
+    print(f"\noutliers: OLS intercept off by {ols_err:.2f}, bisquare by {bisquare_err:.2f}")
+    assert bisquare_err < 0.25 * ols_err
+    assert abs(bisquare.model.a - truth["a"]) / truth["a"] < 0.02
 
 
 def test_too_few_points_refuses() -> None:
