@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool
 
 from api.cors import OpenDataCors, parse_origins
@@ -30,6 +31,7 @@ from api.health_probe import HealthProbe
 from api.rate_limit import ClientRateLimiter
 from api.response_cache import TtlCache
 from api.routes import admin, aqi, devices, export, flags, health, latest, map_page, parking, readings, series, stream
+from api.routes import map_data
 from api.routes.lass_feed import router as lass_feed_router
 from api.routes.sensorthings import router as sensorthings_router
 from contracts.settings import Settings, get_settings
@@ -136,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(sensorthings_router)
     app.include_router(lass_feed_router)
+    app.include_router(map_data.router)
+    app.mount("/static", StaticFiles(packages=[("api", "static")]), name="static")
     origins = parse_origins(settings.api_cors_origins)
     if origins:
         app.add_middleware(OpenDataCors, origins=origins, admin_routes=admin.router.routes)

@@ -38,3 +38,29 @@ async def zones(
         await cur.execute(_ZONES.encode(), {"stale": stale_s})
         rows = await cur.fetchall()
     return {"meta": {"found": len(rows)}, "results": rows}
+
+
+# each bay's newest occupancy, under the same rule as the zones' counts: older than `stale` is unknown
+_BAYS = """
+SELECT s.spot_id, s.zone, s.device_id, s.lat, s.lon, e.time,
+       CASE WHEN e.time IS NULL OR e.time < now() - make_interval(secs => %(stale)s) THEN 'unknown'
+            WHEN e.occupied THEN 'occupied' ELSE 'free' END AS status
+FROM parking_spots s
+LEFT JOIN LATERAL (
+  SELECT time, occupied FROM parking_events
+  WHERE device_id = s.device_id AND occupied IS NOT NULL
+  ORDER BY time DESC LIMIT 1
+) e ON true
+WHERE s.lat IS NOT NULL AND s.lon IS NOT NULL
+ORDER BY s.zone, s.spot_id
+"""
+
+
+@router.get("/bays", summary="Every bay with a position: zone, status (free, occupied, unknown), newest event")
+async def bays(
+    db: DbDep, stale_s: int = Query(3600, ge=60, le=7 * 86400, description="Older events count as unknown")
+) -> dict[str, Any]:
+    async with db.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_BAYS.encode(), {"stale": stale_s})
+        rows = await cur.fetchall()
+    return {"meta": {"found": len(rows)}, "results": rows}
