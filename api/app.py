@@ -34,6 +34,7 @@ from api.routes import admin, aqi, devices, export, flags, health, latest, map_p
 from api.routes import map_data
 from api.routes.lass_feed import router as lass_feed_router
 from api.routes.sensorthings import router as sensorthings_router
+from calibration.aqi import get_scale
 from contracts.settings import Settings, get_settings
 from contracts.urls import redact_url
 from contracts.version import __version__
@@ -51,11 +52,17 @@ async def _backend(pool: AsyncConnectionPool) -> str | None:
 
 
 def _explain(errors: list[Any]) -> str:
-    """One sentence per bad parameter, e.g. "query parameter 'limit': must be <= 100000"."""
+    """One sentence per bad parameter, e.g. "query parameter 'limit': must be <= 100000"; an item of a
+    list parameter is named by the parameter and its position ("query parameter 'hourly', item 2")."""
     parts = []
     for err in errors:
         loc = [str(x) for x in err.get("loc", ())]
-        where = f"{loc[0]} parameter '{loc[-1]}'" if len(loc) >= 2 else "request"
+        if len(loc) < 2:
+            parts.append(f"request: {err.get('msg', 'invalid')}")
+            continue
+        name = ".".join(part for part in loc[1:] if not part.isdigit())
+        items = "".join(f", item {int(part) + 1}" for part in loc[2:] if part.isdigit())
+        where = f"{loc[0]} parameter '{name}'{items}"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
 
@@ -83,6 +90,7 @@ def open_pool(settings: Settings, url: str | None = None, *, max_size: int | Non
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    get_scale(settings.aqi_default_scale)  # an unknown CITYSENSE_AQI_DEFAULT_SCALE fails here, with the known keys
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Path, Query
+from fastapi import Depends, HTTPException, Path, Query, Request
 from pydantic import AfterValidator, BeforeValidator
 
+from calibration.aqi import SCALES, AqiError, AqiScale, get_scale
 from contracts.ids import ANY_DEVICE_ID_SCHEMA
 from contracts.metrics import METRICS
 
@@ -73,6 +74,56 @@ def _concentration_or_missing(value: float) -> float:
 
 
 HourlyPm25 = Annotated[float, AfterValidator(_concentration_or_missing)]
+
+
+def _comma_separated(value: object) -> object:
+    """`hourly=20,22,25` as well as `hourly=20&hourly=22&hourly=25`: each text item split at commas."""
+    if isinstance(value, list):
+        return [part.strip() for item in value for part in (item.split(",") if isinstance(item, str) else [item])]
+    return value
+
+
+HourlyPm25List = Annotated[
+    list[HourlyPm25],
+    BeforeValidator(_comma_separated),
+    Query(min_length=1, max_length=24,
+          description="Hourly PM2.5 averages, most recent first, up to 12 used; 'nan' for a missing hour; "
+          "repeated (hourly=20&hourly=22) or comma-separated (hourly=20,22)"),
+]
+
+
+def _known_scale(key: str | None) -> str | None:
+    """A scale key of calibration.aqi.SCALES (None: not given); anything else is a 422 listing the known keys."""
+    if key is None:
+        return None
+    try:
+        return get_scale(key).key
+    except AqiError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _scale_enum_schema(schema: dict[str, Any]) -> None:
+    """The OpenAPI schema of `scale`: a string enum of the registry's keys (omitted means the server's default)."""
+    schema.pop("anyOf", None)
+    schema.update(type="string", enum=list(SCALES))
+
+
+def chosen_scale(
+    request: Request,
+    scale: Annotated[
+        str | None,
+        AfterValidator(_known_scale),
+        Query(max_length=64, json_schema_extra=_scale_enum_schema,
+              description=f"AQI scale, one of {', '.join(SCALES)}; default: the server's "
+              "CITYSENSE_AQI_DEFAULT_SCALE (tw_moenv_2025 unless set)"),
+    ] = None,
+) -> AqiScale:
+    """The scale a request names, else the server's default (`aqi_default_scale`): one rule for every AQI route."""
+    return get_scale(scale or request.app.state.settings.aqi_default_scale)
+
+
+ScaleDep = Annotated[AqiScale, Depends(chosen_scale)]
+"""The AQI scale of a request; its keys are an enum in OpenAPI, built from calibration.aqi.SCALES."""
 Pm25 = Annotated[
     float,
     Query(ge=0, le=PM25_HIGH, allow_inf_nan=False,

@@ -161,6 +161,10 @@ TW_MOENV_2025 = AqiScale(
 SCALES: dict[str, AqiScale] = {scale.key: scale for scale in (US_EPA_2024, TW_MOENV_2025)}
 
 
+REALTIME_HOURS = 12
+"""Hourly averages a real-time index looks at, most recent first: NowCast and MOENV both use 12."""
+
+
 class AqiError(ValueError):
     """The concentration or scale cannot give an index (negative, NaN, unknown scale)."""
 
@@ -233,7 +237,7 @@ def nowcast_pm25(hourly_recent_first: Sequence[float | None]) -> float | None:
     valid hours, floored at 0.5; NowCast = sum(w^i c_i) / sum(w^i) over valid hours, i the
     hours ago (0 = latest). None when the data are insufficient.
     """
-    window = list(hourly_recent_first[:12])
+    window = list(hourly_recent_first[:REALTIME_HOURS])
     valid = _valid(window)
     if sum(1 for i, _ in valid if i < 3) < 2:
         return None
@@ -253,7 +257,7 @@ def moenv_realtime_pm25(hourly_recent_first: Sequence[float | None]) -> float | 
     Valid only with >= 6 valid values in the last 12 hours and >= 2 in the last 4;
     None otherwise (MOENV then publishes no PM2.5 sub-index for the hour).
     """
-    last12 = [v for _, v in _valid(list(hourly_recent_first[:12]))]
+    last12 = [v for _, v in _valid(list(hourly_recent_first[:REALTIME_HOURS]))]
     last4 = [v for _, v in _valid(list(hourly_recent_first[:4]))]
     if len(last12) < 6 or len(last4) < 2:
         return None

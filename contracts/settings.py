@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     require_timescaledb: bool = Field(
         False, description="Refuse to migrate onto plain PostgreSQL (production: fail instead of falling back)"
     )
+    aqi_default_scale: str = Field(
+        "tw_moenv_2025", pattern=r"^[a-z0-9_]{1,64}$",
+        description="AQI scale every AQI route uses when the request names none (keys: GET /v1/aqi/scales)",
+    )
     test_pg_bin: Path | None = Field(
         None, description="PostgreSQL server bin directory for `make test` and `citysense bench` (default: Debian's)"
     )

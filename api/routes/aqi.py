@@ -8,20 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel
 
 from api.errors import error_responses
-from api.params import HourlyPm25, Pm25
+from api.params import HourlyPm25List, Pm25, ScaleDep
 from api.rate_limit import RateLimited
 from calibration.aqi import SCALES, AqiError, AqiResult, AqiScale, compute_aqi, get_scale, realtime_aqi
 
 router = APIRouter(
     prefix="/v1/aqi", tags=["aqi"], dependencies=[RateLimited], responses=error_responses(404, 422, 429)
 )
-
-ScaleKey = Annotated[str, Query(max_length=64, description=f"AQI scale: one of {sorted(SCALES)}")]
-
 
 class CategoryOut(BaseModel):
     """A health category with its AQI range and colour."""
@@ -45,22 +42,27 @@ class AqiOut(BaseModel):
     category: CategoryOut
 
 
-def _out(result: AqiResult) -> AqiOut:
+def category_out(result: AqiResult) -> CategoryOut:
+    """The category of an index value as the API shows it."""
     category = result.category
+    return CategoryOut(
+        key=category.key,
+        name=category.name,
+        name_local=category.name_local,
+        aqi_low=category.aqi_low,
+        aqi_high=category.aqi_high,
+        color=category.color,
+    )
+
+
+def _out(result: AqiResult) -> AqiOut:
     return AqiOut(
         scale=result.scale,
         concentration=result.concentration,
         concentration_used=result.concentration_used,
         aqi=result.aqi,
         beyond_index=result.beyond_index,
-        category=CategoryOut(
-            key=category.key,
-            name=category.name,
-            name_local=category.name_local,
-            aqi_low=category.aqi_low,
-            aqi_high=category.aqi_high,
-            color=category.color,
-        ),
+        category=category_out(result),
     )
 
 
@@ -82,13 +84,9 @@ async def get_one_scale(scale: Annotated[str, Path(max_length=64, description="S
 
 
 @router.get("/compute", summary="AQI for a PM2.5 concentration averaged as the scale requires")
-async def compute(
-    pm25: Pm25,
-    scale: ScaleKey = "us_epa_2024",
-) -> AqiOut:
-    table = _scale_or_404(scale)
+async def compute(pm25: Pm25, scale: ScaleDep) -> AqiOut:
     try:
-        return _out(compute_aqi(table, pm25))
+        return _out(compute_aqi(scale, pm25))
     except AqiError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
 
@@ -97,18 +95,10 @@ async def compute(
     "/realtime",
     summary="Real-time AQI from the last hourly PM2.5 averages, most recent first (NowCast / MOENV 12h+4h)",
 )
-async def realtime(
-    hourly: Annotated[
-        list[HourlyPm25],
-        Query(min_length=1, max_length=24,
-              description="Hourly PM2.5, most recent first, up to 12 used; 'nan' for a missing hour"),
-    ],
-    scale: ScaleKey = "us_epa_2024",
-) -> AqiOut:
-    table = _scale_or_404(scale)
-    result = realtime_aqi(table, hourly)
+async def realtime(hourly: HourlyPm25List, scale: ScaleDep) -> AqiOut:
+    result = realtime_aqi(scale, hourly)
     if result is None:
         raise HTTPException(
-            status_code=422, detail=f"not enough valid hours for the {table.key} real-time rule: {table.realtime}"
+            status_code=422, detail=f"not enough valid hours for the {scale.key} real-time rule: {scale.realtime}"
         )
     return _out(result)
