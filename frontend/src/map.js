@@ -102,9 +102,8 @@ function popupHtml(d) {
   </div>`;
 }
 
-async function drawChart(d, popup) {
-  const box = popup.getElement()?.querySelector(".chart");
-  if (!box) return;
+async function drawChart(d, content, popup) {
+  const box = content.querySelector(".chart");
   const body = await getJSON(`/v1/readings?device_id=${encodeURIComponent(d.device_id)}&metric=pm25&limit=10000`);
   const rows = body.results;
   box.textContent = "";
@@ -114,7 +113,7 @@ async function drawChart(d, popup) {
   }
   const times = rows.map(r => Date.parse(r.time) / 1000);
   const chart = new uPlot({
-    width: 300, height: 170,
+    width: 300, height: 170, tzDate: ts => uPlot.tzDate(new Date(ts * 1e3), config.timezone),
     scales: { x: { time: true } },
     series: [
       {},
@@ -151,10 +150,19 @@ function drawBoxes(results) {
     }
     const marker = L.marker([d.lat, d.lon], { icon: icon(d), title: markerLabel(d), alt: markerLabel(d), keyboard: true, riseOnHover: true });
     const item = { data: d, marker };
-    marker.bindPopup(() => popupHtml(item.data), { maxWidth: 340, minWidth: 300 });
+    marker.bindPopup("", { maxWidth: 340, minWidth: 300 });
     marker.on("popupopen", e => {
-      e.popup.getElement()?.querySelector("h3")?.focus();
-      drawChart(item.data, e.popup).catch(err => { console.error(err); });
+      // the content is an element built once per opening, so the chart drawn into it stays
+      const content = document.createElement("div");
+      content.innerHTML = popupHtml(item.data);
+      e.popup.setContent(content);
+      content.querySelector("h3").focus();
+      content.addEventListener("keydown", ev => {  // Escape closes the popup and gives focus back to the marker
+        if (ev.key !== "Escape") return;
+        marker.closePopup();
+        marker.getElement()?.focus();
+      });
+      drawChart(item.data, content, e.popup).catch(err => { console.error(err); });
     });
     marker.on("add", () => marker.getElement()?.setAttribute("aria-label", markerLabel(item.data)));
     marker.addTo(boxLayer);
@@ -252,8 +260,12 @@ function redrawText() {
   if (document.getElementById("offline").hidden === false) showOffline();
 }
 
-async function loadBoxes() {
-  const body = await getJSON(`/v1/map/devices?scale=${encodeURIComponent(state.scale)}`);
+function fetchBoxes() {
+  return getJSON(`/v1/map/devices?scale=${encodeURIComponent(state.scale)}`);
+}
+
+async function loadBoxes(pending) {
+  const body = await (pending || fetchBoxes());
   state.generatedAt = body.meta.generated_at;
   drawBoxes(body.results);
   drawTop();
@@ -292,6 +304,7 @@ function listen() {
     const popup = entry.marker.getPopup();
     if (popup && popup.isOpen()) {
       const root = popup.getElement();
+      if (!root.querySelector(".pm25")) return;
       root.querySelector(".pm25").textContent = `${fixed(d.pm25)} ${t("unit")}`;
       root.querySelector(".pm25-raw").textContent = `${fixed(d.pm25_raw)} ${t("unit")}`;
       root.querySelector(".flags").textContent = flagNames(d.flags);
@@ -327,15 +340,15 @@ function wirePanel() {
 }
 
 async function start() {
+  const boxes = fetchBoxes();  // the slow request first, while the rest loads
   addBaseLayer();
-  await setUpLanguage(redrawText, "en");
-  const [scales, flags] = await Promise.all([getJSON("/v1/aqi/scales"), getJSON("/v1/flags")]);
+  const [scales, flags] = await Promise.all([getJSON("/v1/aqi/scales"), getJSON("/v1/flags"),
+    setUpLanguage(redrawText, "en")]);
   for (const s of scales) state.scales[s.key] = s;
-  if (!state.scales[state.scale]) state.scale = scales[0].key;
   state.flagBits = flags.results;
   wirePanel();
   drawLegend();
-  await loadBoxes();
+  await loadBoxes(boxes);
   window.citysense.markersAt = performance.now();
   performance.mark("citysense-markers");
   window.citysense.ready = true;

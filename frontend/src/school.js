@@ -21,15 +21,16 @@ function drawCharts() {
   week.textContent = "";
   day.textContent = "";
   const axes = [{}, { label: t("unit"), size: 50 }];
+  const tzDate = ts => uPlot.tzDate(new Date(ts * 1e3), config.timezone);
   charts.push(new uPlot({
-    width: chartWidth(week), height: 240, scales: { x: { time: true } }, axes,
+    width: chartWidth(week), height: 240, tzDate, scales: { x: { time: true } }, axes,
     series: [{}, { label: t("this_school"), stroke: "#0b57d0", width: 2 }],
   }, [summary.week.time, summary.week.pm25], week));
   // the school's hours against the city's, aligned on the city's hours (the city has every hour the school has)
   const city = summary.day.city;
   const bySchool = new Map(summary.day.school.time.map((h, i) => [h, summary.day.school.pm25[i]]));
   charts.push(new uPlot({
-    width: chartWidth(day), height: 240, scales: { x: { time: true } }, axes,
+    width: chartWidth(day), height: 240, tzDate, scales: { x: { time: true } }, axes,
     series: [{}, { label: t("this_school"), stroke: "#0b57d0", width: 2 }, { label: t("city"), stroke: "#6b4c00", width: 2, dash: [6, 4] }],
   }, [city.time, city.time.map(h => (bySchool.has(h) ? bySchool.get(h) : null)), city.pm25], day));
 }
