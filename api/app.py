@@ -30,8 +30,21 @@ from api.exports import ExportSlots
 from api.health_probe import HealthProbe
 from api.rate_limit import ClientRateLimiter
 from api.response_cache import TtlCache
-from api.routes import admin, aqi, devices, export, flags, health, latest, map_page, parking, readings, series, stream
-from api.routes import map_data
+from api.routes import (
+    admin,
+    aqi,
+    devices,
+    export,
+    flags,
+    health,
+    latest,
+    map_data,
+    map_page,
+    parking,
+    readings,
+    series,
+    stream,
+)
 from api.routes.lass_feed import router as lass_feed_router
 from api.routes.sensorthings import router as sensorthings_router
 from calibration.aqi import get_scale

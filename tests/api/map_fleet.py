@@ -11,11 +11,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from contracts.records import ParkingRow, ReadingRow
 from devtools.simulator.air_model import AirBox
 from devtools.simulator.fleet import ParkingSpot
 from devtools.simulator.publisher import register_fleet
 from ingest.batch_writer import Batch, BatchWriter, StatusRow
-from contracts.records import ParkingRow, ReadingRow
 
 HOURS_OF_HISTORY = 13
 """More than the 12 complete hours the real-time rules read, so every box has an index."""
@@ -44,8 +44,8 @@ def make_fleet(n_boxes: int, n_spots: int = 0) -> Fleet:
                lat=24.99 + (i // columns) * step, lon=121.49 + (i % columns) * step * 1.1, site_factor=1.0, rng=rng)
         for i in range(n_boxes)
     ]
-    spots = [ParkingSpot(device_id=f"map-bay-{i:04d}", zone="ximen", lat=25.0421 + (i // 3) * 0.0004, lon=121.5080 + (i % 3) * 0.0005,
-                         occupied=i % 2 == 0, rng=rng) for i in range(n_spots)]
+    spots = [ParkingSpot(device_id=f"map-bay-{i:04d}", zone="ximen", lat=25.0421 + (i // 3) * 0.0004,
+                         lon=121.5080 + (i % 3) * 0.0005, occupied=i % 2 == 0, rng=rng) for i in range(n_spots)]
     return Fleet(boxes, spots, boxes[0].school)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
 from api.aqi_display import contrast_ratio
 from ingest.device_store import DeviceFields, update_device
@@ -155,8 +155,8 @@ def test_map_with_1000_devices_is_usable_within_2_s(
         if attempt == "cold":
             page.screenshot(path=str(tmp_path / "map-1000.png"))
         page.close()
-    print("\n" + "\n".join(f"{a}: DOMContentLoaded {n['dcl']:.0f} ms, load {n['load']:.0f} ms, "
-                           f"1,000 markers drawn {n['markers']:.0f} ms; slowest requests: {n['slow']}" for a, n in timings))
+    print("\n" + "\n".join(f"{a}: DOMContentLoaded {n['dcl']:.0f} ms, load {n['load']:.0f} ms, 1,000 markers "
+                           f"drawn {n['markers']:.0f} ms; slowest requests: {n['slow']}" for a, n in timings))
     for _, nav in timings:
         assert nav["markers"] < USABLE_WITHIN_MS
 
@@ -197,7 +197,9 @@ def test_school_page_shows_its_aqi_advice_boxes_charts_and_exports_in_both_langu
     assert sheet.status == 200 and sheet.body().startswith("\ufefftime_local,device_id".encode())
 
     # a phone and a classroom projector: no sideways scrolling, the number stays big
-    for name, size in (("phone", {"width": 390, "height": 844}), ("projector", {"width": 1920, "height": 1080})):
+    sizes: tuple[tuple[str, ViewportSize], ...] = (
+        ("phone", {"width": 390, "height": 844}), ("projector", {"width": 1920, "height": 1080}))
+    for name, size in sizes:
         page.set_viewport_size(size)
         time.sleep(0.3)  # the charts redraw for the new width
         assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]

@@ -105,6 +105,7 @@ def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> 
         out = _stop_demo_tree(proc, signal.SIGINT)
     assert proc.returncode == 0, out[-2000:]
     assert "stopped." in out
+    assert re.search(r"school page +http://127\.0\.0\.1:\d+/schools/\S+", out), out[:2000]
 
 
 def _assert_demo_broker_is_closed(data: Path) -> None:
