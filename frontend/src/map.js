@@ -123,7 +123,9 @@ async function drawChart(d, content, popup) {
     axes: [{}, { label: t("unit"), size: 44 }],
   }, [times, rows.map(r => r.raw), rows.map(r => r.value)], box);
   box.dataset.points = String(rows.length);
-  popup.update();
+  const focused = content.contains(document.activeElement) ? document.activeElement : null;
+  popup.update();  // the popup's layout for its new height; it re-attaches the content, so focus is restored
+  focused?.focus();
   return chart;
 }
 

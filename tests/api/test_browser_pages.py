@@ -7,8 +7,12 @@ the test's own tmp_path; the timings are printed (run with -s to see them) and a
 from __future__ import annotations
 
 import re
+import struct
+import threading
 import time
+import zlib
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
 from api.aqi_display import contrast_ratio
+from devtools.ports import free_port
 from ingest.device_store import DeviceFields, update_device
 from tests.api.conftest import StartApi
 from tests.api.map_fleet import make_fleet, seed_fleet, write_reading
@@ -37,6 +42,32 @@ def browser() -> Iterator[Browser]:
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
+
+
+def _png(size: int = 256) -> bytes:
+    """A plain light-grey PNG tile, `size` pixels square."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xdd\xdd\xdd" * size for _ in range(size))
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+class _TileHandler(BaseHTTPRequestHandler):
+    """Any path is a tile: a stand-in for the tile server of CITYSENSE_MAP_TILES, on loopback."""
+
+    tile = _png()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.tile)))
+        self.end_headers()
+        self.wfile.write(self.tile)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        return
 
 
 def _rgb(hex_rgb: str) -> str:
@@ -113,7 +144,9 @@ def test_map_markers_show_the_servers_aqi_open_a_chart_switch_scale_and_follow_t
     page.screenshot(path=str(tmp_path / "map-popup.png"))
 
     # another scale: every marker again against the API
-    page.keyboard.press("Escape")
+    page.keyboard.press("Escape")  # closes the popup and gives the focus back to its marker
+    page.wait_for_selector(".popup", state="detached", timeout=5000)
+    assert page.evaluate("document.activeElement.classList.contains('aqi-marker')")
     page.select_option("#scale", "us_epa_2024")
     page.wait_for_function("document.body.dataset.scale === 'us_epa_2024'")
     _assert_markers_match_api(page, api, "us_epa_2024", 24)
@@ -205,4 +238,35 @@ def test_school_page_shows_its_aqi_advice_boxes_charts_and_exports_in_both_langu
         assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
         assert float(page.eval_on_selector("#now-aqi", "e => parseFloat(getComputedStyle(e).fontSize)")) >= 60
         page.screenshot(path=str(tmp_path / f"school-{name}.png"), full_page=True)
+    page.close()
+
+
+def test_map_draws_the_configured_tiles_with_their_attribution_and_falls_back_to_the_outline(
+    browser: Browser, database_url: str, start_api: StartApi
+) -> None:
+    seed_fleet(database_url, make_fleet(3))
+    tiles = ThreadingHTTPServer(("127.0.0.1", free_port()), _TileHandler)
+    serving = threading.Thread(target=tiles.serve_forever, daemon=True)
+    serving.start()
+    tile_url = f"http://127.0.0.1:{tiles.server_address[1]}/{{z}}/{{x}}/{{y}}.png"
+    api = start_api(database_url, map_tiles=tile_url, map_tiles_attribution="Tiles: test server").base_url
+    try:
+        page = browser.new_page(viewport={"width": 1000, "height": 700})
+        page.goto(f"{api}/map")
+        page.wait_for_function("document.querySelectorAll('img.leaflet-tile-loaded').length > 0")
+        assert "Tiles: test server" in page.inner_text(".leaflet-control-attribution")
+        assert page.is_hidden("#offline")
+        # keyboard: a marker takes focus and Enter opens its popup
+        page.focus(".leaflet-marker-icon.aqi-marker")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".popup .chart canvas")
+        page.close()
+    finally:
+        tiles.shutdown()
+        tiles.server_close()
+    page = browser.new_page(viewport={"width": 1000, "height": 700})  # the tile server is gone now
+    page.goto(f"{api}/map")
+    page.wait_for_selector("#offline", state="visible")
+    assert page.locator("img.leaflet-tile-loaded").count() == 0
+    page.wait_for_function("document.querySelectorAll('.leaflet-overlay-pane path').length >= 13")
     page.close()
