@@ -20,9 +20,9 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
 	  systemctl disable --now mosquitto >/dev/null 2>&1 || service mosquitto stop >/dev/null 2>&1 || true; \
 	fi
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  echo "installing chromium with apt-get (the browser tests of /map and the school pages)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=zh-tw 2>/dev/null | grep -q .; then \
+	  echo "installing chromium and a Traditional Chinese font with apt-get (the browser tests of the pages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
 	fi
 
 # The pages' scripts, styles and Taiwan outline (frontend/, npm + esbuild) built into api/static/dist;
