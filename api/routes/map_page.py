@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Path, Request
@@ -37,7 +38,8 @@ def _page(template: str, config: dict[str, Any]) -> HTMLResponse:
         return HTMLResponse(NOT_BUILT, status_code=503)
     block = orjson.dumps(config).decode().replace("</", "<\\/")
     html = STATIC.joinpath(template).read_text(encoding="utf-8").replace("__CITYSENSE_CONFIG__", block)
-    return HTMLResponse(html)
+    # the map's slowest request starts while the HTML is parsed (a preload); a scale key is [a-z0-9_]
+    return HTMLResponse(html.replace("__CITYSENSE_SCALE__", quote(config["scale"])))
 
 
 def _config(request: Request) -> dict[str, Any]:

@@ -132,7 +132,7 @@ async function drawChart(d, content, popup) {
 function openDevice(id) {
   const entry = state.devices.get(id);
   if (!entry) return;
-  map.setView(entry.marker.getLatLng(), Math.max(map.getZoom(), 14));
+  map.setView(entry.marker.getLatLng(), Math.max(map.getZoom(), 14), { animate: false });  // the popup pans from there
   entry.marker.openPopup();
 }
 

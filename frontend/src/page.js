@@ -5,7 +5,7 @@
 export const config = JSON.parse(document.getElementById("citysense-config").textContent);
 
 export async function getJSON(url) {
-  const res = await fetch(url, { headers: { Accept: "application/json" } });
+  const res = await fetch(url);  // a plain GET, so it matches the page's preload of the same URL
   if (!res.ok) {
     const err = new Error(`${url}: HTTP ${res.status}`);
     err.status = res.status;
