@@ -13,21 +13,32 @@ from api.rate_limit import RateLimited
 
 router = APIRouter(prefix="/v1/parking", tags=["parking"], dependencies=[RateLimited], responses=READ_ERRORS)
 
-_ZONES = """
-SELECT s.zone,
-       count(*) AS bays,
-       count(*) FILTER (WHERE e.occupied) AS occupied,
-       count(*) FILTER (WHERE e.occupied IS FALSE) AS free,
-       count(*) FILTER (WHERE e.time IS NULL OR e.time < now() - make_interval(secs => %(stale)s)) AS unknown,
-       max(e.time) AS newest_event
+# each bay's newest occupancy; older than `stale` seconds (or none) is unknown: the one rule the
+# zones' counts and the bays' colours share, so a zone's free + occupied + unknown is its bays
+_BAY_STATUS = """
+SELECT s.spot_id, s.zone, s.device_id, s.lat, s.lon, e.time,
+       CASE WHEN e.time IS NULL OR e.time < now() - make_interval(secs => %(stale)s) THEN 'unknown'
+            WHEN e.occupied THEN 'occupied' ELSE 'free' END AS status
 FROM parking_spots s
 LEFT JOIN LATERAL (
   SELECT time, occupied FROM parking_events
   WHERE device_id = s.device_id AND occupied IS NOT NULL
   ORDER BY time DESC LIMIT 1
 ) e ON true
-GROUP BY s.zone ORDER BY s.zone
 """
+
+_ZONES = f"""
+SELECT zone,
+       count(*) AS bays,
+       count(*) FILTER (WHERE status = 'occupied') AS occupied,
+       count(*) FILTER (WHERE status = 'free') AS free,
+       count(*) FILTER (WHERE status = 'unknown') AS unknown,
+       max(time) AS newest_event
+FROM ({_BAY_STATUS}) b
+GROUP BY zone ORDER BY zone
+"""
+
+_BAYS = f"SELECT * FROM ({_BAY_STATUS}) b WHERE lat IS NOT NULL AND lon IS NOT NULL ORDER BY zone, spot_id"
 
 
 @router.get("/zones", summary="Bays, occupied, free and unknown per zone")
@@ -38,22 +49,6 @@ async def zones(
         await cur.execute(_ZONES.encode(), {"stale": stale_s})
         rows = await cur.fetchall()
     return {"meta": {"found": len(rows)}, "results": rows}
-
-
-# each bay's newest occupancy, under the same rule as the zones' counts: older than `stale` is unknown
-_BAYS = """
-SELECT s.spot_id, s.zone, s.device_id, s.lat, s.lon, e.time,
-       CASE WHEN e.time IS NULL OR e.time < now() - make_interval(secs => %(stale)s) THEN 'unknown'
-            WHEN e.occupied THEN 'occupied' ELSE 'free' END AS status
-FROM parking_spots s
-LEFT JOIN LATERAL (
-  SELECT time, occupied FROM parking_events
-  WHERE device_id = s.device_id AND occupied IS NOT NULL
-  ORDER BY time DESC LIMIT 1
-) e ON true
-WHERE s.lat IS NOT NULL AND s.lon IS NOT NULL
-ORDER BY s.zone, s.spot_id
-"""
 
 
 @router.get("/bays", summary="Every bay with a position: zone, status (free, occupied, unknown), newest event")

@@ -90,6 +90,11 @@ def test_bays_are_free_occupied_or_unknown_by_their_newest_event(city: tuple[Tes
     assert bays[stale] == "unknown"
     for spot in fleet.spots[:-1]:
         assert bays[spot.device_id] == ("occupied" if spot.occupied else "free")
+    zone = http.get("/v1/parking/zones").json()["results"][0]  # a stale bay is unknown only, not free too
+    statuses = list(bays.values())
+    assert (zone["free"], zone["occupied"], zone["unknown"]) == (
+        statuses.count("free"), statuses.count("occupied"), statuses.count("unknown"))
+    assert zone["free"] + zone["occupied"] + zone["unknown"] == zone["bays"] == len(fleet.spots)
 
 
 def test_spreadsheet_export_has_a_byte_order_mark_and_local_wall_clock_times(city: tuple[TestClient, Fleet]) -> None:
