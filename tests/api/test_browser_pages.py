@@ -6,6 +6,7 @@ the test's own tmp_path; the timings are printed (run with -s to see them) and a
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 import threading
@@ -121,6 +122,20 @@ def test_map_markers_show_the_servers_aqi_open_a_chart_switch_scale_and_follow_t
     page.goto(f"{api}/map")
     page.wait_for_function("window.citysense && window.citysense.ready")
     _assert_markers_match_api(page, api, "tw_moenv_2025", 24)
+
+    # Web Mercator: east-west and north-south distances on screen in the projection's ratio
+    # (not degrees scaled equally, which stretched the first map ~10 % east-west at 25° N)
+    a, b = fleet.boxes[0], fleet.boxes[-1]
+    centres = page.evaluate(f"""() => ['{a.device_id}', '{b.device_id}'].map(id => {{
+        const r = document.querySelector(`.aqi-num[data-device="${{id}}"]`).getBoundingClientRect();
+        return [r.x + r.width / 2, r.y + r.height / 2]; }})""")
+    (ax, ay), (bx, by) = centres
+
+    def mercator_y(lat: float) -> float:
+        return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+    expected = math.radians(b.lon - a.lon) / (mercator_y(b.lat) - mercator_y(a.lat))
+    assert (bx - ax) / (ay - by) == pytest.approx(expected, rel=0.02)
 
     # the offline base: Taiwan's coast and Taipei's 12 districts, and a note that says so
     page.wait_for_function("document.querySelectorAll('.leaflet-overlay-pane path').length >= 13")
