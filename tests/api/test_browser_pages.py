@@ -89,6 +89,38 @@ def _console_errors(page: Page) -> list[str]:
     return errors
 
 
+# every element showing text: its colour, the first opaque background behind it, its size and weight
+_TEXT_COLOURS = """() => {
+  const shown = el => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const opaque = c => c && c !== 'transparent' && !/rgba\\(.*, 0\\)$/.test(c);
+  const out = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const text = [...el.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent.trim()).join('');
+    if (!text || !shown(el)) continue;
+    let bg = null;
+    for (let p = el; p && !bg; p = p.parentElement) {
+      const c = getComputedStyle(p).backgroundColor;
+      if (opaque(c)) bg = c;
+    }
+    const style = getComputedStyle(el);
+    out.push({text: text.slice(0, 40), color: style.color, background: bg || 'rgb(255, 255, 255)',
+              size: parseFloat(style.fontSize), bold: parseInt(style.fontWeight, 10) >= 700});
+  }
+  return out;
+}"""
+
+
+def _low_contrast(page: Page) -> list[dict[str, Any]]:
+    """Text below WCAG 2.1 AA: 4.5:1, or 3:1 for large text (24 px, or 18.7 px bold)."""
+    low = []
+    for item in page.evaluate(_TEXT_COLOURS):
+        large = item["size"] >= 24 or (item["bold"] and item["size"] >= 18.66)
+        ratio = contrast_ratio(_hex(item["color"]), _hex(item["background"]))
+        if ratio < (3.0 if large else 4.5):
+            low.append({**item, "ratio": round(ratio, 2)})
+    return low
+
+
 def _markers(page: Page) -> list[dict[str, Any]]:
     """What each marker shows: device, number, and the colours the browser actually painted."""
     found: list[dict[str, Any]] = page.eval_on_selector_all(
@@ -152,6 +184,7 @@ def test_map_markers_show_the_servers_aqi_open_a_chart_switch_scale_and_follow_t
     page.keyboard.press("Enter")
     page.wait_for_selector(".popup .chart canvas")
     assert not errors, errors
+    assert not _low_contrast(page)
     points = int(page.get_attribute(".popup .chart", "data-points") or 0)
     assert points >= 24
     popup = page.inner_text(".popup")
@@ -228,6 +261,7 @@ def test_school_page_shows_its_aqi_advice_boxes_charts_and_exports_in_both_langu
     assert page.locator("#boxes tbody tr").count() == len(school_boxes)
     assert page.locator("#week-chart canvas").count() == 1 and page.locator("#day-chart canvas").count() == 1
     page.screenshot(path=str(tmp_path / "school-zh.png"), full_page=True)
+    assert not _low_contrast(page)
 
     page.click("#lang")
     page.wait_for_function("document.documentElement.lang === 'en'")
