@@ -21,7 +21,6 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool
 
 from api.cors import OpenDataCors, parse_origins
@@ -160,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sensorthings_router)
     app.include_router(lass_feed_router)
     app.include_router(map_data.router)
-    app.mount("/static", StaticFiles(packages=[("api", "static")]), name="static")
+    app.mount("/static", map_page.static_files(), name="static")
     origins = parse_origins(settings.api_cors_origins)
     if origins:
         app.add_middleware(OpenDataCors, origins=origins, admin_routes=admin.router.routes)

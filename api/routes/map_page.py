@@ -15,6 +15,7 @@ from urllib.parse import quote
 import orjson
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from api.params import NO_NUL
 
@@ -26,6 +27,11 @@ NOT_BUILT = (
     "<!doctype html><meta charset=utf-8><title>citysense: page not built</title>"
     "<p>The map's scripts are not built: run <code>make frontend</code> (npm ci and esbuild in frontend/).</p>"
 )
+
+
+def static_files() -> StaticFiles:
+    """api/static at /static: the pages' bundles, the Taiwan outline, the message catalogues."""
+    return StaticFiles(packages=[("api", "static")])
 
 
 def _missing_bundle() -> list[str]:
