@@ -33,7 +33,6 @@ from devtools.local_broker import LocalAmqtt, LocalMosquitto, mosquitto_path
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port, port_is_open
 from devtools.processes import stop_process
-from devtools.simulator.air_model import AirBox
 from devtools.simulator.fleet import host_fleet_ids, make_airboxes, make_parking
 from devtools.simulator.publisher import register_fleet
 from ingest.broker_files import Operator, write_broker_files
@@ -163,7 +162,7 @@ def run_demo(settings: Settings, airboxes: int, parking: int, interval_s: float,
             f"\n[bold green]citysense is running[/] (ready in {time.monotonic() - started:.0f} s)\n"
             f"  API            {api}   (docs {api}/docs)\n"
             f"  live map       {api}/map\n"
-            f"{_school_page_line(api, boxes)}"
+            f"{_school_page_line(api, boxes[0].school if boxes else None)}"
             f"  PM2.5 GeoJSON  {api}/v1/latest?metric=pm25\n"
             f"  health         {api}/v1/health\n"
             f"  gateway stats  http://127.0.0.1:{env['CITYSENSE_GATEWAY_METRICS_PORT']}/metrics\n"
@@ -255,8 +254,6 @@ def _wait_http(url: str, timeout: float) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def _school_page_line(api: str, boxes: list[AirBox]) -> str:
-    """The demo's line for the page of its first school (none without air boxes)."""
-    if not boxes:
-        return ""
-    return f"  school page    {api}/schools/{quote(boxes[0].school)}   ({boxes[0].school})\n"
+def _school_page_line(api: str, school: str | None) -> str:
+    """The demo's line for the page of one of its schools (none without air boxes)."""
+    return f"  school page    {api}/schools/{quote(school)}   ({school})\n" if school else ""
