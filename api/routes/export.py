@@ -100,7 +100,7 @@ def _spreadsheet_row(row: Any, zone: ZoneInfo) -> list[Any]:
 
 
 async def _with_byte_order_mark(lines: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
-    """The CSV behind a UTF-8 byte-order mark: without it Excel reads a school's Chinese name as Latin-1."""
+    """The CSV behind a UTF-8 byte-order mark: Excel opens a CSV as UTF-8 only with one, whatever its locale."""
     first = True
     try:
         async for chunk in lines:
