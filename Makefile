@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench bench-quick system-deps clean
+.PHONY: demo test test-fast lint bench bench-quick system-deps clean frontend
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -27,16 +27,29 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true; \
 	fi
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list :lang=zh-tw 2>/dev/null | grep -q .; then \
+	  echo "installing chromium and a Traditional Chinese font with apt-get (the browser tests of the pages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
+	fi
+
+# The pages' scripts, styles and Taiwan outline (frontend/, npm + esbuild) built into api/static/dist;
+# built, not committed: npm ci installs exactly the committed package-lock.json.
+FRONTEND_STAMP := api/static/dist/.built
+$(FRONTEND_STAMP): frontend/package.json frontend/package-lock.json frontend/build.mjs $(wildcard frontend/src/*)
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+	@touch $@
+
+frontend: $(FRONTEND_STAMP)
 
 -include firmware/firmware.mk
 
-demo: $(STAMP)
+demo: $(STAMP) $(FRONTEND_STAMP)
 	$(VENV)/bin/citysense demo
 
-test: $(STAMP) system-deps firmware-test-deps
+test: $(STAMP) system-deps firmware-test-deps $(FRONTEND_STAMP)
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(FRONTEND_STAMP)
 	$(VENV)/bin/pytest -q -m "not slow"
 
 lint: $(STAMP)
@@ -57,4 +70,4 @@ bench-quick: $(STAMP) system-deps
 	$(VENV)/bin/citysense bench ingest --quick
 
 clean:
-	rm -rf $(VENV) .citysense .pytest_cache .mypy_cache .ruff_cache firmware/build
+	rm -rf $(VENV) api/static/dist frontend/node_modules .citysense .pytest_cache .mypy_cache .ruff_cache firmware/build

@@ -30,7 +30,21 @@ from api.exports import ExportSlots
 from api.health_probe import HealthProbe
 from api.rate_limit import ClientRateLimiter
 from api.response_cache import TtlCache
-from api.routes import admin, aqi, devices, export, flags, health, latest, map_page, parking, readings, series, stream
+from api.routes import (
+    admin,
+    aqi,
+    devices,
+    export,
+    flags,
+    health,
+    latest,
+    map_data,
+    map_page,
+    parking,
+    readings,
+    series,
+    stream,
+)
 from api.routes.alerts import router as alerts_router
 from api.routes.calibration_admin import router as calibration_admin_router
 from api.routes.lass_feed import router as lass_feed_router
@@ -151,6 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lass_feed_router)
     app.include_router(alerts_router)
     app.include_router(calibration_admin_router)
+    app.include_router(map_data.router)
+    app.mount("/static", map_page.static_files(), name="static")
     origins = parse_origins(settings.api_cors_origins)
     if origins:
         admin_routes = [*admin.router.routes, *calibration_admin_router.routes]

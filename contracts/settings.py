@@ -132,6 +132,17 @@ class Settings(BaseSettings):
         ",".join((CHIRPSTACK_UP_TOPIC, *CHIRPSTACK_STATUS_TOPICS)),
         description="ChirpStack v4 event topics the gateway subscribes to (comma-separated; empty = no LoRaWAN)",
     )
+    map_tiles: str = Field(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        description="Tile URL template of the /map base layer; empty = only the bundled Taiwan outline (offline)",
+    )
+    map_tiles_attribution: str = Field(
+        '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors',
+        description="Attribution shown for CITYSENSE_MAP_TILES (HTML, as the tile provider requires)",
+    )
+    local_timezone: str = Field(
+        "Asia/Taipei", description="The city's time zone: a school's 'today' and the spreadsheet export's times"
+    )
 
     @field_validator("mqtt_url")
     @classmethod

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -185,6 +186,7 @@ def run_demo(
             f"\n[bold green]citysense is running[/] (ready in {time.monotonic() - started:.0f} s)\n"
             f"  API            {api}   (docs {api}/docs)\n"
             f"  live map       {api}/map\n"
+            f"{_school_page_line(api, boxes[0].school if boxes else None)}"
             f"  PM2.5 GeoJSON  {api}/v1/latest?metric=pm25\n"
             f"  health         {api}/v1/health\n"
             f"  gateway stats  http://127.0.0.1:{env['CITYSENSE_GATEWAY_METRICS_PORT']}/metrics\n"
@@ -343,3 +345,8 @@ def _wait_http(url: str, timeout: float) -> None:
             pass
         time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def _school_page_line(api: str, school: str | None) -> str:
+    """The demo's line for the page of one of its schools (none without air boxes)."""
+    return f"  school page    {api}/schools/{quote(school)}   ({school})\n" if school else ""

@@ -7,8 +7,10 @@ An export (api/exports.py): a bounded number at once, read window by window from
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -51,6 +53,10 @@ async def school_csv(
     school: SchoolName,
     start: Timestamp | None = Query(None, description="ISO 8601, 1970-2199; default end - 7 days"),
     end: Timestamp | None = Query(None, description="ISO 8601, 1970-2199; default now"),
+    format: Literal["csv", "spreadsheet"] = Query(  # noqa: A002 - the public parameter name
+        "csv", description="csv: UTC ISO 8601 times; spreadsheet: a UTF-8 byte-order mark and the city's local "
+        "wall-clock times (CITYSENSE_LOCAL_TIMEZONE), which Excel and LibreOffice open as dates",
+    ),
 ) -> StreamingResponse:
     t0, t1 = time_range(start, end, timedelta(days=7))
     cur = await db.execute("SELECT count(*) FROM devices WHERE lower(school) = lower(%s)", [school])
@@ -65,6 +71,11 @@ async def school_csv(
             return await window.fetchall()
 
     slot = claim_export_slot(request)
+    if format == "spreadsheet":
+        zone = ZoneInfo(request.app.state.settings.local_timezone)
+        lines = _with_byte_order_mark(csv_lines(["time_local", "device_id", *COLUMNS, "pm25_raw", "flags"], t0, t1,
+                                                fetch, lambda row: _spreadsheet_row(row, zone)))
+        return await csv_export(slot, lines, "citysense-school-spreadsheet.csv")
     lines = csv_lines(["time_utc", "device_id", *COLUMNS, "pm25_raw", "flags"], t0, t1, fetch, _csv_row)
     return await csv_export(slot, lines, "citysense-school.csv")
 
@@ -79,3 +90,21 @@ def _csv_row(row: Any) -> list[Any]:
     *measured, flags = values
     cells = ["" if v is None else round(v, places) for v, places in zip(measured, _DECIMALS, strict=True)]
     return [t.isoformat(), device, *cells, "" if flags is None else flags]
+
+
+def _spreadsheet_row(row: Any, zone: ZoneInfo) -> list[Any]:
+    """A row with its time as local wall-clock text without offset ("2025-03-01 08:00:00"), which
+    spreadsheets read as a date and time."""
+    _, *rest = _csv_row(row)
+    return [row[0].astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), *rest]
+
+
+async def _with_byte_order_mark(lines: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+    """The CSV behind a UTF-8 byte-order mark: Excel opens a CSV as UTF-8 only with one, whatever its locale."""
+    first = True
+    try:
+        async for chunk in lines:
+            yield ("\ufeff" + chunk) if first else chunk
+            first = False
+    finally:
+        await lines.aclose()

@@ -35,13 +35,14 @@ LEFT JOIN LATERAL (
 WHERE %(zone)s::text IS NULL OR s.zone = %(zone)s
 """
 
+# a zone's free + occupied + unknown is its bays: the statuses of api/smart_data_models.spot_status
 _ZONES = f"""
 WITH spot AS ({_SPOT_STATES})
 SELECT zone,
        count(*) AS bays,
-       count(*) FILTER (WHERE occupied) AS occupied,
-       count(*) FILTER (WHERE occupied IS FALSE) AS free,
-       count(*) FILTER (WHERE stale) AS unknown,
+       count(*) FILTER (WHERE occupied AND NOT stale AND NOT retired) AS occupied,
+       count(*) FILTER (WHERE occupied IS FALSE AND NOT stale AND NOT retired) AS free,
+       count(*) FILTER (WHERE stale OR retired OR occupied IS NULL) AS unknown,
        max(time) AS newest_event
 FROM spot
 GROUP BY zone ORDER BY zone
@@ -112,3 +113,14 @@ async def sites(
 ) -> Response:
     states = await _spot_states(db, stale_s, site)
     return _answer(request, sdm.on_street_parkings(states), format, options)
+
+
+@router.get("/bays", summary="Every bay with a position: zone, status (free, occupied, unknown), newest event")
+async def bays(db: DbDep, stale_s: int = StaleQuery, site: str | None = ZoneQuery) -> dict[str, Any]:
+    """The map's bays: the ParkingSpot status of each bay that has a position, in plain JSON."""
+    rows = [
+        {"spot_id": s.spot_id, "zone": s.zone, "device_id": s.device_id, "lat": s.lat, "lon": s.lon, "time": s.time,
+         "status": sdm.spot_status(s)}
+        for s in await _spot_states(db, stale_s, site) if s.lat is not None and s.lon is not None
+    ]
+    return {"meta": {"found": len(rows)}, "results": rows}

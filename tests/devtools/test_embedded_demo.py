@@ -93,6 +93,9 @@ def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> 
     )
     try:
         api = _wait_for_api(proc)
+        assert proc.stdout is not None
+        school_page = re.search(r"school page +(http://\S+)", "".join(proc.stdout.readline() for _ in range(2)))
+        assert school_page, "the demo prints no school page after the live map"
 
         def map_full() -> bool:
             fc = httpx.get(f"{api}/v1/latest", params={"metric": "pm25"}, timeout=5).json()
@@ -100,6 +103,9 @@ def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> 
 
         wait_until(map_full, max(1.0, 60 - (time.monotonic() - started)), interval=1.0, what=">= 200 features")
         assert httpx.get(f"{api}/v1/health", timeout=5).json()["status"] == "ok"
+        assert httpx.get(school_page.group(1), timeout=5).status_code == 200
+        summary = httpx.get(school_page.group(1).replace("/schools/", "/v1/schools/"), timeout=10).json()
+        assert summary["devices"], summary
         print(f"demo: 200 boxes on the map after {time.monotonic() - started:.1f} s")
         _assert_demo_broker_is_closed(tmp_path / "data")
         wait_until(lambda: _device_has_readings(api, "fw-airbox-01"), 30, interval=1.0,
