@@ -32,19 +32,16 @@ router = APIRouter(prefix="/v1", tags=["map"], dependencies=[RateLimited], respo
 MAP_MAX_AGE = timedelta(hours=3)
 """A box silent for longer is not on the map (as /v1/latest's default)."""
 
-# the newest PM2.5 of each air box (one index probe per device, as /v1/latest), with its status
+# the newest PM2.5 of each air box (latest_readings, kept by the batch writer: one index range,
+# as /v1/latest), with its status
 _BOXES = """
 SELECT d.device_id, d.kind, d.name, d.school, d.lat, d.lon, r.time, r.value, r.raw, r.flags,
        s.fw, s.online, s.updated_at AS status_at
 FROM devices d
 LEFT JOIN device_status s USING (device_id)
-CROSS JOIN LATERAL (
-  SELECT time, value, raw, flags FROM readings
-  WHERE device_id = d.device_id AND metric = 'pm25' AND time > now() - %(max_age)s::interval
-        AND time <= now() + interval '10 minutes'
-  ORDER BY time DESC LIMIT 1
-) r
+JOIN latest_readings r ON r.device_id = d.device_id AND r.metric = 'pm25'
 WHERE d.retired_at IS NULL AND d.kind <> 'parking' AND d.lat IS NOT NULL
+      AND r.time > now() - %(max_age)s::interval AND r.time <= now() + interval '10 minutes'
       AND (%(school)s::text IS NULL OR lower(d.school) = lower(%(school)s::text))
 ORDER BY d.device_id
 """
