@@ -61,8 +61,8 @@ async def upsert_newest(conn: asyncpg.Connection, readings: Sequence[ReadingRow]
     rows = newest_per_series(readings)
     await conn.execute(
         _UPSERT_NEWEST, [r[1] for r in rows], [r[2] for r in rows], [r[0] for r in rows], [r[3] for r in rows],
-        [r[4] for r in rows], [r[5] for r in rows], [r[6] for r in rows],
-    )
+        [r[4] for r in rows], [int(r[5]) for r in rows], [r[6] for r in rows],  # flags may be an IntFlag,
+    )  # which asyncpg's array encoder would iterate as a nested array
 
 
 def rebuild(conn: psycopg.Connection[object]) -> int:

@@ -7,13 +7,14 @@ import time
 
 import psycopg
 
+from contracts.flags import Flag
 from contracts.records import ReadingRow
 from ingest.batch_writer import Batch, BatchWriter
 from ingest.latest_readings import newest_per_series, rebuild
 
 
 def _row(device: str, metric: str, ts: float, value: float, flags: int = 0) -> ReadingRow:
-    return (ts, device, metric, value, value, flags, None)
+    return (ts, device, metric, value, value, Flag(flags), None)  # the pipeline hands IntFlags
 
 
 def _latest(url: str) -> dict[tuple[str, str], tuple[float, float | None, int]]:
