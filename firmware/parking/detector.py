@@ -50,6 +50,8 @@ LEARNING = 0
 VACANT = 1
 OCCUPIED = 2
 
+WEAK_FLOOR = 1.5
+MISFIT_MARGIN = 4.0
 _SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
 
 
@@ -113,6 +115,9 @@ class Detector:
         self.sx = self.sy = self.sz = self.sxt = self.syt = self.szt = 0.0
         self.cx = self.cy = self.cz = 0.0
         self.sig = 0.0
+        self.guess = False  # the baseline is a first-boot guess: a car may stand on it
+        self.ox = self.oy = self.oz = 0.0  # the other candidate for the empty bay (a guess given up)
+        self.have_alt = False
         self._reset_run()
         self.lx = self.ly = self.lz = 0.0
         self.have_last = False
@@ -203,6 +208,11 @@ class Detector:
     def _th_arr(self) -> float:
         return _clamp(6.0 * self.noise, self.arr_floor, self.th_low)
 
+    def _th_weak(self) -> float:
+        """The smallest settled level taken for a vehicle that came over the sensor: a few widths of
+        the level's own error (a mean of up to 64 samples), never below what neighbours can leave."""
+        return max(WEAK_FLOOR, 2.5 * self.noise)
+
     def _th_big(self) -> float:
         return min(max(self.th_high, 1.25 * self.lane_peak), 3.0 * self.th_high)
 
@@ -288,8 +298,6 @@ class Detector:
         self.mz += (z - self.mz) * w
         if self.rn < need:
             return False
-        if self.rn == self.settle and self.have_last:
-            self._maybe_step()
         self._persist()
         return True
 
@@ -352,6 +360,7 @@ class Detector:
             else:
                 self.state = VACANT
                 self._anchor_here()
+                self.guess = True
             return True
         d = self._level_dev()
         if d < max(2.5, self._th_arr() * 0.5):
@@ -377,6 +386,10 @@ class Detector:
         self._anchor_here()
         self.verified = False
         return True
+
+    def _near_alt(self) -> bool:
+        dx, dy, dz = self.mx - self.ox, self.my - self.oy, self.mz - self.oz
+        return math.sqrt(dx * dx + dy * dy + dz * dz) < max(2.0, 3.0 * self.noise)
 
     def _dev_of(self, x: float, y: float, z: float) -> float:
         dt = self.temp - self.at
@@ -430,13 +443,20 @@ class Detector:
                 self.exc_len = 0
                 self.exc_peak = 0.0
             return False
+        if self.have_alt and d >= th_arr and self.rn >= self.settle and self._near_alt():
+            self._anchor_here()  # the level given up recurs: it was the empty bay, the one between was a car
+            self.have_alt = self.guess = False
+            self.verified = True
+            return False
         if not self.verified and d >= th_arr and self.rn >= self.settle:
             b = self.base
-            if self._misfit(self.mx, self.my, self.mz) + 4.0 < self._misfit(b[0], b[1], b[2]):
-                self._anchor_here()  # the unverified baseline was a car, which has left: learn the bay
+            if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
+                self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,
+                self.have_alt = True  # but keep the old level: should it recur, it was the bay after all
+                self._anchor_here()
                 self.verified = True
                 return False
-        if self.held >= self.slow and d >= max(2.5, 8.0 * self.noise) and self.exc_peak >= max(self._th_big(), 3.0 * d):
+        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(self.th_low, 1.5 * d):
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
         if d >= th_arr and (self.held >= self.slow or (d >= self._th_big() and self.rn >= self.settle)):
             self.state = OCCUPIED
@@ -456,6 +476,7 @@ class Detector:
         self.state = VACANT
         self._anchor_here()
         self.verified = True
+        self.have_alt = self.guess = False  # the baseline recurred: it is the empty bay
         self.exc_len = 0
         self.exc_peak = 0.0
         return True
@@ -471,7 +492,7 @@ class Detector:
             return False
         d = self._level_dev()
         sig = self.sig
-        th_dep = _clamp(0.4 * sig, max(1.0, 3.0 * self.noise), self.th_low)
+        th_dep = min(_clamp(0.4 * sig, max(1.0, 3.0 * self.noise), self.th_low), 0.5 * sig)
         if d < th_dep:
             return self._depart()
         if dc < max(th_dep, 0.25 * sig):
@@ -482,6 +503,14 @@ class Detector:
             self.sig = self._dev_of(self.cx, self.cy, self.cz)
             return False
         if self.held < self.slow:
+            return False
+        if self.guess and d >= self._th_arr():
+            # a third level while the first-boot baseline is a guess: the bay never went back to it, so the
+            # guess was a car, the level taken for a car was the empty bay, and this is the next vehicle
+            self.ax, self.ay, self.az, self.at = self.cx, self.cy, self.cz, self.temp
+            self.guess = False
+            self.verified = True
+            self._car_here()
             return False
         if not self.verified:
             # three levels (baseline, car, this): the one nearest Earth's field is the empty bay
