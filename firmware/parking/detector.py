@@ -206,7 +206,13 @@ class Detector:
     # ---- thresholds ----------------------------------------------------------------
 
     def _th_arr(self) -> float:
-        return _clamp(6.0 * self.noise, self.arr_floor, self.th_low)
+        """Arrival threshold for a settled level: a mean of many samples, so the sample noise enters
+        only a little; the floor is what neighbours and lane queues leave."""
+        return _clamp(3.0 * self.noise, self.arr_floor, self.th_low)
+
+    def _th_exc(self) -> float:
+        """A single sample this far from the baseline is part of an excursion (a vehicle moving near)."""
+        return 0.5 * _clamp(6.0 * self.noise, self.arr_floor, self.th_low)
 
     def _th_weak(self) -> float:
         """The smallest settled level taken for a vehicle that came over the sensor: a few widths of
@@ -255,7 +261,7 @@ class Detector:
             self.d_prev = d
             self.deviation = d
             if self.state == VACANT:
-                if d2 > self._th_arr() * 0.5:
+                if d2 > self._th_exc():
                     self.exc_len += 1
                     if d2 > self.exc_peak:
                         self.exc_peak = d2
@@ -304,7 +310,9 @@ class Detector:
     def _persist(self) -> None:
         """How long (samples) the field has been at this level, across brief disturbances."""
         dx, dy, dz = self.mx - self.qx, self.my - self.qy, self.mz - self.qz
-        if self.q_start < 0 or math.sqrt(dx * dx + dy * dy + dz * dz) > max(1.5, 2.0 * self._radius()):
+        # levels are means of up to 64 samples: compared on their own error, not on the sample spread,
+        # or a small car under a noisy sensor would seem to continue the empty level
+        if self.q_start < 0 or math.sqrt(dx * dx + dy * dy + dz * dz) > max(1.5, 1.5 * self.noise):
             self.qx, self.qy, self.qz = self.mx, self.my, self.mz
             self.q_start = self.start_n
         self.held = self.n - self.q_start
