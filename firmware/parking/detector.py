@@ -494,7 +494,11 @@ class Detector:
         if not self.base_known:
             if self.held >= 30 and dc >= self._th_arr():
                 if self._misfit(self.mx, self.my, self.mz) + 3.0 < self._misfit(self.cx, self.cy, self.cz):
-                    return self._depart()
+                    self._depart()
+                    self.ox, self.oy, self.oz = self.cx, self.cy, self.cz  # should the first level recur,
+                    self.have_alt = True  # it was the empty bay after all (an unusual installation offset)
+                    self.verified = False
+                    return True
                 if self.held >= self.move:
                     self._car_here()
             return False
