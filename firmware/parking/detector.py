@@ -312,7 +312,9 @@ class Detector:
         dx, dy, dz = self.mx - self.qx, self.my - self.qy, self.mz - self.qz
         # levels are means of up to 64 samples: compared on their own error, not on the sample spread,
         # or a small car under a noisy sensor would seem to continue the empty level
-        if self.q_start < 0 or math.sqrt(dx * dx + dy * dy + dz * dz) > max(1.5, 1.5 * self.noise):
+        # (a vehicle standing in the lane beside a parked car moves its level by a share of its size)
+        tol = max(1.5, 1.5 * self.noise, 0.2 * self._level_dev() if self.base_known else 0.0)
+        if self.q_start < 0 or math.sqrt(dx * dx + dy * dy + dz * dz) > tol:
             self.qx, self.qy, self.qz = self.mx, self.my, self.mz
             self.q_start = self.start_n
         self.held = self.n - self.q_start
