@@ -52,6 +52,8 @@ OCCUPIED = 2
 
 WEAK_FLOOR = 1.5
 MISFIT_MARGIN = 4.0
+NB_MARGIN = 1.2  # the arrival threshold stands this far above the neighbours' levels seen here
+NB_HOLD = 30  # samples a level must stand to count as a neighbour's (passing traffic is shorter)
 _SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
 
 
@@ -93,6 +95,9 @@ class Detector:
         self.earth_z = earth_ut * math.sin(math.radians(earth_incl))
         self.sd = 0.5  # EWMA of the quiet sample-to-sample step (uT)
         self.lane_peak = 0.0
+        self.nb_level = 0.0  # the largest step a neighbour's vehicle or the lane left standing at this sensor
+        self.exc_level = 0.0
+        self.nb_q = -1  # the standing level last weighed as a neighbour's
         self.temp = 25.0
         self.age = 0  # samples since the empty bay was last seen
         self.deviation = 0.0
@@ -208,7 +213,7 @@ class Detector:
     def _th_arr(self) -> float:
         """Arrival threshold for a settled level: a mean of many samples, so the sample noise enters
         only a little; the floor is what neighbours and lane queues leave."""
-        return _clamp(3.0 * self.noise, self.arr_floor, self.th_low)
+        return _clamp(max(3.0 * self.noise, NB_MARGIN * self.nb_level), self.arr_floor, self.th_low + 2.0)
 
     def _th_exc(self) -> float:
         """A single sample this far from the baseline is part of an excursion (a vehicle moving near)."""
@@ -251,6 +256,7 @@ class Detector:
         self.px, self.py, self.pz = x, y, z
         self.have_prev = True
         self.lane_peak *= 0.999992  # half-life ~1 day
+        self.nb_level *= 0.999992
         if self.base_known:
             dt = self.temp - self.at
             dx = x - self.ax - self.kx * dt
@@ -450,6 +456,9 @@ class Detector:
             if self.bad == 0:  # back on the baseline (not just a spike in a quiet run)
                 if 0 < self.exc_len < 150 and self.exc_peak > self.lane_peak:
                     self.lane_peak = self.exc_peak
+                if self.exc_level > self.nb_level:
+                    self.nb_level = self.exc_level
+                self.exc_level = 0.0
                 self.exc_len = 0
                 self.exc_peak = 0.0
             return False
@@ -466,12 +475,15 @@ class Detector:
                 self._anchor_here()
                 self.verified = True
                 return False
-        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(self.th_low, 1.5 * d):
+        if self.held >= NB_HOLD and d > self.exc_level:
+            self.exc_level = d  # a standing level: should the field go back to the baseline, a neighbour's
+        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(self.th_low, 1.3 * d):
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
         if d >= th_arr and (self.held >= self.slow or (d >= self._th_big() and self.rn >= self.settle)):
             self.state = OCCUPIED
             self._car_here()
             self.stuck = 0
+            self.exc_level = 0.0
             self.exc_len = 0
             self.exc_peak = 0.0
             return True
@@ -479,6 +491,7 @@ class Detector:
             self.stuck = self.held
             if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level
                 self._anchor_here()
+                self.exc_level = 0.0
                 self.verified = False
         return False
 
@@ -506,6 +519,10 @@ class Detector:
             return False
         d = self._level_dev()
         sig = self.sig
+        if self.held >= NB_HOLD and self.q_start != self.nb_q:
+            self.nb_q = self.q_start  # a new standing level beside a parked car: a neighbour or the lane;
+            if dc > self.nb_level and d > 0.5 * sig:  # its step says what they leave at this sensor
+                self.nb_level = dc
         th_dep = min(_clamp(0.4 * sig, max(1.0, 3.0 * self.noise), self.th_low), 0.5 * sig)
         if d < th_dep:
             return self._depart()
