@@ -472,6 +472,7 @@ class Detector:
             if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
                 self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,
                 self.have_alt = True  # but keep the old level: should it recur, it was the bay after all
+                self.guess = False  # (the recurrence of the old level now settles the question)
                 self._anchor_here()
                 self.verified = True
                 return False
