@@ -52,6 +52,7 @@ OCCUPIED = 2
 
 WEAK_FLOOR = 1.5
 MISFIT_MARGIN = 4.0
+CAME_OVER_PEAK = 5.0  # uT: the least excursion of a vehicle that drove over the sensor to park
 NB_MARGIN = 1.2  # the arrival threshold stands this far above the neighbours' levels seen here
 NB_HOLD = 30  # samples a level must stand to count as a neighbour's (passing traffic is shorter)
 _SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
@@ -462,7 +463,7 @@ class Detector:
                 self.exc_len = 0
                 self.exc_peak = 0.0
             return False
-        if self.have_alt and d >= th_arr and self.rn >= self.settle and self._near_alt():
+        if self.have_alt and self.rn >= self.settle and self._near_alt():
             self._anchor_here()  # the level given up recurs: it was the empty bay, the one between was a car
             self.have_alt = self.guess = False
             self.verified = True
@@ -478,7 +479,7 @@ class Detector:
                 return False
         if self.held >= NB_HOLD and d > self.exc_level:
             self.exc_level = d  # a standing level: should the field go back to the baseline, a neighbour's
-        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(self.th_low, 1.3 * d):
+        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(CAME_OVER_PEAK, 1.3 * d):
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
         if d >= th_arr and (self.held >= self.slow or (d >= self._th_big() and self.rn >= self.settle)):
             self.state = OCCUPIED
@@ -490,7 +491,9 @@ class Detector:
             return True
         if d < th_arr:
             self.stuck = self.held
-            if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level
+            if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level,
+                self.ox, self.oy, self.oz = self.base  # but should the old one recur, a car had stood there
+                self.have_alt = True
                 self._anchor_here()
                 self.exc_level = 0.0
                 self.verified = False
