@@ -253,7 +253,8 @@ class Detector:
             dx, dy, dz = x - self.px, y - self.py, z - self.pz
             e = math.sqrt(dx * dx + dy * dy + dz * dz)
             cap = 3.0 * self.sd + 0.1  # motion and spikes pull only a little (clipped), a noisier chip wins
-            self.sd += ((e if e < cap else cap) - self.sd) * 0.005
+            rate = 0.05 if self.state == LEARNING else 0.005  # a noisy chip must not hold up the first level
+            self.sd += ((e if e < cap else cap) - self.sd) * rate
         self.px, self.py, self.pz = x, y, z
         self.have_prev = True
         self.lane_peak *= 0.999992  # half-life ~1 day
