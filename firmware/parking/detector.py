@@ -14,28 +14,42 @@ widths of their mean (single spikes are ignored). A judgement needs
   `th_big` (a bay's own car) counts after `settle` samples; a smaller one (a
   scooter, a high chassis, or a bus queuing in the lane) only after `slow`
   samples, longer than a red light. `th_big` rises with the largest passing
-  disturbance seen recently, so a street with buses asks more. The car's
-  signature is that settled level, never a sample from the manoeuvre.
+  disturbance seen recently, so a street with buses asks more; `th_arr`
+  rises above the steps that neighbours' vehicles and the lane leave standing
+  at this sensor (seen beside a parked car, or as levels that came and went),
+  so 1 m scooter bays ask more than kerb-side car bays. A level below
+  `th_arr` (down to a few widths of the level's own error) still counts after
+  `slow` samples when the vehicle drove over the sensor to park: the
+  excursion before it reached 1.3 times the level. The car's signature is
+  that settled level, never a sample from the manoeuvre.
 - departure: a settled level back within `th_dep` of the baseline predicted
-  for the current temperature (th_dep scales with the car's signature), or,
-  after `slow` samples, a level much nearer the baseline than the car (drift
-  the temperature model did not catch).
+  for the current temperature (th_dep scales with the car's signature and is
+  never above half of it), or, after `slow` samples, a level much nearer the
+  baseline than the car (drift the temperature model did not catch).
 - noise: the typical sample-to-sample step when quiet sets the settling
-  radius and the floors of the thresholds (`th_low` caps the smallest
-  arrival threshold, `th_high` is the floor of `th_big`).
+  radius and the excursion threshold. Levels are means of up to 64 samples,
+  so they are compared on their own error: the arrival threshold and a
+  level's persistence depend on the noise only a little.
 - baseline model: an anchor (the empty field at a temperature) plus one
   temperature coefficient per axis, fitted by exponentially forgetting least
   squares on empty settled levels once a minute (ridge towards 0 while the
   temperature has not moved), so a multi-day stay in sun and shade departs
   against the right baseline.
-- an instantaneous jump away from the settled empty level (no manoeuvre: 2
-  samples or fewer) is a hard-iron offset step, not a vehicle: the baseline moves
-  with it. With a car on the bay a fast jump is a scooter leaving, not a step.
+- a hard-iron offset step happens when the device is opened (a battery swap):
+  across a reboot, judged by `restore` below. While powered, a jump that stays
+  is a vehicle (a fast arrival with a failed read in the manoeuvre looks
+  like a jump).
 - first boot without a saved state: the first quiet `learn_samples` give a
   level; if it is far from Earth's field for a flat-mounted sensor (magnitude
   `earth_ut`, inclination `earth_incl`), a car is taken to stand there and the
-  first level nearer Earth's field teaches the baseline. While the baseline is
-  unverified, a third level resolves which of the three is the empty bay.
+  first level nearer Earth's field teaches the baseline. The decision is a
+  guess, settled by which level recurs: a car's signature never comes back
+  (another car, another position), the empty bay does. So a level given up
+  is kept (`ox, oy, oz`): should it come back, it was the bay, and the one
+  between was a car (no report: the state is already right). A third level
+  while the first-boot baseline is still a guess means the guess was a car.
+  The same holds for a level taken as the new empty bay after `stuck`
+  samples.
 - boot with a saved state (`restore`): the first settled level is compared
   with the saved baseline and car; a jump while the bay was empty is an
   offset step (maintenance), not a car, unless it looks much less like Earth's field.
@@ -125,10 +139,7 @@ class Detector:
         self.ox = self.oy = self.oz = 0.0  # the other candidate for the empty bay (a guess given up)
         self.have_alt = False
         self._reset_run()
-        self.lx = self.ly = self.lz = 0.0
-        self.have_last = False
-        self.end_n = self.start_n = self.first_bad = 0
-        self.fx = self.fy = self.fz = 0.0
+        self.start_n = 0
         self.qx = self.qy = self.qz = 0.0
         self.q_start = -1
         self.held = 0
@@ -288,15 +299,8 @@ class Detector:
             dx, dy, dz = x - self.mx, y - self.my, z - self.mz
             if math.sqrt(dx * dx + dy * dy + dz * dz) > self._radius():
                 self.bad += 1
-                if self.bad == 1:
-                    self.first_bad = self.n
-                    self.fx, self.fy, self.fz = x, y, z
                 if self.bad < self.debounce:
                     return self.rn >= need and self.state != LEARNING  # a spike: judge the level again
-                if self.rn >= self.settle:  # a settled level ends: remember where and when
-                    self.lx, self.ly, self.lz = self.mx, self.my, self.mz
-                    self.have_last = True
-                    self.end_n = self.first_bad
                 self._reset_run()
             else:
                 self.bad = 0
@@ -326,27 +330,6 @@ class Detector:
             self.qx, self.qy, self.qz = self.mx, self.my, self.mz
             self.q_start = self.start_n
         self.held = self.n - self.q_start
-
-    def _maybe_step(self) -> None:
-        """A new level reached without a manoeuvre (a jump between two samples): an offset step."""
-        self.have_last = False
-        if self.state != VACANT or self.start_n - self.end_n >= self.debounce:
-            return  # with a car on the bay a fast jump is far more often a scooter leaving than a step
-        r = self._radius()
-        dx, dy, dz = self.fx - self.mx, self.fy - self.my, self.fz - self.mz
-        if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
-            return  # the first sample off the old level was not yet at the new one: motion
-        if self._dev_of(self.lx, self.ly, self.lz) > self._th_arr() * 0.5:
-            return  # the old level was a passing disturbance ending (a lane vehicle driving off)
-        dx, dy, dz = self.mx - self.lx, self.my - self.ly, self.mz - self.lz
-        if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
-            self.ax += dx
-            self.ay += dy
-            self.az += dz
-            self.qx += dx
-            self.qy += dy
-            self.qz += dz
-            self.verified = False
 
     def _level_dev(self) -> float:
         dt = self.temp - self.at
