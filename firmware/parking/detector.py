@@ -236,6 +236,12 @@ class Detector:
         the level's own error (a mean of up to 64 samples), never below what neighbours can leave."""
         return max(WEAK_FLOOR, 2.5 * self.noise)
 
+    def _th_base(self, th_arr: float) -> float:
+        """A settled level this near the baseline is the empty bay (and moves the baseline a little):
+        no wider than the level's own error and the neighbours' steps ask, so a 2 uT car that came
+        over the sensor is not taken into the baseline while it waits to be confirmed."""
+        return max(WEAK_FLOOR, min(0.5 * th_arr, max(3.0 * self.noise, self.nb_level)))
+
     def _th_big(self) -> float:
         return min(max(self.th_high, 1.25 * self.lane_peak), 3.0 * self.th_high)
 
@@ -429,7 +435,7 @@ class Detector:
     def _vacant(self) -> bool:
         d = self._level_dev()
         th_arr = self._th_arr()
-        if d < th_arr * 0.5:
+        if d < self._th_base(th_arr):
             a = self.alpha * 0.1
             dt = self.temp - self.at
             self.ax += (self.mx - self.ax - self.kx * dt) * a
