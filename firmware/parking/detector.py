@@ -208,6 +208,8 @@ class Detector:
     def restore(self, v: "list[float] | tuple[float, ...]") -> None:
         """Take a snapshot (or a 3-number baseline); the first settled level decides the state."""
         self.relearn()
+        if v[0] == 0.0 and v[1] == 0.0 and v[2] == 0.0:
+            return  # saved before any baseline was known (no field is exactly zero): boot as new
         self.ax, self.ay, self.az = float(v[0]), float(v[1]), float(v[2])
         if len(v) >= 11:
             self.at = float(v[3])
@@ -364,6 +366,8 @@ class Detector:
             if self._misfit(self.mx, self.my, self.mz) > 12.0:
                 self.state = OCCUPIED  # far from Earth's field: a car stands on the new sensor
                 self._car_here()
+                self.ox, self.oy, self.oz = self.mx, self.my, self.mz  # (or an offset that large: should
+                self.have_alt = True  # the field come back here after another level, it is the bay)
             else:
                 self.state = VACANT
                 self._anchor_here()
@@ -386,8 +390,9 @@ class Detector:
         far = d >= 2.0 * self.th_high  # bigger than a battery swap moves the offset
         unearthly = self._misfit(self.mx, self.my, self.mz) > self._misfit(b[0], b[1], b[2]) + 8.0
         if d >= self._th_arr() and (far or unearthly):
-            self.state = OCCUPIED  # a car arrived while the device was off
+            self.state = OCCUPIED  # a car arrived while the device was off,
             self._car_here()
+            self.guess = True  # or an offset step that looks like one: if a third level comes, it was
             return True
         self.state = VACANT  # an offset step while the device was off (a battery swap in an empty bay)
         self._anchor_here()
@@ -501,6 +506,9 @@ class Detector:
     def _occupied(self) -> bool:
         dc = self._from_car()
         if not self.base_known:
+            if self.have_alt and self.held >= 30 and dc >= self._th_arr() and self._near_alt():
+                self._depart()  # the first level came back after another: it was the empty bay
+                return True
             if self.held >= 30 and dc >= self._th_arr():
                 if self._misfit(self.mx, self.my, self.mz) + 3.0 < self._misfit(self.cx, self.cy, self.cz):
                     self._depart()

@@ -213,3 +213,26 @@ def test_thresholds_scale_with_the_sensor_noise():
     _feed(noisy, EMPTY, 1500, 25.0, 1.5)
     assert noisy.noise > 3 * quiet.noise
     assert noisy._th_arr() > quiet._th_arr()
+
+
+def test_a_snapshot_saved_before_any_baseline_was_known_boots_as_new():
+    det = make_detector(1000)
+    _feed(det, _plus(EMPTY, (25.0, 30.0, 20.0)), 40, 25.0, 0.2)  # a car on the new sensor: no baseline yet
+    assert det.occupied == 1 and not det.base_known
+    again = make_detector(1000)
+    again.restore(det.snapshot())
+    _feed(again, EMPTY, 40, 25.0, 0.2)  # the car left while the device was off
+    assert again.occupied == 0 and abs(again.base[0] - EMPTY[0]) < 0.5  # not a zero "baseline"
+
+
+def test_a_first_level_taken_for_a_car_is_the_bay_when_the_field_comes_back_to_it():
+    det = make_detector(1000)
+    shifted = _plus(EMPTY, (18.0, 0.0, 6.0))  # the empty bay after a large offset step: unlike Earth's field
+    _feed(det, shifted, 40, 25.0, 0.2)
+    assert det.occupied == 1 and not det.base_known
+    car = _plus(shifted, (15.0, -20.0, 8.0))
+    _drive(det, shifted, car)
+    assert _feed(det, car, 400, 25.0, 0.2) == []  # taken for the car having changed
+    _drive(det, car, shifted)
+    assert [o for _, o in _feed(det, shifted, 60, 25.0, 0.2)] == [0]
+    assert det.base_known and abs(det.base[0] - shifted[0]) < 0.5
