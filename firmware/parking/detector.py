@@ -14,34 +14,50 @@ widths of their mean (single spikes are ignored). A judgement needs
   `th_big` (a bay's own car) counts after `settle` samples; a smaller one (a
   scooter, a high chassis, or a bus queuing in the lane) only after `slow`
   samples, longer than a red light. `th_big` rises with the largest passing
-  disturbance seen recently, so a street with buses asks more. The car's
-  signature is that settled level, never a sample from the manoeuvre.
+  disturbance seen recently, so a street with buses asks more; `th_arr`
+  rises above the steps that neighbours' vehicles and the lane leave standing
+  at this sensor (seen beside a parked car, or as levels that came and went),
+  so 1 m scooter bays ask more than kerb-side car bays. A level below
+  `th_arr` (down to a few widths of the level's own error) still counts after
+  `slow` samples when the vehicle drove over the sensor to park: the
+  excursion before it reached 1.3 times the level. The car's signature is
+  that settled level, never a sample from the manoeuvre.
 - departure: a settled level back within `th_dep` of the baseline predicted
-  for the current temperature (th_dep scales with the car's signature), or,
-  after `slow` samples, a level much nearer the baseline than the car (drift
-  the temperature model did not catch).
+  for the current temperature (th_dep scales with the car's signature and is
+  never above half of it), or, after `slow` samples, a level much nearer the
+  baseline than the car (drift the temperature model did not catch).
 - noise: the typical sample-to-sample step when quiet sets the settling
-  radius and the floors of the thresholds (`th_low` caps the smallest
-  arrival threshold, `th_high` is the floor of `th_big`).
+  radius and the excursion threshold. Levels are means of up to 64 samples,
+  so they are compared on their own error: the arrival threshold and a
+  level's persistence depend on the noise only a little.
 - baseline model: an anchor (the empty field at a temperature) plus one
   temperature coefficient per axis, fitted by exponentially forgetting least
   squares on empty settled levels once a minute (ridge towards 0 while the
   temperature has not moved), so a multi-day stay in sun and shade departs
   against the right baseline.
-- an instantaneous jump away from the settled empty level (no manoeuvre: 2
-  samples or fewer) is a hard-iron offset step, not a vehicle: the baseline moves
-  with it. With a car on the bay a fast jump is a scooter leaving, not a step.
+- a hard-iron offset step happens when the device is opened (a battery swap):
+  across a reboot, judged by `restore` below. While powered, a jump that stays
+  is a vehicle (a fast arrival with a failed read in the manoeuvre looks
+  like a jump).
 - first boot without a saved state: the first quiet `learn_samples` give a
   level; if it is far from Earth's field for a flat-mounted sensor (magnitude
   `earth_ut`, inclination `earth_incl`), a car is taken to stand there and the
-  first level nearer Earth's field teaches the baseline. While the baseline is
-  unverified, a third level resolves which of the three is the empty bay.
+  first level nearer Earth's field teaches the baseline. The decision is a
+  guess, settled by which level recurs: a car's signature never comes back
+  (another car, another position), the empty bay does. So a level given up
+  is kept (`ox, oy, oz`): should it come back, it was the bay, and the one
+  between was a car (no report: the state is already right). A third level
+  while the first-boot baseline is still a guess means the guess was a car.
+  The same holds for a level taken as the new empty bay after `stuck`
+  samples.
 - boot with a saved state (`restore`): the first settled level is compared
   with the saved baseline and car; a jump while the bay was empty is an
   offset step (maintenance), not a car, unless it looks much less like Earth's field.
 
-RAM: ~60 numbers in attributes, no lists; `update` allocates no containers
-(MicroPython boxes floats, see the README for the figure).
+RAM: ~70 numbers in attributes, no lists; `update` allocates no containers
+(MicroPython boxes floats). Measured under the WebAssembly MicroPython 1.27
+(tests/firmware/test_build_and_micropython.py): 1.3 KB held after gc.collect(),
+60-75 us and ~2 KB of short-lived floats per sample.
 """
 
 import math
@@ -50,6 +66,11 @@ LEARNING = 0
 VACANT = 1
 OCCUPIED = 2
 
+WEAK_FLOOR = 1.5
+MISFIT_MARGIN = 4.0
+CAME_OVER_PEAK = 5.0  # uT: the least excursion of a vehicle that drove over the sensor to park
+NB_MARGIN = 1.2  # the arrival threshold stands this far above the neighbours' levels seen here
+NB_HOLD = 30  # samples a level must stand to count as a neighbour's (passing traffic is shorter)
 _SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
 
 
@@ -91,6 +112,9 @@ class Detector:
         self.earth_z = earth_ut * math.sin(math.radians(earth_incl))
         self.sd = 0.5  # EWMA of the quiet sample-to-sample step (uT)
         self.lane_peak = 0.0
+        self.nb_level = 0.0  # the largest step a neighbour's vehicle or the lane left standing at this sensor
+        self.exc_level = 0.0
+        self.nb_q = -1  # the standing level last weighed as a neighbour's
         self.temp = 25.0
         self.age = 0  # samples since the empty bay was last seen
         self.deviation = 0.0
@@ -113,11 +137,11 @@ class Detector:
         self.sx = self.sy = self.sz = self.sxt = self.syt = self.szt = 0.0
         self.cx = self.cy = self.cz = 0.0
         self.sig = 0.0
+        self.guess = False  # the baseline is a first-boot guess: a car may stand on it
+        self.ox = self.oy = self.oz = 0.0  # the other candidate for the empty bay (a guess given up)
+        self.have_alt = False
         self._reset_run()
-        self.lx = self.ly = self.lz = 0.0
-        self.have_last = False
-        self.end_n = self.start_n = self.first_bad = 0
-        self.fx = self.fy = self.fz = 0.0
+        self.start_n = 0
         self.qx = self.qy = self.qz = 0.0
         self.q_start = -1
         self.held = 0
@@ -186,6 +210,8 @@ class Detector:
     def restore(self, v: "list[float] | tuple[float, ...]") -> None:
         """Take a snapshot (or a 3-number baseline); the first settled level decides the state."""
         self.relearn()
+        if v[0] == 0.0 and v[1] == 0.0 and v[2] == 0.0:
+            return  # saved before any baseline was known (no field is exactly zero): boot as new
         self.ax, self.ay, self.az = float(v[0]), float(v[1]), float(v[2])
         if len(v) >= 11:
             self.at = float(v[3])
@@ -201,7 +227,24 @@ class Detector:
     # ---- thresholds ----------------------------------------------------------------
 
     def _th_arr(self) -> float:
-        return _clamp(6.0 * self.noise, self.arr_floor, self.th_low)
+        """Arrival threshold for a settled level: a mean of many samples, so the sample noise enters
+        only a little; the floor is what neighbours and lane queues leave."""
+        return _clamp(max(3.0 * self.noise, NB_MARGIN * self.nb_level), self.arr_floor, self.th_low + 2.0)
+
+    def _th_exc(self) -> float:
+        """A single sample this far from the baseline is part of an excursion (a vehicle moving near)."""
+        return 0.5 * _clamp(6.0 * self.noise, self.arr_floor, self.th_low)
+
+    def _th_weak(self) -> float:
+        """The smallest settled level taken for a vehicle that came over the sensor: a few widths of
+        the level's own error (a mean of up to 64 samples), never below what neighbours can leave."""
+        return max(WEAK_FLOOR, 2.5 * self.noise)
+
+    def _th_base(self, th_arr: float) -> float:
+        """A settled level this near the baseline is the empty bay (and moves the baseline a little):
+        no wider than the level's own error and the neighbours' steps ask, so a 2 uT car that came
+        over the sensor is not taken into the baseline while it waits to be confirmed."""
+        return max(WEAK_FLOOR, min(0.5 * th_arr, max(3.0 * self.noise, self.nb_level)))
 
     def _th_big(self) -> float:
         return min(max(self.th_high, 1.25 * self.lane_peak), 3.0 * self.th_high)
@@ -231,10 +274,12 @@ class Detector:
             dx, dy, dz = x - self.px, y - self.py, z - self.pz
             e = math.sqrt(dx * dx + dy * dy + dz * dz)
             cap = 3.0 * self.sd + 0.1  # motion and spikes pull only a little (clipped), a noisier chip wins
-            self.sd += ((e if e < cap else cap) - self.sd) * 0.005
+            rate = 0.05 if self.state == LEARNING else 0.005  # a noisy chip must not hold up the first level
+            self.sd += ((e if e < cap else cap) - self.sd) * rate
         self.px, self.py, self.pz = x, y, z
         self.have_prev = True
         self.lane_peak *= 0.999992  # half-life ~1 day
+        self.nb_level *= 0.999992
         if self.base_known:
             dt = self.temp - self.at
             dx = x - self.ax - self.kx * dt
@@ -245,7 +290,7 @@ class Detector:
             self.d_prev = d
             self.deviation = d
             if self.state == VACANT:
-                if d2 > self._th_arr() * 0.5:
+                if d2 > self._th_exc():
                     self.exc_len += 1
                     if d2 > self.exc_peak:
                         self.exc_peak = d2
@@ -264,15 +309,8 @@ class Detector:
             dx, dy, dz = x - self.mx, y - self.my, z - self.mz
             if math.sqrt(dx * dx + dy * dy + dz * dz) > self._radius():
                 self.bad += 1
-                if self.bad == 1:
-                    self.first_bad = self.n
-                    self.fx, self.fy, self.fz = x, y, z
                 if self.bad < self.debounce:
                     return self.rn >= need and self.state != LEARNING  # a spike: judge the level again
-                if self.rn >= self.settle:  # a settled level ends: remember where and when
-                    self.lx, self.ly, self.lz = self.mx, self.my, self.mz
-                    self.have_last = True
-                    self.end_n = self.first_bad
                 self._reset_run()
             else:
                 self.bad = 0
@@ -288,39 +326,20 @@ class Detector:
         self.mz += (z - self.mz) * w
         if self.rn < need:
             return False
-        if self.rn == self.settle and self.have_last:
-            self._maybe_step()
         self._persist()
         return True
 
     def _persist(self) -> None:
         """How long (samples) the field has been at this level, across brief disturbances."""
         dx, dy, dz = self.mx - self.qx, self.my - self.qy, self.mz - self.qz
-        if self.q_start < 0 or math.sqrt(dx * dx + dy * dy + dz * dz) > max(1.5, 2.0 * self._radius()):
+        # levels are means of up to 64 samples: compared on their own error, not on the sample spread,
+        # or a small car under a noisy sensor would seem to continue the empty level
+        # (a vehicle standing in the lane beside a parked car moves its level by a share of its size)
+        tol = max(1.5, 1.5 * self.noise, 0.2 * self._level_dev() if self.base_known else 0.0)
+        if self.q_start < 0 or math.sqrt(dx * dx + dy * dy + dz * dz) > tol:
             self.qx, self.qy, self.qz = self.mx, self.my, self.mz
             self.q_start = self.start_n
         self.held = self.n - self.q_start
-
-    def _maybe_step(self) -> None:
-        """A new level reached without a manoeuvre (a jump between two samples): an offset step."""
-        self.have_last = False
-        if self.state != VACANT or self.start_n - self.end_n >= self.debounce:
-            return  # with a car on the bay a fast jump is far more often a scooter leaving than a step
-        r = self._radius()
-        dx, dy, dz = self.fx - self.mx, self.fy - self.my, self.fz - self.mz
-        if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
-            return  # the first sample off the old level was not yet at the new one: motion
-        if self._dev_of(self.lx, self.ly, self.lz) > self._th_arr() * 0.5:
-            return  # the old level was a passing disturbance ending (a lane vehicle driving off)
-        dx, dy, dz = self.mx - self.lx, self.my - self.ly, self.mz - self.lz
-        if math.sqrt(dx * dx + dy * dy + dz * dz) > r:
-            self.ax += dx
-            self.ay += dy
-            self.az += dz
-            self.qx += dx
-            self.qy += dy
-            self.qz += dz
-            self.verified = False
 
     def _level_dev(self) -> float:
         dt = self.temp - self.at
@@ -349,9 +368,12 @@ class Detector:
             if self._misfit(self.mx, self.my, self.mz) > 12.0:
                 self.state = OCCUPIED  # far from Earth's field: a car stands on the new sensor
                 self._car_here()
+                self.ox, self.oy, self.oz = self.mx, self.my, self.mz  # (or an offset that large: should
+                self.have_alt = True  # the field come back here after another level, it is the bay)
             else:
                 self.state = VACANT
                 self._anchor_here()
+                self.guess = True
             return True
         d = self._level_dev()
         if d < max(2.5, self._th_arr() * 0.5):
@@ -370,13 +392,18 @@ class Detector:
         far = d >= 2.0 * self.th_high  # bigger than a battery swap moves the offset
         unearthly = self._misfit(self.mx, self.my, self.mz) > self._misfit(b[0], b[1], b[2]) + 8.0
         if d >= self._th_arr() and (far or unearthly):
-            self.state = OCCUPIED  # a car arrived while the device was off
+            self.state = OCCUPIED  # a car arrived while the device was off,
             self._car_here()
+            self.guess = True  # or an offset step that looks like one: if a third level comes, it was
             return True
         self.state = VACANT  # an offset step while the device was off (a battery swap in an empty bay)
         self._anchor_here()
         self.verified = False
         return True
+
+    def _near_alt(self) -> bool:
+        dx, dy, dz = self.mx - self.ox, self.my - self.oy, self.mz - self.oz
+        return math.sqrt(dx * dx + dy * dy + dz * dz) < max(2.0, 3.0 * self.noise)
 
     def _dev_of(self, x: float, y: float, z: float) -> float:
         dt = self.temp - self.at
@@ -415,7 +442,7 @@ class Detector:
     def _vacant(self) -> bool:
         d = self._level_dev()
         th_arr = self._th_arr()
-        if d < th_arr * 0.5:
+        if d < self._th_base(th_arr):
             a = self.alpha * 0.1
             dt = self.temp - self.at
             self.ax += (self.mx - self.ax - self.kx * dt) * a
@@ -427,28 +454,45 @@ class Detector:
             if self.bad == 0:  # back on the baseline (not just a spike in a quiet run)
                 if 0 < self.exc_len < 150 and self.exc_peak > self.lane_peak:
                     self.lane_peak = self.exc_peak
+                if self.exc_level > self.nb_level:
+                    self.nb_level = self.exc_level
+                self.exc_level = 0.0
                 self.exc_len = 0
                 self.exc_peak = 0.0
             return False
+        if self.have_alt and self.rn >= self.settle and self._near_alt():
+            self._anchor_here()  # the level given up recurs: it was the empty bay, the one between was a car
+            self.have_alt = self.guess = False
+            self.verified = True
+            return False
         if not self.verified and d >= th_arr and self.rn >= self.settle:
             b = self.base
-            if self._misfit(self.mx, self.my, self.mz) + 4.0 < self._misfit(b[0], b[1], b[2]):
-                self._anchor_here()  # the unverified baseline was a car, which has left: learn the bay
+            if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
+                self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,
+                self.have_alt = True  # but keep the old level: should it recur, it was the bay after all
+                self.guess = False  # (the recurrence of the old level now settles the question)
+                self._anchor_here()
                 self.verified = True
                 return False
-        if self.held >= self.slow and d >= max(2.5, 8.0 * self.noise) and self.exc_peak >= max(self._th_big(), 3.0 * d):
+        if self.held >= NB_HOLD and d > self.exc_level:
+            self.exc_level = d  # a standing level: should the field go back to the baseline, a neighbour's
+        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(CAME_OVER_PEAK, 1.3 * d):
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
         if d >= th_arr and (self.held >= self.slow or (d >= self._th_big() and self.rn >= self.settle)):
             self.state = OCCUPIED
             self._car_here()
             self.stuck = 0
+            self.exc_level = 0.0
             self.exc_len = 0
             self.exc_peak = 0.0
             return True
         if d < th_arr:
             self.stuck = self.held
-            if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level
+            if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level,
+                self.ox, self.oy, self.oz = self.base  # but should the old one recur, a car had stood there
+                self.have_alt = True
                 self._anchor_here()
+                self.exc_level = 0.0
                 self.verified = False
         return False
 
@@ -456,6 +500,7 @@ class Detector:
         self.state = VACANT
         self._anchor_here()
         self.verified = True
+        self.have_alt = self.guess = False  # the baseline recurred: it is the empty bay
         self.exc_len = 0
         self.exc_peak = 0.0
         return True
@@ -463,15 +508,26 @@ class Detector:
     def _occupied(self) -> bool:
         dc = self._from_car()
         if not self.base_known:
+            if self.have_alt and self.held >= 30 and dc >= self._th_arr() and self._near_alt():
+                self._depart()  # the first level came back after another: it was the empty bay
+                return True
             if self.held >= 30 and dc >= self._th_arr():
                 if self._misfit(self.mx, self.my, self.mz) + 3.0 < self._misfit(self.cx, self.cy, self.cz):
-                    return self._depart()
+                    self._depart()
+                    self.ox, self.oy, self.oz = self.cx, self.cy, self.cz  # should the first level recur,
+                    self.have_alt = True  # it was the empty bay after all (an unusual installation offset)
+                    self.verified = False
+                    return True
                 if self.held >= self.move:
                     self._car_here()
             return False
         d = self._level_dev()
         sig = self.sig
-        th_dep = _clamp(0.4 * sig, max(1.0, 3.0 * self.noise), self.th_low)
+        if self.held >= NB_HOLD and self.q_start != self.nb_q:
+            self.nb_q = self.q_start  # a new standing level beside a parked car: a neighbour or the lane;
+            if dc > self.nb_level and d > 0.5 * sig:  # its step says what they leave at this sensor
+                self.nb_level = dc
+        th_dep = min(_clamp(0.4 * sig, max(1.0, 3.0 * self.noise), self.th_low), 0.5 * sig)
         if d < th_dep:
             return self._depart()
         if dc < max(th_dep, 0.25 * sig):
@@ -482,6 +538,14 @@ class Detector:
             self.sig = self._dev_of(self.cx, self.cy, self.cz)
             return False
         if self.held < self.slow:
+            return False
+        if self.guess and d >= self._th_arr():
+            # a third level while the first-boot baseline is a guess: the bay never went back to it, so the
+            # guess was a car, the level taken for a car was the empty bay, and this is the next vehicle
+            self.ax, self.ay, self.az, self.at = self.cx, self.cy, self.cz, self.temp
+            self.guess = False
+            self.verified = True
+            self._car_here()
             return False
         if not self.verified:
             # three levels (baseline, car, this): the one nearest Earth's field is the empty bay
