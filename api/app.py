@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.cors import OpenDataCors, parse_origins
 from api.errors import install_database_error_handlers
@@ -48,6 +49,7 @@ from api.routes import (
 from api.routes.alerts import router as alerts_router
 from api.routes.calibration_admin import router as calibration_admin_router
 from api.routes.lass_feed import router as lass_feed_router
+from api.routes.sensorthings import not_found_anywhere
 from api.routes.sensorthings import router as sensorthings_router
 from calibration.aqi import get_scale
 from contracts.settings import Settings, get_settings
@@ -162,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, devices, admin, latest, readings, series, export, parking, stream, aqi, flags, map_page):
         app.include_router(module.router)
     app.include_router(sensorthings_router)
+    app.add_exception_handler(StarletteHTTPException, not_found_anywhere)
     app.include_router(lass_feed_router)
     app.include_router(alerts_router)
     app.include_router(calibration_admin_router)

@@ -70,3 +70,15 @@ async def resource(resource_path: str, request: Request, db: DbDep) -> Response:
     if isinstance(body, str):
         return PlainTextResponse(body)
     return _json(body)
+
+
+async def not_found_anywhere(request: Request, exc: Exception) -> Response:
+    """The app's 404 for a path no route matched: under the SensorThings prefix a SensorThings error
+    body (a path with a control character matches no route at all), elsewhere FastAPI's own."""
+    from fastapi.exception_handlers import http_exception_handler  # noqa: PLC0415
+    from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: PLC0415
+
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and request.url.path.startswith(PREFIX + "/"):
+        return _error(404, f"no SensorThings resource at {request.url.path[:200]!r}")
+    return await http_exception_handler(request, exc)

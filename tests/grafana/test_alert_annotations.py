@@ -47,12 +47,11 @@ def seed_alerts(url: str) -> None:
         ("hotspot", "box-c", "resolved", NOW - timedelta(hours=4), NOW - timedelta(hours=3)),
         ("device_silent", "box-b", "resolved", NOW - timedelta(days=2), NOW - timedelta(days=1)),  # before WINDOW
     ]
-    with psycopg.connect(url) as conn:
-        with conn.cursor() as cur:
-            cur.executemany(
-                b"INSERT INTO alerts (rule, subject, state, started_at, ended_at, rules_version) "
-                b"VALUES (%s, %s, %s, %s, %s, 'test')", rows
-            )
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            b"INSERT INTO alerts (rule, subject, state, started_at, ended_at, rules_version) "
+            b"VALUES (%s, %s, %s, %s, %s, 'test')", rows
+        )
 
 
 ALL_IN_WINDOW = ["device_silent · box-a (resolved)", "hotspot · box-c (resolved)",
