@@ -22,6 +22,11 @@ CREATE TABLE IF NOT EXISTS latest_readings (
 -- transaction. Row-level and on UPDATE only: the COPY of new readings never fires it.
 CREATE OR REPLACE FUNCTION latest_readings_follow() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- the test is here, not in a WHEN clause: a WHEN naming columns would pin their types
+    IF NEW.raw IS NOT DISTINCT FROM OLD.raw AND NEW.value IS NOT DISTINCT FROM OLD.value
+       AND NEW.flags IS NOT DISTINCT FROM OLD.flags AND NEW.calibration_id IS NOT DISTINCT FROM OLD.calibration_id THEN
+        RETURN NULL;
+    END IF;
     UPDATE latest_readings
        SET raw = NEW.raw, value = NEW.value, flags = NEW.flags, calibration_id = NEW.calibration_id
      WHERE device_id = NEW.device_id AND metric = NEW.metric AND time = NEW.time;
@@ -30,6 +35,5 @@ END $$;
 
 DROP TRIGGER IF EXISTS latest_readings_follow ON readings;
 CREATE TRIGGER latest_readings_follow
-    AFTER UPDATE OF raw, value, flags, calibration_id ON readings
-    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*)
+    AFTER UPDATE ON readings FOR EACH ROW
     EXECUTE FUNCTION latest_readings_follow();
