@@ -73,6 +73,11 @@ BEGIN
             WHEN 'calibrations' THEN 'INSERT, UPDATE'
             WHEN 'readings_1h' THEN 'INSERT, DELETE'       -- plain-PostgreSQL aggregate tables, refreshed
             WHEN 'readings_1d' THEN 'INSERT, DELETE'       -- by calibrate apply over the range it touched
+            WHEN 'latest_readings' THEN 'INSERT, UPDATE, DELETE'  -- each batch; the trigger; retention
+            WHEN 'lorawan_uplinks' THEN 'INSERT'           -- ChirpStack deduplication ids
+            WHEN 'alerts' THEN 'INSERT, UPDATE'            -- the alert evaluator's transitions, acknowledgements
+            WHEN 'alert_outbox' THEN 'INSERT, UPDATE'      -- its deliveries
+            WHEN 'school_flags' THEN 'INSERT, UPDATE'      -- the schools' flag colours
         END;
         IF rights IS NOT NULL AND rel.relkind IN ('r', 'p') THEN
             EXECUTE format('GRANT %s ON %I TO citysense_writer', rights, rel.relname);
