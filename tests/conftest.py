@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from contracts.settings import Settings
+from contracts.settings import Settings, get_settings
 from devtools.local_broker import LocalMosquitto
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port
@@ -90,6 +90,16 @@ def database_url(pg_server: LocalPostgres) -> Iterator[str]:
     yield url
     with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
+
+
+@pytest.fixture
+def cli_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A migrated database that `citysense` commands run in-process (CliRunner) use: the one
+    settings object reads CITYSENSE_DATABASE_URL, so its cache is cleared around the test."""
+    monkeypatch.setenv("CITYSENSE_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield database_url
+    get_settings.cache_clear()
 
 
 @pytest.fixture

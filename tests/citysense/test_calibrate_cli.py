@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,18 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from citysense.calibrate_cli import app
-from contracts.settings import get_settings
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAYS = 10
-
-
-@pytest.fixture
-def cli_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("CITYSENSE_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 def seed_colocation(url: str, tmp_path: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +14,8 @@ from calibration.reference_import import read_reference
 from calibration.series import HourlySeries
 from citysense.calibrate_cli import app as calibrate_app
 from citysense.cli import app
-from contracts.settings import get_settings
 from devtools.colocation import generate, write_reference_moenv
 from tests.citysense.test_calibrate_cli import seed_colocation
-
-
-@pytest.fixture
-def cli_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("CITYSENSE_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 def test_sensor_type_none_is_stored_as_null_and_an_empty_one_is_refused(cli_db: str) -> None:

@@ -6,7 +6,6 @@ docs/calibration.md walks the same commands; the figures it quotes are printed h
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from citysense.cli import app
-from contracts.settings import get_settings
 from devtools.colocation import Fault, generate, write_readings_csv, write_reference_csv
 
 DRIFT_ONSET_DAY = 45  # 2025-04-15
 EVERY_MINUTES = 1
-
-
-@pytest.fixture
-def cli_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("CITYSENSE_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 def run_json(runner: CliRunner, args: list[str]) -> list[dict[str, Any]]:

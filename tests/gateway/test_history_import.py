@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,10 @@ from typer.testing import CliRunner
 
 from citysense.cli import app
 from contracts.flags import Flag
-from contracts.settings import get_settings
 from devtools.colocation import generate, write_reference_moenv
 from gateway.history_formats import HistoryFormatError, read_csv
 from gateway.history_import import HistoryImporter
 from ingest.device_store import DeviceFields, register_devices
-
-
-@pytest.fixture
-def cli_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("CITYSENSE_DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 def import_json(args: list[str]) -> dict[str, Any]:
