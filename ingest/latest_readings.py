@@ -13,6 +13,7 @@ per device. Three ways keep it right, each in one place:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 import asyncpg
 import psycopg
@@ -45,15 +46,18 @@ ON CONFLICT (metric, device_id) DO UPDATE
 """
 
 
+_TIME = itemgetter(0)
+_SERIES = itemgetter(1, 2)
+
+
 def newest_per_series(readings: Sequence[ReadingRow]) -> list[ReadingRow]:
-    """The newest row of every (device, metric) in a batch, in one pass."""
-    newest: dict[tuple[str, str], ReadingRow] = {}
-    for row in readings:
-        key = (row[1], row[2])
-        held = newest.get(key)
-        if held is None or row[0] > held[0]:
-            newest[key] = row
-    return list(newest.values())
+    """The newest row of every (device, metric) in a batch.
+
+    C-level loops only (a stable sort by time, then a dict keyed by series keeps each series'
+    last, i.e. newest, row): a per-row Python loop cost ~6 % of the gateway's CPU at full load.
+    Timsort is linear on a batch that arrives mostly in time order."""
+    ordered = sorted(readings, key=_TIME)
+    return list(dict(zip(map(_SERIES, ordered), ordered, strict=True)).values())
 
 
 async def upsert_newest(conn: asyncpg.Connection, readings: Sequence[ReadingRow]) -> None:
