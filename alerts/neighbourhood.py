@@ -138,13 +138,18 @@ def far_from_neighbours(
             n for n in near.get(device.device_id, ()) if n.km <= rules.neighbour_radius_km and n.device_id in hourly
         ]
         chosen = chosen[: rules.max_neighbours]
-        if len(chosen) < rules.min_neighbours or not _off_in_hour(device, chosen, hourly, hours[-1], rules):
+        if len(chosen) < rules.min_neighbours:
             continue
-        offs = [_off_by(device, chosen, hourly, hour, rules) for hour in hours]
-        if any(off is None for off in offs):
+        offs: list[tuple[float, float]] = []
+        for hour in reversed(hours):  # the latest hour first: most boxes are fine now and stop at it
+            off = _off_by(device, chosen, hourly, hour, rules)
+            if off is None:
+                break
+            offs.append(off)
+        if len(offs) < len(hours):
             continue
-        ratio, diff = offs[-1]  # type: ignore[misc]
-        if rules.neighbour_side == "both" or all(off[1] < 0 for off in offs if off is not None):
+        ratio, diff = offs[0]
+        if rules.neighbour_side == "both" or all(off[1] < 0 for off in offs):
             out[device.device_id] = {
                 "comparator": f"neighbours:{len(chosen)}",
                 "ratio": round(ratio, 3),
@@ -175,11 +180,6 @@ def _off_by(
         return ratio, diff
     return None
 
-
-def _off_in_hour(
-    device: DeviceInfo, chosen: Sequence[Neighbour], hourly: Hourly, hour: Hour, rules: ImplausibleRule
-) -> bool:
-    return _off_by(device, chosen, hourly, hour, rules) is not None
 
 
 def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:

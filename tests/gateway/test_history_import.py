@@ -71,12 +71,13 @@ def test_a_second_import_adds_nothing_and_bad_rows_are_refused_with_their_line(c
     assert (second["rows_stored"], second["rows_duplicate"]) == (0, 1)
 
 
-def test_aggregates_are_refreshed_over_the_days_imported_only_not_the_days_between(cli_db: str, tmp_path: Path) -> None:
+def test_aggregates_are_refreshed_over_the_days_imported_only_not_the_days_between(
+    cli_db: str, tmp_path: Path, backend: str
+) -> None:
+    if backend == "timescaledb":  # the backend recorded at migration (ingest.backend), as the code decides it
+        pytest.skip("readings_1h is a continuous aggregate there: no stale row can be planted to prove the range")
     register_devices(cli_db, [("box-b", DeviceFields(lat=25.0, lon=121.5))])
     with psycopg.connect(cli_db) as conn:
-        backend = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-        if backend and backend[0]:
-            pytest.skip("TimescaleDB refreshes its own continuous aggregates")
         conn.execute("INSERT INTO readings_1h (bucket, device_id, metric, avg, min, max, count) "
                      "VALUES ('2025-02-10T00:00Z', 'box-b', 'pm25', 99, 99, 99, 1)")  # stale, outside the range
     csv_file = write_csv(tmp_path / "day.csv", [
