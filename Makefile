@@ -62,9 +62,8 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --config-file firmware/mypy-device.ini
 
 bench: $(STAMP) system-deps
-	$(VENV)/bin/citysense bench ingest --duration 60 --profile --peer node-red
+	$(VENV)/bin/citysense bench all
 	$(VENV)/bin/citysense bench soak --minutes 10 --rate 2000
-	$(VENV)/bin/citysense bench api
 
 bench-quick: $(STAMP) system-deps
 	$(VENV)/bin/citysense bench ingest --quick

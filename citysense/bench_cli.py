@@ -21,6 +21,10 @@ def ingest(
     gateways: Annotated[int, typer.Option(min=1, max=8, help="Gateway processes (>1: shared subscription)")] = 1,
     quick: Annotated[bool, typer.Option(help="Small, < 60 s run for CI (overrides the sizes)")] = False,
     profile: Annotated[bool, typer.Option(help="py-spy the gateway during the full-load window")] = False,
+    closed_broker: Annotated[bool, typer.Option(
+        "--closed-broker/--open-broker",
+        help="Production's broker: password file, ACL, each client's session its username (--open-broker: anonymous)",
+    )] = True,
     peer: Annotated[
         str | None, typer.Option(help="Also run a peer in the same run: 'node-red' (installed with npm when missing)")
     ] = None,
@@ -35,13 +39,15 @@ def ingest(
     if peer not in (None, "node-red"):
         raise typer.BadParameter(f"unknown peer {peer!r}: the one peer is 'node-red'", param_hint="--peer")
     if quick:
-        options = dataclasses.replace(IngestOptions.quick_run(), profile=profile, peer=peer)
+        options = dataclasses.replace(
+            IngestOptions.quick_run(), profile=profile, peer=peer, closed_broker=closed_broker
+        )
     else:
         if devices < rate / 500:
             raise typer.BadParameter("need devices >= rate/500 so each device's timestamps stay >= 2 ms apart")
         options = IngestOptions(
             devices=devices, rate=rate, duration_s=duration, limit_s=limit_duration, publishers=publishers,
-            gateways=gateways, profile=profile, peer=peer,
+            gateways=gateways, profile=profile, peer=peer, closed_broker=closed_broker,
         )
     results = IngestBench(options).run()
     show(ingest_table(results))
@@ -144,3 +150,32 @@ def alerts(
         f"max {c['max_s']} s ({results['school_missing']} missing)"
     )
     typer.echo(f"results: {write_json(results, 'alerts', out)}")
+
+
+@app.command("all")
+def all_benches(
+    duration: Annotated[float, typer.Option(min=2, max=600, help="Seconds per gateway phase (ingest)")] = 60.0,
+    peer: Annotated[bool, typer.Option("--peer/--no-peer", help="Run the Node-RED peer in the ingest bench")] = True,
+    out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
+) -> None:
+    """`make bench`: ingest (with the Node-RED peer and a profile), backfill and API, one after the
+    other (never at once), then one table of every target with its figure and ratio."""
+    from citysense.logging_setup import setup_logging  # noqa: PLC0415
+    from devtools.bench.api_run import ApiBench, ApiOptions  # noqa: PLC0415
+    from devtools.bench.backfill_run import BackfillOptions, run_backfill  # noqa: PLC0415
+    from devtools.bench.ingest_run import IngestBench, IngestOptions  # noqa: PLC0415
+    from devtools.bench.report import api_table, ingest_table, show, write_json  # noqa: PLC0415
+    from devtools.bench.summary import api_rows, backfill_rows, ingest_rows, summary_table  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    ingest_results = IngestBench(IngestOptions(duration_s=duration, profile=True,
+                                               peer="node-red" if peer else None)).run()
+    show(ingest_table(ingest_results))
+    typer.echo(f"results: {write_json(ingest_results, 'ingest', out)}")
+    backfill_results = run_backfill(BackfillOptions())
+    typer.echo(f"results: {write_json(backfill_results, 'backfill', out)}")
+    api_results = ApiBench(ApiOptions()).run()
+    show(api_table(api_results))
+    typer.echo(f"results: {write_json(api_results, 'api', out)}")
+    rows = [*ingest_rows(ingest_results), *backfill_rows(backfill_results), *api_rows(api_results)]
+    show(summary_table(rows, str(ingest_results["machine"].get("backend"))))

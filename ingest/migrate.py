@@ -60,8 +60,13 @@ def plan(backend: Backend) -> list[Migration]:
     return out
 
 
-def migrate(database_url: str, *, require_timescaledb: bool = False) -> tuple[Backend, list[str]]:
+def migrate(
+    database_url: str, *, require_timescaledb: bool = False, allow_timescaledb: bool = True
+) -> tuple[Backend, list[str]]:
     """Bring the schema up to date; returns the backend and the versions applied now.
+
+    `allow_timescaledb=False` makes a new database plain PostgreSQL on a TimescaleDB server
+    (the bench measures both backends in one run); a database's recorded backend always wins.
 
     Raises BackendError (one sentence) when the database cannot run on the backend it needs.
     """
@@ -77,6 +82,8 @@ def migrate(database_url: str, *, require_timescaledb: bool = False) -> tuple[Ba
             recorded = recorded_backend(conn)
             support = server_support(conn)
             backend = choose_backend(recorded, support, require_timescaledb=require_timescaledb)
+            if not allow_timescaledb and recorded is None:
+                backend = "postgresql"
             if backend == "timescaledb" and not support.created:
                 try:
                     create_extension(database_url)

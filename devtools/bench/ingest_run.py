@@ -57,6 +57,7 @@ class IngestOptions:
     quick: bool = False
     profile: bool = False  # py-spy on the gateway during the full-load window
     peer: str | None = None  # "node-red": the maker's flow in the same run
+    closed_broker: bool = True  # production's listener: passwords, ACL, each client's session its username
 
     @classmethod
     def quick_run(cls) -> IngestOptions:
@@ -87,6 +88,7 @@ class IngestBench:
         self.results: dict[str, Any] = {}
         self._acked_before: float = 0.0
         self.broker_port = 0
+        self.loaders: tuple[tuple[str, str], ...] = ()
         self.gateway_db = ""
 
     # -- gateway phases ---------------------------------------------------------------------
@@ -95,7 +97,8 @@ class IngestBench:
     ) -> tuple[dict[str, Any], LoadResult]:
         o = self.o
         spec = LoadSpec(
-            "127.0.0.1", self.broker_port, o.devices, rate, o.duration_s, processes=o.publishers, seq_offset=seq_offset
+            "127.0.0.1", self.broker_port, o.devices, rate, o.duration_s, processes=o.publishers, seq_offset=seq_offset,
+            accounts=self.loaders,
         )
         probe = CommitProbe(db, [device_id(i) for i in range(min(o.probes, o.devices))], since=time.time() - 1)
         load = BackgroundLoad(spec)
@@ -144,18 +147,28 @@ class IngestBench:
             phase["profile"] = profiler.summary()
         return phase, result
 
-    def _run_gateway(self) -> None:
+    def _run_gateway(self, *, plain: bool = False) -> dict[str, Any]:
+        """Full load, then half of what full load accepted, on one gateway group and one database:
+        the gateway's phases, what was lost, and the database (the COPY limit replays its rows)."""
         o = self.o
-        broker = self.servers.start_broker("gateway")
-        self.broker_port = broker.port
-        db = self.servers.database("bench_gateway")
+        name = "bench_gateway_plain" if plain else "bench_gateway"
+        db = self.servers.database(name, plain=plain)
         register_devices(db, o.devices)
-        gw = GatewayGroup(o.gateways, broker.url, db, self.servers.root)
+        if o.closed_broker:
+            closed = self.servers.start_closed_broker(name, db, o.gateways, o.publishers)
+            broker, gateway_urls, self.loaders = closed.broker, closed.gateway_urls, closed.loaders
+        else:
+            broker = self.servers.start_broker(name)
+            gateway_urls, self.loaders = [broker.url] * o.gateways, ()
+        self.broker_port = broker.port
+        logs = self.servers.root / name
+        logs.mkdir(exist_ok=True)
+        gw = GatewayGroup(o.gateways, gateway_urls, db, logs)
         self._acked_before = 0.0
         try:
             gw.wait_ready()
             broker_pid = self.servers.broker_pid(broker)
-            full, load_a = self._gateway_phase(gw, broker_pid, db, o.rate, 0, profile=o.profile)
+            full, load_a = self._gateway_phase(gw, broker_pid, db, o.rate, 0, profile=o.profile and not plain)
             half_rate = 0.5 * min(o.rate, full["accepted_msg_s"] or o.rate)
             half, load_b = self._gateway_phase(gw, broker_pid, db, half_rate, 10_000_000)
         finally:
@@ -164,35 +177,50 @@ class IngestBench:
         published = load_a.acked + load_b.acked
         stored = _count(db, "SELECT count(*) FROM readings")
         rejected = _count(db, "SELECT count(*) FROM rejected_messages")
-        self.results["gateway"] = full
-        self.results["gateway_half_rate"] = half
-        self.results["loss"] = {
-            "published_and_broker_acked": published,
-            "gateway_acked": int(acked),
-            "readings_expected": published * METRICS_PER_MESSAGE,
-            "readings_stored": stored,
-            "rejected_messages": rejected,
-            "lost_messages": max(0, published - stored // METRICS_PER_MESSAGE),
-        }
-        self.gateway_db = db
         broker.stop()
+        return {
+            "gateway": full,
+            "gateway_half_rate": half,
+            "loss": {
+                "published_and_broker_acked": published,
+                "gateway_acked": int(acked),
+                "readings_expected": published * METRICS_PER_MESSAGE,
+                "readings_stored": stored,
+                "rejected_messages": rejected,
+                "lost_messages": max(0, published - stored // METRICS_PER_MESSAGE),
+            },
+            "database": db,
+        }
 
     # -- limits and baseline ------------------------------------------------------------------
-    def _run_copy(self) -> None:
-        target = self.servers.database("bench_copy")
+    def _run_copy(self, source_db: str, *, plain: bool = False) -> dict[str, Any]:
+        target = self.servers.database("bench_copy_plain" if plain else "bench_copy", plain=plain)
         batch_rows = self.batch_messages * METRICS_PER_MESSAGE
         meter = CpuMeter({
             "bench (asyncpg)": lambda: [psutil.Process()],
             "postgres": lambda: with_children(self.servers.postgres_pid()),
         })
         meter.start()
-        limit = copy_limit(self.gateway_db, target, batch_rows)
+        limit = copy_limit(source_db, target, batch_rows)
         cpu = meter.stop()
-        self.results["limit_copy"] = {
+        return {
             "rows": limit.rows, "batch_rows": batch_rows, "seconds": round(limit.seconds, 3),
             "rows_s": round(limit.rows_s, 1), "msg_s": round(limit.rows_s / METRICS_PER_MESSAGE, 1),
             "cpu_pct": cpu, "note": "CPU includes fetching the rows from the gateway's database",
         }
+
+    def _run_gateway_and_copy(self) -> None:
+        run = self._run_gateway()
+        self.gateway_db = run.pop("database")
+        self.results.update(run)
+        self.results["limit_copy"] = self._run_copy(self.gateway_db)
+
+    def _run_plain_backend(self) -> None:
+        """On a TimescaleDB server, the same gateway and COPY phases on a plain-PostgreSQL database
+        of the same server, so the report compares the two backends in one run."""
+        run = self._run_gateway(plain=True)
+        run["limit_copy"] = self._run_copy(run.pop("database"), plain=True)
+        self.results["plain_postgresql"] = run
 
     def _run_subscriber_phase(self, name: str, make: Any, rate: float | None) -> dict[str, Any]:
         o = self.o
@@ -299,14 +327,23 @@ class IngestBench:
                 "batch_max_delay_ms": self.settings.batch_max_delay_ms,
                 "queue_max_messages": self.settings.queue_max_messages,
                 "mqtt_protocol": self.settings.mqtt_protocol,
+                "receipts": self.settings.receipts,
+                "receipt_interval_s": self.settings.receipt_interval_s,
             },
             "machine": machine_facts(),
         }
         try:
-            self.results["machine"]["backend"] = self.servers.start_postgres()
+            backend = self.servers.start_postgres()
+            self.results["machine"]["backend"] = backend
             self.results["machine"]["postgres"] = _count_text(self.servers.pg.admin_url, "SHOW server_version")
+            self.results["machine"]["broker"] = (
+                "closed (password file, ACL, use_username_as_clientid; gateway and load generators on their own "
+                "accounts)" if o.closed_broker else "open (anonymous)"
+            )
             for name, phase in (
-                ("gateway", self._run_gateway), ("raw COPY limit", self._run_copy),
+                (f"gateway + raw COPY limit on {backend}", self._run_gateway_and_copy),
+                *((("gateway + raw COPY limit on plain PostgreSQL", self._run_plain_backend),)
+                  if backend == "timescaledb" else ()),
                 ("broker pass-through limit", self._run_passthrough), ("naive baseline", self._run_naive),
                 *((("Node-RED peer", self._run_node_red),) if o.peer == "node-red" else ()),
             ):
@@ -375,8 +412,12 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
     copy = r.get("limit_copy", {}).get("msg_s")
     passthrough = r.get("limit_passthrough", {}).get("msg_s")
     lower = min(x for x in (copy, passthrough) if x) if (copy or passthrough) else None
+    plain = r.get("plain_postgresql", {})
+    plain_gw = plain.get("gateway", {}).get("accepted_msg_s")
     return {
         "gateway_vs_copy_limit": _ratio(gw, copy),
+        "plain_gateway_vs_plain_copy_limit": _ratio(plain_gw, plain.get("limit_copy", {}).get("msg_s")),
+        "timescaledb_vs_plain_gateway": _ratio(gw, plain_gw),
         "gateway_vs_passthrough_limit": _ratio(gw, passthrough),
         "gateway_vs_lower_limit": _ratio(gw, lower),
         "gateway_vs_naive": _ratio(gw, r.get("naive", {}).get("msg_s")),
@@ -398,5 +439,9 @@ def targets(r: dict[str, Any]) -> dict[str, bool | None]:
         "ge_0_85x_copy_limit": None if ratio["gateway_vs_copy_limit"] is None
         else ratio["gateway_vs_copy_limit"] >= 0.85,
         "p99_lt_250ms_at_half_rate": None if p99 is None else p99 < 250,
+        "plain_ge_0_85x_copy_limit": None if ratio["plain_gateway_vs_plain_copy_limit"] is None
+        else ratio["plain_gateway_vs_plain_copy_limit"] >= 0.85,
+        "timescaledb_ge_0_9x_plain": None if ratio["timescaledb_vs_plain_gateway"] is None
+        else ratio["timescaledb_vs_plain_gateway"] >= 0.9,
         "no_loss": loss.get("lost_messages") == 0 and loss.get("readings_stored") == loss.get("readings_expected"),
     }

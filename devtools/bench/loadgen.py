@@ -54,6 +54,7 @@ class LoadSpec:
     topic_prefix: str = "citysense"
     seq_offset: int = 0  # lets a second phase continue each device's seq
     time_offset_s: float = 0.0  # shifts ts, e.g. to keep two phases' times apart
+    accounts: tuple[tuple[str, str], ...] = ()  # (username, password) per process, for a closed broker
 
 
 @dataclass
@@ -94,7 +95,10 @@ class QosOnePublisher:
     with one `sendall` and reads PUBACKs in bulk; a window bounds the unacknowledged ones.
     """
 
-    def __init__(self, host: str, port: int, client_id: str, window: int = INFLIGHT_WINDOW) -> None:
+    def __init__(
+        self, host: str, port: int, client_id: str, window: int = INFLIGHT_WINDOW,
+        account: tuple[str, str] | None = None,
+    ) -> None:
         self.window = window
         self.acked = 0
         self.sent = 0
@@ -102,7 +106,10 @@ class QosOnePublisher:
         self._mid = 0
         self.sock = socket.create_connection((host, port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        body = _utf8(b"MQTT") + bytes([4, 0x02]) + (0).to_bytes(2, "big") + _utf8(client_id.encode())
+        flags = 0x02 | (0xC0 if account else 0)  # clean session; username and password on a closed broker
+        body = _utf8(b"MQTT") + bytes([4, flags]) + (0).to_bytes(2, "big") + _utf8(client_id.encode())
+        if account:
+            body += _utf8(account[0].encode()) + _utf8(account[1].encode())
         self.sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
         connack = self.sock.recv(4)
         if len(connack) < 4 or connack[0] != 0x20 or connack[3] != 0:
@@ -177,7 +184,8 @@ def _publisher(spec: LoadSpec, part: int, start_at: float, out: Any) -> None:
     total = int(rate * spec.duration_s) if rate is not None else 10**9
     result = LoadResult()
     try:
-        client = QosOnePublisher(spec.host, spec.port, f"bench-pub-{part}-{int(start_at)}")
+        account = spec.accounts[part] if spec.accounts else None
+        client = QosOnePublisher(spec.host, spec.port, f"bench-pub-{part}-{int(start_at)}", account=account)
         proc = psutil.Process()
         time.sleep(max(0.0, start_at - time.time()))
         cpu0 = sum(proc.cpu_times()[:2])

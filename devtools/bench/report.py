@@ -38,7 +38,10 @@ def _cpu(cpu: dict[str, float]) -> str:
 
 def ingest_table(r: dict[str, Any]) -> Table:
     gw = r["gateway"]
-    table = Table(title=f"citysense bench ingest ({r['machine']['cpus']} cores; CPU in % of one core)")
+    machine = r["machine"]
+    table = Table(title=f"citysense bench ingest ({machine['cpus']} cores; CPU in % of one core; backend "
+                        f"{machine.get('backend')}; broker {str(machine.get('broker', 'open')).split(' ')[0]}; "
+                        f"receipts {'on' if r['gateway_settings'].get('receipts') else 'off'})")
     for col in ("measurement", "msg/s", "readings/s", "p50 ms", "p95 ms", "p99 ms", "gateway is", "CPU"):
         table.add_column(col, justify="left" if col in ("measurement", "CPU") else "right")
     for key, label in (("gateway", "gateway, full load"), ("gateway_half_rate", "gateway, half load")):
@@ -54,6 +57,19 @@ def ingest_table(r: dict[str, Any]) -> Table:
         f"limit: asyncpg COPY ({copy['batch_rows']:,}-row txns)", _n(copy["msg_s"]), _n(copy["rows_s"]),
         "", "", "", f"{_n(ratio['gateway_vs_copy_limit'], 2)}x", _cpu(copy["cpu_pct"]),
     )
+    plain = r.get("plain_postgresql")
+    if plain:  # a TimescaleDB run also measures a plain-PostgreSQL database of the same server
+        p, pc = plain["gateway"], plain["limit_copy"]
+        lat = p["latency_ms"]
+        table.add_row(
+            "plain PostgreSQL: gateway, full load", _n(p["accepted_msg_s"]), _n(p["readings_s"]), _n(lat["p50_ms"], 1),
+            _n(lat["p95_ms"], 1), _n(lat["p99_ms"], 1), f"TimescaleDB {_n(ratio['timescaledb_vs_plain_gateway'], 2)}x",
+            _cpu(p["cpu_pct"]),
+        )
+        table.add_row(
+            "plain PostgreSQL: asyncpg COPY", _n(pc["msg_s"]), _n(pc["rows_s"]), "", "", "",
+            f"{_n(ratio['plain_gateway_vs_plain_copy_limit'], 2)}x", _cpu(pc["cpu_pct"]),
+        )
     table.add_row(
         "limit: mosquitto -> paho", _n(passthrough["msg_s"]), "", "", "", "",
         f"{_n(ratio['gateway_vs_passthrough_limit'], 2)}x", _cpu(passthrough["cpu_pct"]),

@@ -9,6 +9,7 @@ gateway` child process configured by CITYSENSE_* variables, exactly as in produc
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import psutil
 
@@ -27,10 +30,27 @@ from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port, wait_for_port
 from devtools.processes import stop_process
 from ingest.backend import Backend
+from ingest.broker_files import mosquitto_hash, write_broker_files
 from ingest.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent.parent
 TEMPLATE = "bench_template"
+PLAIN_TEMPLATE = "bench_template_plain"
+LOADER_ACL = """
+# the bench's load generators: publish readings for any air box (devices publish their own only)
+user {name}
+topic write citysense/v1/airbox/+/up
+"""
+
+
+@dataclass(frozen=True)
+class ClosedBroker:
+    """A Mosquitto with production's closed listener (password file, ACL, session = username):
+    the gateway replicas' URLs with their own accounts, and one account per load-generator process."""
+
+    broker: LocalMosquitto
+    gateway_urls: list[str]
+    loaders: tuple[tuple[str, str], ...]
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
@@ -148,14 +168,19 @@ class BenchServers:
         self.brokers: list[LocalMosquitto] = []
 
     def start_postgres(self) -> Backend:
-        """Start the server and migrate the template; returns the backend the bench runs on."""
+        """Start the server and migrate the template; returns the backend the bench runs on.
+
+        On a TimescaleDB server a second template is migrated as plain PostgreSQL
+        (`migrate(..., allow_timescaledb=False)`), so one run can measure both backends."""
         self.pg.start()
         backend, _applied = migrate(self.pg.create_database(TEMPLATE))
+        if backend == "timescaledb":
+            migrate(self.pg.create_database(PLAIN_TEMPLATE), allow_timescaledb=False)
         return backend
 
-    def database(self, name: str) -> str:
-        """A fresh migrated database cloned from the template."""
-        return self.pg.create_database(name, template=TEMPLATE)
+    def database(self, name: str, *, plain: bool = False) -> str:
+        """A fresh migrated database cloned from the template (`plain`: the plain-PostgreSQL one)."""
+        return self.pg.create_database(name, template=PLAIN_TEMPLATE if plain else TEMPLATE)
 
     def postgres_pid(self) -> int | None:
         try:
@@ -168,6 +193,23 @@ class BenchServers:
         broker.start()
         self.brokers.append(broker)
         return broker
+
+    def start_closed_broker(self, name: str, database_url: str, gateways: int, loaders: int) -> ClosedBroker:
+        """Production's listener: the registered devices' accounts and ACL from `write_broker_files`
+        (the same files `citysense device broker-files` writes), a gateway account per replica, and
+        `loaders` load-generator accounts appended (a bench-only block: no deployment has one)."""
+        root = self.root / f"mosquitto-{name}"
+        gateway_accounts = {f"citysense-bench-gateway-{i}": secrets.token_urlsafe(12) for i in range(gateways)}
+        files = write_broker_files(database_url, root / "auth", gateway_accounts)
+        loader_accounts = tuple((f"citysense-bench-load-{i}", secrets.token_urlsafe(12)) for i in range(loaders))
+        with files.passwords.open("a") as out:
+            out.writelines(f"{user}:{mosquitto_hash(password)}\n" for user, password in loader_accounts)
+        with files.acl.open("a") as out:
+            out.writelines(LOADER_ACL.format(name=user) for user, _ in loader_accounts)
+        broker = LocalMosquitto.closed(root, free_port(), files)
+        broker.start()
+        self.brokers.append(broker)
+        return ClosedBroker(broker, [broker.url_for(u, p) for u, p in gateway_accounts.items()], loader_accounts)
 
     @staticmethod
     def broker_pid(broker: LocalMosquitto) -> int | None:
@@ -242,15 +284,25 @@ class GatewayChild:
         return int(code or 0)
 
 
+def _account_of(mqtt_url: str) -> str | None:
+    """The username of a URL with credentials (on a closed broker the client id must equal it)."""
+    user = urlsplit(mqtt_url).username
+    return unquote(user) if user else None
+
+
 class GatewayGroup:
     """One gateway, or several sharing the topics through an MQTT shared subscription
     (the architecture's way to scale out): counters are summed over the group."""
 
-    def __init__(self, count: int, mqtt_url: str, database_url: str, folder: Path) -> None:
+    def __init__(self, count: int, mqtt_url: str | list[str], database_url: str, folder: Path) -> None:
+        """`mqtt_url`: one URL for every replica (an open broker), or one per replica (each its own
+        account on a closed broker, its client id the account name as production requires)."""
         shared = {"mqtt_shared_group": "citysense"} if count > 1 else {}
+        urls = mqtt_url if isinstance(mqtt_url, list) else [mqtt_url] * count
         self.members = [
             GatewayChild(
-                mqtt_url, database_url, folder / f"gateway-{i}.log", mqtt_client_id=f"bench-gateway-{i}", **shared
+                urls[i], database_url, folder / f"gateway-{i}.log",
+                mqtt_client_id=_account_of(urls[i]) or f"bench-gateway-{i}", **shared,
             )
             for i in range(count)
         ]
