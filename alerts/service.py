@@ -118,10 +118,11 @@ async def run_alerts(settings: Settings, stop: asyncio.Event | None = None) -> N
     stop = stop or asyncio.Event()
     if settings.alerts_metrics_port:
         try:
-            start_http_server(settings.alerts_metrics_port, addr="127.0.0.1", registry=REGISTRY)
+            start_http_server(settings.alerts_metrics_port, addr=settings.alerts_metrics_host, registry=REGISTRY)
         except OSError as exc:
             raise AlertsStartError(
-                f"cannot serve alert metrics on 127.0.0.1:{settings.alerts_metrics_port} ({exc.strerror}): "
+                f"cannot serve alert metrics on {settings.alerts_metrics_host}:{settings.alerts_metrics_port} "
+                f"({exc.strerror}): "
                 "set CITYSENSE_ALERTS_METRICS_PORT to a free port, or 0 for none"
             ) from None
     log.info(

@@ -324,11 +324,17 @@ def device_broker_files(
     operator: Annotated[list[str], typer.Option(
         help="NAME=OWNER: an operator account (the simulator) that publishes for OWNER's devices only"
     )] = [],  # noqa: B006
+    alerts: Annotated[list[str], typer.Option(
+        help="The alert evaluator's account (`citysense alerts run`): it may write the schools' flags only"
+    )] = [],  # noqa: B006
+    display: Annotated[list[str], typer.Option(
+        help="A school flag light's account (its firmware device_id): it may read the schools' flags only"
+    )] = [],  # noqa: B006
     passwords_file: Annotated[Path | None, typer.Option(
         help="name:password lines for the accounts; else each from CITYSENSE_<NAME>_MQTT_PASSWORD"
     )] = None,
 ) -> None:
-    """Export Mosquitto password and ACL files: registered devices, gateway and operator accounts."""
+    """Export Mosquitto password and ACL files: registered devices, gateway, operator, alerts and display accounts."""
     from ingest.broker_files import Operator, account_passwords, write_broker_files  # noqa: PLC0415
 
     settings = _settings()
@@ -336,15 +342,19 @@ def device_broker_files(
     if any(not sep or not owner for _name, sep, owner in pairs):
         raise fail("--operator takes NAME=OWNER, e.g. citysense-sim=demo")
     try:
-        secret = account_passwords([*gateway, *(name for name, _, _ in pairs)], passwords_file, os.environ)
+        secret = account_passwords(
+            [*gateway, *(name for name, _, _ in pairs), *alerts, *display], passwords_file, os.environ
+        )
         files = write_broker_files(
             settings.database_url, out, {name: secret[name] for name in gateway},
             [Operator(name, secret[name], owner) for name, _, owner in pairs],
+            alerts={name: secret[name] for name in alerts}, displays={name: secret[name] for name in display},
         )
     except (ValueError, OSError) as exc:
         raise fail(str(exc)) from None
     typer.echo(
-        f"wrote {files.passwords} ({files.devices} devices, {len(gateway)} gateways, {len(pairs)} operators) "
+        f"wrote {files.passwords} ({files.devices} devices, {len(gateway)} gateways, {len(pairs)} operators, "
+        f"{len(alerts)} alerts, {len(display)} displays) "
         f"and {files.acl}; reload mosquitto (SIGHUP) to apply"
     )
 

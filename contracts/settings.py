@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     )
     alerts_interval_s: float = Field(30.0, ge=0.2, le=3600, description="Seconds between two alert evaluations")
     alerts_metrics_port: int = Field(9110, ge=0, le=65535, description="The alert evaluator's /metrics port (0 = off)")
+    alerts_metrics_host: str = Field(
+        "127.0.0.1", description="Address the alert evaluator's /metrics listens on (0.0.0.0 for another container)"
+    )
     alerts_rules_file: Path | None = Field(
         None, description="The alert rules (TOML, deploy/alerts/rules.example.toml); unset = the built-in defaults"
     )

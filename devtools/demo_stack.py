@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -49,6 +50,8 @@ from ingest.migrate import migrate
 
 DEMO_GATEWAY = "citysense-demo-gateway"
 DEMO_OPERATOR = "citysense-sim"
+DEMO_ALERTS = "citysense-demo-alerts"
+DEMO_FLAG_LIGHT = "citysense-demo-flag"  # the display account firmware/host/hostflag.py logs in with
 FLEET_OWNER = "demo"
 REPO = Path(__file__).resolve().parents[1]
 ROLES_SQL = REPO / "deploy" / "postgres" / "roles.sql"
@@ -142,12 +145,12 @@ def run_demo(
         tokens_file.write_text("".join(f"{reg.device_id}:{token}\n" for reg, token in firmware_tokens))
         tokens_file.chmod(0o600)
         _say(f"starting {'closed mosquitto' if closed else 'open amqtt'} broker on 127.0.0.1:{mqtt_port} ...")
-        gateway_url = simulator_url = ""
+        gateway_url = simulator_url = alerts_url = flag_url = ""
         if closed:
-            broker, gateway_url, simulator_url = closed_broker(db_url, data, mqtt_port)
+            broker, gateway_url, simulator_url, alerts_url, flag_url = closed_broker(db_url, data, mqtt_port)
         else:
             broker = LocalAmqtt(data / "amqtt", mqtt_port)
-            gateway_url = simulator_url = broker.url
+            gateway_url = simulator_url = alerts_url = flag_url = broker.url
         broker.start()
         api_port = _pick_port(settings.api_port)
         env = dict(os.environ)
@@ -179,6 +182,11 @@ def run_demo(
                                    "--tokens", str(tokens_file)], env,
                       data / "firmware.log")
             )
+        # the evaluator starts once the history is written and the live fleet runs: started before,
+        # its first cycle would open "every box silent" and "ingest lag" alerts for the history's gap
+        alerts_metrics = str(_pick_port(9110))
+        alerts_env = {**env, "CITYSENSE_MQTT_URL": alerts_url, "CITYSENSE_ALERTS_METRICS_PORT": alerts_metrics}
+        children.append(Child("alerts", [py, "-m", "citysense", "alerts", "run"], alerts_env, data / "alerts.log"))
         api = f"http://127.0.0.1:{api_port}"
         broker_note = f"(closed: accounts in {data}/mosquitto-auth)" if closed else "(open)"
         _wait_http(f"{api}/v1/health", 30)
@@ -190,6 +198,9 @@ def run_demo(
             f"  PM2.5 GeoJSON  {api}/v1/latest?metric=pm25\n"
             f"  health         {api}/v1/health\n"
             f"  gateway stats  http://127.0.0.1:{env['CITYSENSE_GATEWAY_METRICS_PORT']}/metrics\n"
+            f"  alerts         {api}/v1/alerts   (evaluated every {settings.alerts_interval_s:g} s; school flags "
+            f"on citysense/v1/school/+/flag; stats http://127.0.0.1:{alerts_metrics}/metrics)\n"
+            f"{_flag_light_line(flag_url, boxes[0].school if boxes else None)}"
             f"  MQTT broker    {redact_url(broker.url)}   {broker_note}\n"
             f"  PostgreSQL     {redact_url(db_url)}\n"
             f"  admin token    {env['CITYSENSE_ADMIN_TOKEN']}   (kept in {data}/admin-token)\n"
@@ -224,19 +235,25 @@ def run_demo(
         _say("stopped.")
 
 
-def closed_broker(db_url: str, data: Path, port: int) -> tuple[LocalMosquitto, str, str]:
-    """Mosquitto from generated files, and the gateway's and the simulator's URLs with their own
-    accounts. Passwords are made once and kept (mode 600) in the data folder, like the admin token."""
+def closed_broker(db_url: str, data: Path, port: int) -> tuple[LocalMosquitto, str, str, str, str]:
+    """Mosquitto from generated files, and the gateway's, the simulator's, the alert evaluator's and
+    a flag light's URLs with their own accounts. Passwords are made once and kept (mode 600) in the data folder,
+    like the admin token (an account a data folder of an older demo lacks is added)."""
     secrets_file = data / "mosquitto-accounts"
-    if not secrets_file.exists():
-        secrets_file.write_text(f"{DEMO_GATEWAY}:{secrets.token_urlsafe(18)}\n{DEMO_OPERATOR}:{secrets.token_urlsafe(18)}\n")
+    password = dict(line.split(":", 1) for line in secrets_file.read_text().split()) if secrets_file.exists() else {}
+    accounts = (DEMO_GATEWAY, DEMO_OPERATOR, DEMO_ALERTS, DEMO_FLAG_LIGHT)
+    if any(name not in password for name in accounts):
+        for name in accounts:
+            password.setdefault(name, secrets.token_urlsafe(18))
+        secrets_file.write_text("".join(f"{name}:{pw}\n" for name, pw in password.items()))
         secrets_file.chmod(0o600)
-    password = dict(line.split(":", 1) for line in secrets_file.read_text().split())
     files = write_broker_files(db_url, data / "mosquitto-auth", {DEMO_GATEWAY: password[DEMO_GATEWAY]},
-                               [Operator(DEMO_OPERATOR, password[DEMO_OPERATOR], FLEET_OWNER)])
+                               [Operator(DEMO_OPERATOR, password[DEMO_OPERATOR], FLEET_OWNER)],
+                               alerts={DEMO_ALERTS: password[DEMO_ALERTS]},
+                               displays={DEMO_FLAG_LIGHT: password[DEMO_FLAG_LIGHT]})
     broker = LocalMosquitto.closed(data / "mosquitto", port, files)
-    return (broker, broker.url_for(DEMO_GATEWAY, password[DEMO_GATEWAY]),
-            broker.url_for(DEMO_OPERATOR, password[DEMO_OPERATOR]))
+    gateway, simulator, alerts, flag_light = (broker.url_for(name, password[name]) for name in accounts)
+    return broker, gateway, simulator, alerts, flag_light
 
 
 def _history_note(history: HistoryReport | None) -> str:
@@ -345,6 +362,14 @@ def _wait_http(url: str, timeout: float) -> None:
             pass
         time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def _flag_light_line(flag_url: str, school: str | None) -> str:
+    """The command that shows a school's flag on a fake LED (firmware/README.md), with the display account."""
+    if not school:
+        return ""
+    return (f"  flag light     python firmware/host/hostflag.py --broker {shlex.quote(flag_url)} "
+            f"--school {shlex.quote(school)}\n")
 
 
 def _school_page_line(api: str, school: str | None) -> str:

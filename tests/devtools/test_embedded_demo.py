@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import orjson
@@ -19,6 +22,7 @@ import psutil
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from contracts.topics import school_flag_topic
 from devtools.local_broker import LocalAmqtt
 from devtools.ports import free_port
 from tests.conftest import REPO, count, wait_until
@@ -94,8 +98,15 @@ def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> 
     try:
         api = _wait_for_api(proc)
         assert proc.stdout is not None
-        school_page = re.search(r"school page +(http://\S+)", "".join(proc.stdout.readline() for _ in range(2)))
+        banner = []
+        for line in proc.stdout:
+            banner.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        school_page = re.search(r"school page +(http://\S+)", "".join(banner[:2]))
         assert school_page, "the demo prints no school page after the live map"
+        flag_light = re.search(r"flag light +.* --broker (\S+) --school (.+)$", "".join(banner), re.MULTILINE)
+        assert flag_light, "the demo prints no flag-light command"
 
         def map_full() -> bool:
             fc = httpx.get(f"{api}/v1/latest", params={"metric": "pm25"}, timeout=5).json()
@@ -110,6 +121,8 @@ def test_citysense_demo_serves_two_hundred_boxes_within_60_s(tmp_path: Path) -> 
         _assert_demo_broker_is_closed(tmp_path / "data")
         wait_until(lambda: _device_has_readings(api, "fw-airbox-01"), 30, interval=1.0,
                    what="readings of a firmware host device, logged in with its own token")
+        flag = _retained_flag(flag_light.group(1), shlex.split(flag_light.group(2))[0], timeout=90)
+        assert flag["school"] == shlex.split(flag_light.group(2))[0] and flag["rgb"].startswith("#"), flag
     finally:
         out = _stop_demo_tree(proc, signal.SIGINT)
     assert proc.returncode == 0, out[-2000:]
@@ -127,6 +140,26 @@ def _assert_demo_broker_is_closed(data: Path) -> None:
          "citysense/v1/airbox/tp-school-0000/up", "-m", "{}"], check=False, capture_output=True, timeout=10,
     )
     assert anonymous.returncode != 0, "an anonymous client published to the demo broker"
+
+
+def _retained_flag(broker_url: str, school: str, timeout: float) -> dict[str, Any]:
+    """The school's retained flag, read on the closed broker with the display account the banner
+    printed: the demo's alert evaluator set it through its own account."""
+    url = urlsplit(broker_url)
+    got: list[bytes] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-flag-light")
+    client.username_pw_set(unquote(url.username or ""), unquote(url.password or ""))
+    client.on_connect = lambda c, *_: c.subscribe(school_flag_topic(school), qos=1)
+    client.on_message = lambda c, u, m: got.append(bytes(m.payload))
+    client.connect(url.hostname or "127.0.0.1", url.port or 1883)
+    client.loop_start()
+    try:
+        wait_until(lambda: bool(got), timeout, interval=0.5, what=f"the retained flag of {school}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    flag: dict[str, Any] = json.loads(got[0])
+    return flag
 
 
 def _device_has_readings(api: str, device_id: str) -> bool:

@@ -13,8 +13,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
+from alerts.delivery import FlagPublisher
 from citysense.cli import app
 from contracts.settings import get_settings
+from devtools.local_broker import LocalMosquitto
+from devtools.ports import free_port
 from ingest.broker_files import (
     CLOSED_LISTENER_CONFIG,
     AccountCollision,
@@ -276,3 +279,45 @@ def test_broker_files_command_writes_every_gateway_and_operator(
     stored = dict(line.split(":", 1) for line in (tmp_path / "auth" / "passwords").read_text().splitlines())
     assert verify("pw-2", stored["citysense-gateway-2"]) and verify("pw-sim", stored["citysense-sim"])
     assert "topic write citysense/v1/airbox/cli-box/up" in (tmp_path / "auth" / "acl").read_text().splitlines()
+
+
+def test_alerts_account_writes_the_school_flags_that_every_account_may_read(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The alert evaluator's own publisher (alerts.delivery.FlagPublisher) on its alerts account
+    sets a retained flag that a flag light's display account and any device read; a device cannot
+    set a flag, and the alerts account cannot publish readings."""
+    _register(database_url, ("flag-box-a", "token-a"))
+    files = write_broker_files(database_url, tmp_path / "auth", {GATEWAY: "gw-pass"},
+                               alerts={"citysense-alerts": "al-pass"}, displays={"citysense-flag-es-1": "fl-pass"})
+    broker = LocalMosquitto.closed(tmp_path / "mosquitto", free_port(), files)
+    broker.start()
+    try:
+        flags = FlagPublisher(broker.url_for("citysense-alerts", "al-pass"), "citysense-alerts")
+        flags.publish("citysense/v1/school/es-1/flag", b'{"school": "es-1", "rgb": "#ff7e00"}')
+        forger = Peer(broker.port, "flag-box-a", "token-a")
+        forger.client.publish("citysense/v1/school/es-2/flag", b"{}", qos=1, retain=True)
+        time.sleep(0.3)
+        forger.close()
+        gw = Peer(broker.port, GATEWAY, "gw-pass")
+        gw.client.subscribe("citysense/v1/airbox/+/up", qos=1)
+        time.sleep(0.5)
+        flags.publish("citysense/v1/airbox/flag-box-a/up", b"{}")  # denied: the gateway must not see it
+        box_up = Peer(broker.port, "flag-box-a", "token-a")
+        box_up.client.publish("citysense/v1/airbox/flag-box-a/up", b"{}", qos=1).wait_for_publish(5)
+        wait_until(lambda: gw.received, 5, what="the box's own reading")  # the gateway does listen
+        box_up.close()
+        light = Peer(broker.port, "citysense-flag-es-1", "fl-pass")
+        box = Peer(broker.port, "flag-box-a", "token-a")
+        for peer in (light, box):
+            assert peer.connected
+            peer.client.subscribe("citysense/v1/school/+/flag", qos=1)  # retained copies arrive on subscribe
+        wait_until(lambda: light.received and box.received, 5, what="the retained flag")
+        time.sleep(0.5)
+        assert light.received == box.received == ["citysense/v1/school/es-1/flag"]
+        assert gw.received == ["citysense/v1/airbox/flag-box-a/up"]  # the box's, not the alerts account's
+        for peer in (gw, light, box):
+            peer.close()
+        flags.close()
+    finally:
+        broker.stop()
