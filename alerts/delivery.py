@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts import store
 from alerts.store import AnyConn, OutboxRow
@@ -139,11 +140,21 @@ def flag_payload(row: dict[str, Any]) -> bytes:
 
 
 class FlagPublisher:
-    """A paho session of its own (client id citysense-alerts-<n>) publishing retained QoS 1 flags."""
+    """A paho session of its own (client id citysense-alerts-<n>) publishing retained QoS 1 flags.
 
-    def __init__(self, mqtt_url: str, client_id: str) -> None:
+    On MQTT 5 (CITYSENSE_MQTT_PROTOCOL, the default) the broker's PUBACK carries a reason code, so
+    a flag the broker refuses (an account whose ACL does not allow the flag topics) is a delivery
+    failure that is retried and dead-lettered, not a silent loss; MQTT 3.1.1 (the amqtt demo
+    fallback) has no way to say so."""
+
+    def __init__(self, mqtt_url: str, client_id: str, protocol: str = "5") -> None:
         endpoint = parse_mqtt_url(mqtt_url)
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id,
+            protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
+        )
+        self._refused: dict[int, str] = {}
+        self._client.on_publish = self._on_publish
         if endpoint.username:
             self._client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
@@ -161,6 +172,15 @@ class FlagPublisher:
         info.wait_for_publish(timeout_s)
         if not info.is_published():
             raise DeliveryError(f"broker did not acknowledge {topic}")
+        refused = self._refused.pop(info.mid, None)
+        if refused is not None:
+            raise DeliveryError(f"broker refused {topic}: {refused}")
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: ReasonCode,
+                    properties: object) -> None:
+        """Runs in paho's thread before `wait_for_publish` returns: note a refusing PUBACK."""
+        if reason.is_failure:
+            self._refused[mid] = str(reason)
 
     def close(self) -> None:
         self._client.disconnect()

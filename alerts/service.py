@@ -91,7 +91,7 @@ async def _evaluate_forever(settings: Settings, book: RuleBook, wake: asyncio.Ev
 
 async def _deliver_forever(settings: Settings, wake: asyncio.Event, stop: asyncio.Event) -> None:
     client_id = f"citysense-alerts-{socket.gethostname()}-{os.getpid()}"
-    flags = FlagPublisher(settings.mqtt_url, client_id)
+    flags = FlagPublisher(settings.mqtt_url, client_id, settings.mqtt_protocol)
     worker = DeliveryWorker(settings, flags)
     conn: AnyConn | None = None
     try:
@@ -147,7 +147,7 @@ async def run_once(settings: Settings) -> None:
         conn = await _connect(settings.database_url, "citysense-alerts-once")
     except psycopg.OperationalError as exc:
         raise AlertsStartError(f"cannot reach the database {redact_url(settings.database_url)}: {exc}") from None
-    flags = FlagPublisher(settings.mqtt_url, f"citysense-alerts-once-{os.getpid()}")
+    flags = FlagPublisher(settings.mqtt_url, f"citysense-alerts-once-{os.getpid()}", settings.mqtt_protocol)
     try:
         await evaluate_once(conn, Evaluator(book))
         await DeliveryWorker(settings, flags).deliver_once(conn)

@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
-from alerts.delivery import FlagPublisher
+from alerts.delivery import DeliveryError, FlagPublisher
 from citysense.cli import app
 from contracts.settings import get_settings
 from devtools.local_broker import LocalMosquitto
@@ -302,7 +302,8 @@ def test_alerts_account_writes_the_school_flags_that_every_account_may_read(
         gw = Peer(broker.port, GATEWAY, "gw-pass")
         gw.client.subscribe("citysense/v1/airbox/+/up", qos=1)
         time.sleep(0.5)
-        flags.publish("citysense/v1/airbox/flag-box-a/up", b"{}")  # denied: the gateway must not see it
+        with pytest.raises(DeliveryError, match="refused"):  # MQTT 5: the broker says no, not a silent loss
+            flags.publish("citysense/v1/airbox/flag-box-a/up", b"{}")
         box_up = Peer(broker.port, "flag-box-a", "token-a")
         box_up.client.publish("citysense/v1/airbox/flag-box-a/up", b"{}", qos=1).wait_for_publish(5)
         wait_until(lambda: gw.received, 5, what="the box's own reading")  # the gateway does listen
