@@ -165,7 +165,13 @@ def all_benches(
     from devtools.bench.backfill_run import BackfillOptions, run_backfill  # noqa: PLC0415
     from devtools.bench.ingest_run import IngestBench, IngestOptions  # noqa: PLC0415
     from devtools.bench.report import api_table, ingest_table, show, write_json  # noqa: PLC0415
-    from devtools.bench.summary import api_rows, backfill_rows, ingest_rows, summary_table  # noqa: PLC0415
+    from devtools.bench.summary import (  # noqa: PLC0415
+        api_rows,
+        backfill_rows,
+        ingest_rows,
+        map_page_rows,
+        summary_table,
+    )
 
     setup_logging("WARNING")
     ingest_results = IngestBench(IngestOptions(duration_s=duration, profile=True,
@@ -177,5 +183,6 @@ def all_benches(
     api_results = ApiBench(ApiOptions()).run()
     show(api_table(api_results))
     typer.echo(f"results: {write_json(api_results, 'api', out)}")
-    rows = [*ingest_rows(ingest_results), *backfill_rows(backfill_results), *api_rows(api_results)]
+    rows = [*ingest_rows(ingest_results), *backfill_rows(backfill_results), *api_rows(api_results),
+            *map_page_rows(api_results)]
     show(summary_table(rows, str(ingest_results["machine"].get("backend"))))

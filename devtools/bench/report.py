@@ -125,7 +125,16 @@ def api_table(r: dict[str, Any]) -> Table:
             name, str(q["n"]), _n(q["p50_ms"], 1), _n(q["p95_ms"], 1), _n(q["p99_ms"], 1), f"< {target} ms",
             "yes" if q["p95_ms"] is not None and q["p95_ms"] < target else "no",
         )
+    page = r.get("map_page") or {}
+    if "markers_p50_ms" in page:
+        table.add_row(
+            f"browser: /map, {page['markers']:,} markers drawn (from navigation start)", str(page["loads"]),
+            _n(page["markers_p50_ms"]), "", _n(page["markers_max_ms"]), f"max < {page['target_ms']:.0f} ms",
+            "yes" if page["met"] else "no",
+        )
     table.caption = f"data generation {r['data']['seconds']:.0f} s ({r['data']['rows_s']:,.0f} rows/s)"
+    if "skipped" in page:
+        table.caption += f"; map page not measured: {page['skipped']}"
     return table
 
 

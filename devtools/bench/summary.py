@@ -89,6 +89,17 @@ def api_rows(r: dict[str, Any]) -> list[TargetRow]:
     return out
 
 
+def map_page_rows(r: dict[str, Any]) -> list[TargetRow]:
+    page = r.get("map_page") or {}
+    if "markers_max_ms" not in page:
+        return [TargetRow("map page usable < 2 s (browser)", f"not measured: {page.get('skipped', '?')}", "", None)]
+    return [TargetRow(
+        f"map page: {page['markers']:,} markers drawn < {page['target_ms']:.0f} ms (browser, cold + warm)",
+        f"p50 {page['markers_p50_ms']} ms, max {page['markers_max_ms']} ms (cold {page['cold_markers_ms']} ms)",
+        "", page["met"],
+    )]
+
+
 def backfill_rows(r: dict[str, Any]) -> list[TargetRow]:
     replay = r["replay"]
     return [TargetRow(

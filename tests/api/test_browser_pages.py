@@ -1,7 +1,7 @@
 """/map and /schools/{school} in Debian's chromium (Playwright), against a real API on a seeded PostgreSQL.
 
 The fleet is written through the real write path (tests/api/map_fleet.py). Screenshots go to
-the test's own tmp_path; the timings are printed (run with -s to see them) and asserted.
+the test's own tmp_path; timings are printed (run with -s), and judged by `citysense bench api`, not here.
 """
 
 from __future__ import annotations
@@ -22,17 +22,14 @@ import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
 from api.aqi_display import contrast_ratio
+from devtools.bench.map_page import CHROMIUM, CHROMIUM_ARGS
 from devtools.ports import free_port
 from ingest.device_store import DeviceFields, update_device
 from tests.api.conftest import StartApi
 from tests.api.map_fleet import make_fleet, seed_fleet, write_reading
 from tests.conftest import REPO
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 DIST = REPO / "api" / "static" / "dist"
-USABLE_WITHIN_MS = 2000.0
 
 
 @pytest.fixture(scope="module")
@@ -222,12 +219,14 @@ def test_map_markers_show_the_servers_aqi_open_a_chart_switch_scale_and_follow_t
 
 
 @pytest.mark.slow
-def test_map_with_1000_devices_is_usable_within_2_s(
+def test_map_with_1000_devices_draws_every_marker_cold_and_warm(
     browser: Browser, database_url: str, start_api: StartApi, tmp_path: Path
 ) -> None:
     seed_fleet(database_url, make_fleet(1000), every_min=60)
     api = start_api(database_url, map_tiles="", api_rate_limit_per_s="0").base_url
     timings = []
+    # how fast is `citysense bench api`'s to judge (devtools/bench/map_page.py, target 2 s), not a timed
+    # test's: here the page must draw all 1,000 markers, cold and warm, and the timings are printed
     for attempt in ("cold", "warm"):  # cold: the API computes 1,000 indices; warm: from its cache
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{api}/map")
@@ -244,8 +243,7 @@ def test_map_with_1000_devices_is_usable_within_2_s(
         page.close()
     print("\n" + "\n".join(f"{a}: DOMContentLoaded {n['dcl']:.0f} ms, load {n['load']:.0f} ms, 1,000 markers "
                            f"drawn {n['markers']:.0f} ms; slowest requests: {n['slow']}" for a, n in timings))
-    for _, nav in timings:
-        assert nav["markers"] < USABLE_WITHIN_MS
+    assert all(nav["markers"] > 0 for _, nav in timings)
 
 
 def test_school_page_shows_its_aqi_advice_boxes_charts_and_exports_in_both_languages(
