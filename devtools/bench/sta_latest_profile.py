@@ -37,6 +37,7 @@ from devtools.bench.servers import REPO, with_children
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port, wait_for_port
 from ingest.device_store import DeviceFields, register_devices
+from ingest.latest_readings import rebuild as rebuild_latest
 from ingest.migrate import migrate
 
 PARAMS = {
@@ -82,6 +83,7 @@ def _seed(url: str, devices: int, hours: float) -> None:
         for low in range(0, devices, 100):
             conn.execute(_READINGS.encode(), {"start": end - timedelta(hours=hours), "end": end,
                                               "low": f"sta-{low:05d}", "high": f"sta-{low + 100:05d}"})
+        rebuild_latest(conn)  # readings made past the batch writer: latest_readings follows them here
         conn.execute(b"VACUUM ANALYZE")
         rows = conn.execute(b"SELECT count(*) FROM readings").fetchone()
     print(f"seeded {devices} devices, {rows[0] if rows else 0} readings in {time.perf_counter() - started:.0f} s")
