@@ -267,13 +267,20 @@ class QueryRunner:
         proves it the general path's answer, the general path for the rest; and the keys that have
         a second Observation (their nextLink)."""
         times = {tuple(str(row[f"c:{c}"]) for c in nav.parent_columns): series_times(row) for row, _ in parents}
-        latest = await self._child_rows(child, nav, keys, options, NEWEST_OBSERVATIONS_SOURCE)
+        params = SqlParams()
+        alias = params.alias()
+        unnest, equal = _parent_keys(params, nav, keys)
+        # a plain join, not a LATERAL with ORDER BY/LIMIT: the table holds one row per series (its key),
+        # so the planner may hash it once instead of probing it per Datastream
+        statement = sql.SQL("SELECT p.ord AS {}, {} FROM {} JOIN ({}) AS {} ON {}").format(
+            sql.Identifier("parent:ord"), _select_list(child, alias, options.select), unnest,
+            NEWEST_OBSERVATIONS_SOURCE, alias, _where(child, alias, params, options, equal))
+        latest = {keys[int(row["parent:ord"]) - 1]: row for row in await self._rows(statement, params)}
         by_key: dict[tuple[str, ...], list[Row]] = {}
         more: set[tuple[str, ...]] = set()
         rest: list[tuple[str, ...]] = []
         for key in keys:
-            span, found = times[key], latest.get(key)
-            newest = found[0] if found else None
+            span, newest = times[key], latest.get(key)
             if span is not None and newest is not None and proven_newest(span, newest):
                 by_key[key] = [newest]
                 if has_older(span, newest):
