@@ -183,10 +183,15 @@ DATASTREAMS_SOURCE = sql.SQL(
 # giving `ORDER BY time DESC LIMIT 1` per Datastream (a sort of the whole stream instead). The
 # `flags < bit` half says the same for non-negative flags, and gives the planner a estimate from
 # the column's histogram (it guesses 0.5 % for a bit test alone, and then prefers a sort).
-OBSERVATIONS_SOURCE = sql.SQL(
-    "SELECT r.device_id, r.metric, r.time, r.value, r.raw, r.flags, r.calibration_id FROM readings r "
-    "WHERE (r.flags < {bit} OR (r.flags & {bit}) = 0)"
-).format(bit=sql.Literal(int(Flag.UNKNOWN_METRIC)))
+_OBSERVATION_ROWS = "SELECT r.device_id, r.metric, r.time, r.value, r.raw, r.flags, r.calibration_id FROM {table} r " \
+                    "WHERE (r.flags < {bit} OR (r.flags & {bit}) = 0)"
+OBSERVATIONS_SOURCE = sql.SQL(_OBSERVATION_ROWS).format(
+    table=sql.Identifier("readings"), bit=sql.Literal(int(Flag.UNKNOWN_METRIC)))
+NEWEST_OBSERVATIONS_SOURCE = sql.SQL(_OBSERVATION_ROWS).format(
+    table=sql.Identifier("latest_readings"), bit=sql.Literal(int(Flag.UNKNOWN_METRIC)))
+"""The same Observations, newest of each series only (migration 0013's table has the readings' columns
+under the same names, so every property template reads it unchanged): `newest_observation` says when
+it answers for OBSERVATIONS_SOURCE."""
 
 _ID = Property("{a}.id", "text")
 _NAME = Property("{a}.name", "text")

@@ -5,7 +5,9 @@ path, and one per `$expand` level (however many parents it has: the parents' key
 arrays and a `CROSS JOIN LATERAL` runs the child query, with its own $filter, $orderby and
 $top, once per parent). So `Datastreams?$expand=Observations($orderby=phenomenonTime desc;$top=1)`
 is three statements whose per-Datastream work is one probe of the readings' unique
-(device_id, metric, time) index, as /v1/latest does it.
+(device_id, metric, time) index. That one query (the newest Observation of each Datastream) reads
+latest_readings instead, where `newest_observation` proves its row the same answer; the Datastreams
+it cannot prove take the general path in one more statement.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
-from api.sensorthings.entity_model import ENTITY_SETS, EntitySet, entity_set, property_sql
+from api.sensorthings.entity_model import (
+    ENTITY_SETS,
+    NEWEST_OBSERVATIONS_SOURCE,
+    EntitySet,
+    Navigation,
+    entity_set,
+    property_sql,
+)
 from api.sensorthings.errors import StaBadRequest, StaNotFound
 from api.sensorthings.filter_sql import ExpressionCompiler, SqlParams
+from api.sensorthings.newest_observation import asks_for_newest_only, has_older, proven_newest, series_times
 from api.sensorthings.query_options import Expand, QueryOptions, parse_options
 from api.sensorthings.resource_path import ResourcePath, parse_resource_path, quote_id
 from api.sensorthings.serialise import JsonObject, entity_json, next_link, self_link
@@ -80,10 +90,27 @@ def _order(entity: EntitySet, alias: sql.Identifier, params: SqlParams, options:
     return sql.SQL(", ").join(items)
 
 
+def _parent_keys(params: SqlParams, nav: Navigation, keys: Sequence[tuple[str, ...]],
+                 ) -> tuple[sql.Composable, list[tuple[str, sql.Composable]]]:
+    """The parents' keys as `unnest(...) WITH ORDINALITY AS p(k0, .., ord)` and the child columns
+    that must equal them (`p.k0`, ...)."""
+    arrays = sql.SQL(", ").join(params.bind([k[i] for k in keys], "text[]") for i in range(len(nav.parent_columns)))
+    key_names = [f"k{i}" for i in range(len(nav.parent_columns))]
+    unnest = sql.SQL("unnest({}) WITH ORDINALITY AS p({}, ord)").format(
+        arrays, sql.SQL(", ").join(sql.Identifier(k) for k in key_names))
+    equal: list[tuple[str, sql.Composable]] = [
+        (tc, sql.SQL("p.{}").format(sql.Identifier(k))) for tc, k in zip(nav.target_columns, key_names, strict=True)
+    ]
+    return unnest, equal
+
+
 class QueryRunner:
-    def __init__(self, conn: AsyncConnection[Any], base: str) -> None:
+    def __init__(self, conn: AsyncConnection[Any], base: str, newest_from_latest: bool = True) -> None:
+        """`newest_from_latest=False`: every expand takes the general path (the equivalence tests
+        compare the two answers)."""
         self.conn = conn
         self.base = base
+        self.newest_from_latest = newest_from_latest
 
     async def _rows(self, statement: sql.Composed, params: SqlParams) -> list[Row]:
         async with self.conn.cursor(row_factory=dict_row) as cur:
@@ -164,7 +191,8 @@ class QueryRunner:
         return int(rows[0]["n"])
 
     async def _expand(self, entity: EntitySet, parents: list[tuple[Row, JsonObject]], expand: Expand) -> None:
-        """Fills `expand.navigation` of every parent, with two statements at most for all of them."""
+        """Fills `expand.navigation` of every parent, with two statements at most for all of them
+        (three when some Datastreams' newest Observations are read from latest_readings and others not)."""
         nav = entity.navigations.get(expand.navigation)
         if nav is None:
             raise StaBadRequest(f"$expand: {entity.singular} has no navigation property {expand.navigation!r}; "
@@ -173,34 +201,17 @@ class QueryRunner:
         options = expand.options
         _check_select(child, options.select)
         keys = sorted({tuple(str(row[f"c:{c}"]) for c in nav.parent_columns) for row, _ in parents})
-        params = SqlParams()
-        alias = params.alias()
-        arrays = sql.SQL(", ").join(params.bind([k[i] for k in keys], "text[]") for i in range(len(nav.parent_columns)))
-        key_names = [f"k{i}" for i in range(len(nav.parent_columns))]
-        unnest = sql.SQL("unnest({}) WITH ORDINALITY AS p({}, ord)").format(
-            arrays, sql.SQL(", ").join(sql.Identifier(k) for k in key_names))
-        equal = [(tc, sql.SQL("p.{}").format(sql.Identifier(k))) for tc, k in zip(nav.target_columns, key_names,
-                                                                                  strict=True)]
-        limit = options.top + 1 if nav.many else 1
-        inner = sql.SQL("SELECT {} FROM ({}) AS {} WHERE {} ORDER BY {} LIMIT {} OFFSET {}").format(
-            _select_list(child, alias, options.select), child.source, alias,
-            _where(child, alias, params, options, equal), _order(child, alias, params, options),
-            sql.Literal(limit), sql.Literal(options.skip if nav.many else 0),
-        )
-        statement = sql.SQL("SELECT p.ord AS {}, x.* FROM {} CROSS JOIN LATERAL ({}) AS x").format(
-            sql.Identifier("parent:ord"), unnest, inner)
-        rows = await self._rows(statement, params)
-        by_key: dict[tuple[str, ...], list[Row]] = defaultdict(list)
-        for row in rows:
-            by_key[keys[int(row["parent:ord"]) - 1]].append(row)
+        if self.newest_from_latest and entity.name == "Datastreams" and expand.navigation == "Observations" \
+                and asks_for_newest_only(options):
+            by_key, more = await self._newest_observations(child, nav, parents, keys, options)
+        else:
+            by_key = await self._child_rows(child, nav, keys, options, child.source)
+            more = {key for key, found in by_key.items() if nav.many and len(found) > options.top}
         counts: dict[tuple[str, ...], int] = {}
         if nav.many and options.count:
             count_params = SqlParams()
             count_alias = count_params.alias()
-            count_arrays = sql.SQL(", ").join(
-                count_params.bind([k[i] for k in keys], "text[]") for i in range(len(nav.parent_columns)))
-            count_unnest = sql.SQL("unnest({}) WITH ORDINALITY AS p({}, ord)").format(
-                count_arrays, sql.SQL(", ").join(sql.Identifier(k) for k in key_names))
+            count_unnest, equal = _parent_keys(count_params, nav, keys)
             count_sql = sql.SQL("SELECT p.ord AS ord, (SELECT count(*) FROM ({}) AS {} WHERE {}) AS n FROM {}").format(
                 child.source, count_alias, _where(child, count_alias, count_params, options, equal), count_unnest)
             for row in await self._rows(count_sql, count_params):
@@ -220,13 +231,67 @@ class QueryRunner:
             if options.count:
                 parent_json[f"{expand.navigation}@iot.count"] = counts.get(key, 0)
             parent_json[expand.navigation] = values
-            if len(found) > options.top:
+            if key in more:
                 url = f"{self_link(self.base, entity, str(parent_row['k:id']))}/{expand.navigation}"
                 parent_json[f"{expand.navigation}@iot.nextLink"] = next_link(url, options.raw, options.top,
                                                                              options.skip)
         for nested in options.expand:
             if children:
                 await self._expand(child, children, nested)
+
+    async def _child_rows(self, child: EntitySet, nav: Navigation, keys: Sequence[tuple[str, ...]],
+                          options: QueryOptions, source: sql.Composable) -> dict[tuple[str, ...], list[Row]]:
+        """The rows of `child` under each parent key, from `source` (the child's own, or one that
+        answers for it): one statement, the child query run per parent by a `CROSS JOIN LATERAL`."""
+        params = SqlParams()
+        alias = params.alias()
+        unnest, equal = _parent_keys(params, nav, keys)
+        limit = options.top + 1 if nav.many else 1
+        inner = sql.SQL("SELECT {} FROM ({}) AS {} WHERE {} ORDER BY {} LIMIT {} OFFSET {}").format(
+            _select_list(child, alias, options.select), source, alias,
+            _where(child, alias, params, options, equal), _order(child, alias, params, options),
+            sql.Literal(limit), sql.Literal(options.skip if nav.many else 0),
+        )
+        statement = sql.SQL("SELECT p.ord AS {}, x.* FROM {} CROSS JOIN LATERAL ({}) AS x").format(
+            sql.Identifier("parent:ord"), unnest, inner)
+        by_key: dict[tuple[str, ...], list[Row]] = defaultdict(list)
+        for row in await self._rows(statement, params):
+            by_key[keys[int(row["parent:ord"]) - 1]].append(row)
+        return by_key
+
+    async def _newest_observations(
+        self, child: EntitySet, nav: Navigation, parents: list[tuple[Row, JsonObject]],
+        keys: Sequence[tuple[str, ...]], options: QueryOptions,
+    ) -> tuple[dict[tuple[str, ...], list[Row]], set[tuple[str, ...]]]:
+        """Each Datastream's newest Observation from latest_readings where `newest_observation`
+        proves it the general path's answer, the general path for the rest; and the keys that have
+        a second Observation (their nextLink)."""
+        times = {tuple(str(row[f"c:{c}"]) for c in nav.parent_columns): series_times(row) for row, _ in parents}
+        params = SqlParams()
+        alias = params.alias()
+        unnest, equal = _parent_keys(params, nav, keys)
+        # a plain join, not a LATERAL with ORDER BY/LIMIT: the table holds one row per series (its key),
+        # so the planner may hash it once instead of probing it per Datastream
+        statement = sql.SQL("SELECT p.ord AS {}, {} FROM {} JOIN ({}) AS {} ON {}").format(
+            sql.Identifier("parent:ord"), _select_list(child, alias, options.select), unnest,
+            NEWEST_OBSERVATIONS_SOURCE, alias, _where(child, alias, params, options, equal))
+        latest = {keys[int(row["parent:ord"]) - 1]: row for row in await self._rows(statement, params)}
+        by_key: dict[tuple[str, ...], list[Row]] = {}
+        more: set[tuple[str, ...]] = set()
+        rest: list[tuple[str, ...]] = []
+        for key in keys:
+            span, newest = times[key], latest.get(key)
+            if span is not None and newest is not None and proven_newest(span, newest):
+                by_key[key] = [newest]
+                if has_older(span, newest):
+                    more.add(key)
+            else:
+                rest.append(key)
+        if rest:
+            general = await self._child_rows(child, nav, rest, options, child.source)
+            by_key.update(general)
+            more.update(key for key, found in general.items() if len(found) > options.top)
+        return by_key, more
 
     # -- the request ------------------------------------------------------------------------------------
     async def get(self, path_text: str, query: Mapping[str, str]) -> JsonObject | str:
