@@ -46,13 +46,15 @@ def delay_hours(config: DriftConfig, seed: int, fault: Fault, reference: bool) -
     return float((finding.flagged_at - hour_after(start, ONSET_DAY)) / ONE_HOUR)
 
 
-def demo_city_sites(days: float, boxes: int = DEMO_BOXES, drifting: bool = True) -> list[Site]:
+def demo_city_sites(
+    days: float, boxes: int = DEMO_BOXES, drifting: bool = True, end: np.datetime64 = DEMO_END
+) -> list[Site]:
     """The demo city's air boxes as `calibrate drift` sees them, without a database: the simulator
     stepped hourly (as the demo's history is written) and each reading calibrated by the model the
     gateway applies to a PMS5003 box (the EPA correction, with the box's own RH)."""
-    end = float(DEMO_END.astype(np.int64))
-    start = end - days * 86400.0
-    fleet_boxes = make_airboxes(boxes, drift_since=end - DEMO_DRIFT_DAYS * 86400.0 if drifting else None)
+    finish = float(end.astype("datetime64[s]").astype(np.int64))
+    start = finish - days * 86400.0
+    fleet_boxes = make_airboxes(boxes, drift_since=finish - DEMO_DRIFT_DAYS * 86400.0 if drifting else None)
     model = FleetModel(fleet_boxes, [])
     hours = round(days * 24)
     pm25, rh = np.zeros((boxes, hours)), np.zeros((boxes, hours))
@@ -119,9 +121,11 @@ def describe(config: DriftConfig, result: StudyResult, reference: bool) -> str:
     )
 
 
-def demo_city(config: DriftConfig, days: float) -> tuple[list[DriftFinding], DriftFinding]:
-    """(healthy boxes' findings, the drifting box's finding) on the demo city over `days` days."""
-    findings = detect_drift(demo_city_sites(days), config)
+def demo_city(
+    config: DriftConfig, days: float, end: np.datetime64 = DEMO_END
+) -> tuple[list[DriftFinding], DriftFinding]:
+    """(healthy boxes' findings, the drifting box's finding) on the demo city over `days` days before `end`."""
+    findings = detect_drift(demo_city_sites(days, end=end), config)
     drifting = next(f for f in findings if f.device_id == DRIFTING_BOX)
     return [f for f in findings if f.device_id != DRIFTING_BOX], drifting
 
