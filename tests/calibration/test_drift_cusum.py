@@ -111,6 +111,25 @@ def test_the_thirty_seed_study_gives_the_documented_figures(reference: bool) -> 
     assert within >= ((21, 26) if reference else (29, 28)), within
 
 
+def test_a_box_found_drifting_is_left_out_of_its_neighbours_comparison() -> None:
+    healthy = {f.device_id: f for f in detect_drift(fleet(1, (), False)[1])}
+    findings = {f.device_id: f for f in detect_drift(fleet(1, (drift_fault(),), False)[1])}
+    assert findings["colo-3"].status == "drift"
+    assert findings["colo-3"].comparator == healthy["colo-3"].comparator
+    for name, finding in findings.items():
+        if name == "colo-3":
+            continue
+        before = int(healthy[name].comparator.split(":")[1])
+        assert finding.status == "ok" and finding.comparator == f"neighbours:{before - 1}", (name, finding)
+
+
+def test_boxes_that_read_exactly_alike_are_ok() -> None:
+    _, sites = fleet(1, (), False)
+    same = [Site(s.site_id, s.lat, s.lon, sites[0].series) for s in sites]
+    findings = detect_drift(same)
+    assert {f.status for f in findings} == {"ok"} and {f.scale for f in findings} == {DEFAULTS.min_scale}
+
+
 def test_a_box_cut_off_from_comparators_is_insufficient_data_not_ok() -> None:
     _, sites = fleet(1, (), False)
     far = Site("far-away", 22.6, 120.3, sites[0].series)
