@@ -19,7 +19,7 @@ import psycopg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from calibration.drift import DriftConfig, Site
+from calibration.drift import DriftConfig, DriftFinding, Site
 from calibration.fitting import MIN_POINTS_DEFAULT, FitError, FitKind
 from calibration.models import CalibrationModelError
 from calibration.reference_import import ReferenceFormatError, read_reference
@@ -241,6 +241,18 @@ def apply_command(
     )
 
 
+def attention_lines(findings: list[DriftFinding]) -> list[str]:
+    """The summary under the drift table: drifting devices (a sensor to clean or re-calibrate) and
+    devices that could not be checked (no comparator or too few hours: a visit or a co-location)
+    are different work, so they are listed on separate lines."""
+    drifting = sorted(f.device_id for f in findings if f.status == "drift")
+    unchecked = sorted(f.device_id for f in findings if f.status == "insufficient_data")
+    return [
+        f"needs attention, drifting: {', '.join(drifting) if drifting else 'none'}",
+        f"needs attention, insufficient data (cannot be checked): {', '.join(unchecked) if unchecked else 'none'}",
+    ]
+
+
 @app.command("drift")
 def drift_command(
     *,
@@ -258,6 +270,18 @@ def drift_command(
         float, typer.Option("--reference-floor", help="The same, against a reference station")
     ] = DriftConfig.reference_floor_ugm3,
     min_scale: Annotated[float, typer.Option("--min-scale", help="Smallest log-ratio scale")] = DriftConfig.min_scale,
+    min_drift: Annotated[
+        float, typer.Option("--min-drift", help="Smallest log-ratio change the CUSUM accumulates")
+    ] = DriftConfig.min_drift,
+    step_hours: Annotated[int, typer.Option("--step-hours", help="Window of the step test, hours")] = (
+        DriftConfig.step_hours
+    ),
+    step_threshold: Annotated[
+        float, typer.Option("--step-threshold", help="Step test: window median beyond this many window sd")
+    ] = DriftConfig.step_threshold,
+    step_min_change: Annotated[
+        float, typer.Option("--step-min-change", help="Step test: smallest log-ratio change")
+    ] = DriftConfig.step_min_change,
     level_threshold: Annotated[
         float, typer.Option("--level-threshold", help="Baseline ratio off by more than this is drift")
     ] = DriftConfig.level_threshold,
@@ -291,6 +315,10 @@ def drift_command(
         reference_floor_ugm3=reference_floor,
         min_scale=min_scale,
         level_threshold=level_threshold,
+        min_drift=min_drift,
+        step_hours=step_hours,
+        step_threshold=step_threshold,
+        step_min_change=step_min_change,
     )
     try:
         config.check()
@@ -314,8 +342,8 @@ def drift_command(
             "" if out["ratio"] is None else f"{out['ratio']:.2f}", "" if out["diff"] is None else f"{out['diff']:+.1f}",
         ])
     print_table(console, ["device", "status", "compared with", "flagged at", "onset", "ratio", "diff µg/m³"], rows)
-    attention = [f.device_id for f in findings if f.needs_attention]
-    console.print(f"needs attention: {', '.join(attention) if attention else 'none'}", markup=False)
+    for line in attention_lines(findings):
+        console.print(line, markup=False)
 
 
 @app.command("show")

@@ -1,10 +1,13 @@
-"""The CUSUM drift detector on seeded fleets: how fast it flags a drift or a step, and how often it cries wolf.
+"""The drift detector on seeded fleets: how fast it flags a drift or a step, and how often it cries wolf.
 
 The fleet (`devtools.colocation.calibrated_fleet`): 8 boxes within 1.5 km seeing one
 city-wide field (common-mode pollution), each through its own slow local factor (AR(1), 2 %
 hourly, correlation 0.7 per hour), minute sensor noise averaged to hours, calibrations off by
-±3 %, 3 % of hours missing. `python -m devtools.drift_study` gives the figures
-docs/calibration.md quotes, over more seeds.
+±3 %, 3 % of hours missing; against a reference, the boxes stand at the station. Faults start
+on day 40 of 60. `python -m devtools.drift_study` gives the figures docs/calibration.md quotes
+over 30 seeds; the fast tests here check a few seeds, including the study's worst one (seed 0:
+the fault begins in 3-5 µg/m³ air, where a box's calibration offset is most of its reading and
+a 30 % gain change moves it by 5-15 %), and the slow test the whole study.
 """
 
 from __future__ import annotations
@@ -13,60 +16,122 @@ import numpy as np
 import pytest
 
 from calibration.drift import DriftConfig, Site, detect_drift
-from calibration.series import ONE_HOUR, HourlySeries
-from devtools.colocation import Fault, calibrated_fleet, hour_after
+from calibration.series import HourlySeries
+from devtools.colocation import Fault
+from devtools.drift_study import DEMO_END, ONSET_DAY, delay_hours, demo_city, fleet, study
 
-SEEDS = range(10)
-ONSET_DAY = 40.0
-
-
-def fleet(seed: int, faults: tuple[Fault, ...] = ()) -> tuple[np.datetime64, list[Site]]:
-    return calibrated_fleet(seed, faults)
+ORDINARY_AIR_SEEDS = (1, 2, 3, 4, 5)  # the fault begins in 8-30 µg/m³ air
+CLEAN_AIR_SEED = 0
+DEFAULTS = DriftConfig()
 
 
-def delay_hours(start: np.datetime64, sites: list[Site], device: str) -> float:
-    finding = {f.device_id: f for f in detect_drift(sites)}[device]
-    assert finding.status == "drift", finding
-    assert finding.flagged_at is not None
-    return float((finding.flagged_at - hour_after(start, ONSET_DAY)) / ONE_HOUR)
+def drift_fault() -> Fault:
+    return Fault("colo-3", "drift", ONSET_DAY, 0.10)
+
+
+def step_fault(seed: int) -> Fault:
+    return Fault("colo-5", "step", ONSET_DAY, -0.3 if seed % 2 else 0.3)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["neighbours", "reference"])
+def test_healthy_fleets_stay_well_below_the_threshold(reference: bool) -> None:
+    for seed in range(4):
+        findings = detect_drift(fleet(seed, (), reference)[1])
+        assert [f.status for f in findings] == ["ok"] * 8, [(f.device_id, f.test) for f in findings]
+        assert max(f.statistic for f in findings) < 0.8 * DEFAULTS.threshold
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["neighbours", "reference"])
+def test_ten_percent_a_day_gain_drift_is_flagged_within_two_days_in_ordinary_air(reference: bool) -> None:
+    # against the reference (1 µg/m³ of noise an hour) seed 4 needs 56 h: 2.5 days is its bound
+    delays = [delay_hours(DEFAULTS, seed, drift_fault(), reference) for seed in ORDINARY_AIR_SEEDS]
+    print(f"\n10 %/day drift flagged after {delays} h")
+    assert all(0 < d <= (60 if reference else 48) for d in delays)
+    assert sum(d <= 48 for d in delays) >= (4 if reference else 5)
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["neighbours", "reference"])
+def test_thirty_percent_step_is_flagged_within_twelve_hours_in_ordinary_air(reference: bool) -> None:
+    delays = [delay_hours(DEFAULTS, seed, step_fault(seed), reference) for seed in ORDINARY_AIR_SEEDS]
+    print(f"\n30 % step flagged after {delays} h")
+    assert all(0 <= d <= 12 for d in delays)
+
+
+def test_a_fault_beginning_in_clean_air_is_found_later_but_found() -> None:
+    # the study's worst seed (docs/calibration.md): against neighbours drift 67 h, step 55 h;
+    # against the reference 90 h and 92 h
+    bounds = {False: (72, 60), True: (96, 96)}
+    for reference, (drift_bound, step_bound) in bounds.items():
+        drift = delay_hours(DEFAULTS, CLEAN_AIR_SEED, drift_fault(), reference)
+        step = delay_hours(DEFAULTS, CLEAN_AIR_SEED, step_fault(CLEAN_AIR_SEED), reference)
+        assert 0 < drift <= drift_bound and 0 <= step <= step_bound, (reference, drift, step)
+
+
+def test_a_sudden_step_is_flagged_by_the_step_test_with_its_onset() -> None:
+    start, sites = fleet(2, (step_fault(2),), False)
+    finding = {f.device_id: f for f in detect_drift(sites)}["colo-5"]
+    assert finding.status == "drift" and finding.test in {"step", "cusum"} and finding.direction == "up"
+    assert finding.onset is not None and finding.flagged_at is not None
+    onset = start + round(ONSET_DAY * 24) * np.timedelta64(3600, "s")
+    assert abs(float((finding.onset - onset) / np.timedelta64(3600, "s"))) <= 6
+
+
+def test_demo_city_healthy_boxes_raise_no_flag_in_sixty_days() -> None:
+    # 59 boxes across Taipei with 5 % site differences, 7 % hourly noise each and the EPA
+    # correction's bend between 30 and 50 raw µg/m³ (a ratio that depends on the air): no flag;
+    # the demo's one drifting box is flagged
+    healthy, drifting = demo_city(DEFAULTS, 60.0)
+    flagged = [f.device_id for f in healthy if f.status == "drift"]
+    print(f"\nlargest healthy statistic {max(f.statistic for f in healthy):.1f} of {DEFAULTS.threshold}")
+    assert flagged == []
+    assert drifting.status == "drift" and drifting.direction == "down"
+
+
+@pytest.mark.parametrize("hours_later", [0, 77, 220, 341])
+def test_demo_city_fourteen_day_windows_flag_only_the_drifting_box(hours_later: int) -> None:
+    # the demo's look-back (14 days, as tests/devtools/test_demo_history.py) ending at other hours of
+    # the day; 220 h later is the window closest to a false flag with threshold 12 (tp-school-0039
+    # reads ~4 % high for a few days, and its neighbourhood includes the drifting box, left out of it)
+    end = DEMO_END + np.timedelta64(hours_later * 3600 + 1234, "s")
+    healthy, drifting = demo_city(DEFAULTS, 14.0, end=end)
+    assert [f.device_id for f in healthy if f.status == "drift"] == []
+    assert drifting.status == "drift"
 
 
 @pytest.mark.slow
-def test_healthy_fleets_raise_no_flag_in_sixty_days() -> None:
-    statuses = [f.status for seed in SEEDS for f in detect_drift(fleet(seed)[1])]
-    print(f"\nfalse alarms: {statuses.count('drift')} of {len(statuses)} box-60-day runs")
-    assert statuses == ["ok"] * len(statuses)
+@pytest.mark.parametrize("reference", [False, True], ids=["neighbours", "reference"])
+def test_the_thirty_seed_study_gives_the_documented_figures(reference: bool) -> None:
+    result = study(DEFAULTS, 30, reference)
+    print(f"\ndrift {sorted(result.drift)}\nstep {sorted(result.step)}")
+    assert result.false_flags == 0 and result.largest_healthy_statistic < 0.8 * DEFAULTS.threshold
+    drift_max, step_max = (96, 96) if reference else (72, 60)
+    assert max(result.drift) <= drift_max and max(result.step) <= step_max
+    assert float(np.median(result.drift)) <= 40 and float(np.median(result.step)) <= 6
+    within = sum(d <= 48 for d in result.drift), sum(s <= 12 for s in result.step)
+    assert within >= ((21, 26) if reference else (29, 28)), within
 
 
-@pytest.mark.slow
-def test_ten_percent_a_day_gain_drift_is_flagged_within_about_two_days() -> None:
-    delays = []
-    for seed in SEEDS:
-        start, sites = fleet(seed, (Fault("colo-3", "drift", ONSET_DAY, 0.10),))
-        delays.append(delay_hours(start, sites, "colo-3") / 24)
-        others = [f.status for f in detect_drift(sites) if f.device_id != "colo-3"]
-        assert others == ["ok"] * 7
-    median, worst = np.median(delays), max(delays)
-    print(f"\ndrift 10 %/day flagged after {median:.2f} days (median), max {worst:.2f}: {np.round(delays, 2)}")
-    assert all(d > 0 for d in delays)
-    assert float(np.median(delays)) <= 2.0
-    assert max(delays) <= 3.0
+def test_a_box_found_drifting_is_left_out_of_its_neighbours_comparison() -> None:
+    healthy = {f.device_id: f for f in detect_drift(fleet(1, (), False)[1])}
+    findings = {f.device_id: f for f in detect_drift(fleet(1, (drift_fault(),), False)[1])}
+    assert findings["colo-3"].status == "drift"
+    assert findings["colo-3"].comparator == healthy["colo-3"].comparator
+    for name, finding in findings.items():
+        if name == "colo-3":
+            continue
+        before = int(healthy[name].comparator.split(":")[1])
+        assert finding.status == "ok" and finding.comparator == f"neighbours:{before - 1}", (name, finding)
 
 
-@pytest.mark.slow
-def test_sudden_thirty_percent_step_is_flagged_within_hours() -> None:
-    delays = []
-    for seed in SEEDS:
-        size = -0.30 if seed % 2 else 0.30
-        start, sites = fleet(seed, (Fault("colo-5", "step", ONSET_DAY, size),))
-        delays.append(delay_hours(start, sites, "colo-5"))
-    print(f"\n30 % step flagged after {np.median(delays):.0f} h (median), max {max(delays):.0f} h: {delays}")
-    assert all(d >= 0 for d in delays)
-    assert float(np.median(delays)) <= 12
+def test_boxes_that_read_exactly_alike_are_ok() -> None:
+    _, sites = fleet(1, (), False)
+    same = [Site(s.site_id, s.lat, s.lon, sites[0].series) for s in sites]
+    findings = detect_drift(same)
+    assert {f.status for f in findings} == {"ok"} and {f.scale for f in findings} == {DEFAULTS.min_scale}
 
 
 def test_a_box_cut_off_from_comparators_is_insufficient_data_not_ok() -> None:
-    _, sites = fleet(1)
+    _, sites = fleet(1, (), False)
     far = Site("far-away", 22.6, 120.3, sites[0].series)
     first = sites[0].series
     short = Site("new-box", sites[0].lat, sites[0].lon, HourlySeries(first.times[:30], first.pm25[:30]))
@@ -77,14 +142,23 @@ def test_a_box_cut_off_from_comparators_is_insufficient_data_not_ok() -> None:
 
 
 def test_a_box_already_off_when_the_look_back_starts_is_flagged_by_its_level() -> None:
-    _, sites = fleet(2)
+    _, sites = fleet(2, (), False)
     off = sites[3]
     sites[3] = Site(off.site_id, off.lat, off.lon, HourlySeries(off.series.times, off.series.pm25 * 1.6))
     finding = {f.device_id: f for f in detect_drift(sites)}["colo-4"]
-    assert finding.status == "drift" and finding.direction == "up"
+    assert finding.status == "drift" and finding.direction == "up" and finding.test == "level"
     assert finding.baseline_ratio > 1.3
 
 
-def test_a_setting_that_cannot_work_is_refused() -> None:
-    with pytest.raises(ValueError, match="threshold"):
-        detect_drift(fleet(3)[1], DriftConfig(threshold=0))
+@pytest.mark.parametrize(
+    ("setting", "config"),
+    [
+        ("threshold", DriftConfig(threshold=0.0)),
+        ("step_threshold", DriftConfig(step_threshold=-1.0)),
+        ("step_hours", DriftConfig(step_hours=1)),
+        ("min_drift", DriftConfig(min_drift=-0.1)),
+    ],
+)
+def test_a_setting_that_cannot_work_is_refused(setting: str, config: DriftConfig) -> None:
+    with pytest.raises(ValueError, match=setting):
+        detect_drift(fleet(3, (), False)[1], config)

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from citysense.calibrate_cli import app
+from calibration.drift import DriftFinding
+from citysense.calibrate_cli import app, attention_lines
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 DAYS = 10
@@ -91,4 +92,21 @@ def test_drift_command_runs(cli_db: str, tmp_path: Path) -> None:
     seed_colocation(cli_db, tmp_path)
     result = CliRunner().invoke(app, ["drift", "--days", "3"])
     assert result.exit_code == 0, result.output
-    assert "needs attention" in result.output
+    assert "needs attention, drifting: " in result.output
+    assert "needs attention, insufficient data (cannot be checked): " in result.output
+
+
+def test_drift_summary_lists_drifting_devices_apart_from_those_that_cannot_be_checked() -> None:
+    def finding(device: str, status: str) -> DriftFinding:
+        return DriftFinding(device, status, "neighbours:3", None, 1.0, 0.0, 100)
+
+    findings = [finding("box-b", "insufficient_data"), finding("box-c", "drift"), finding("box-a", "ok"),
+                finding("box-d", "drift"), finding("box-e", "insufficient_data")]
+    assert attention_lines(findings) == [
+        "needs attention, drifting: box-c, box-d",
+        "needs attention, insufficient data (cannot be checked): box-b, box-e",
+    ]
+    assert attention_lines([finding("box-a", "ok")]) == [
+        "needs attention, drifting: none",
+        "needs attention, insufficient data (cannot be checked): none",
+    ]

@@ -73,4 +73,4 @@ def test_import_fit_apply_and_drift_find_the_drifting_box(cli_db: str, tmp_path:
     assert findings["colo-4"]["status"] == "drift" and findings["colo-4"]["direction"] == "up"
     assert "2025-04-15" <= findings["colo-4"]["flagged_at"] <= "2025-04-17T00"
     assert [findings[d]["status"] for d in ("colo-1", "colo-2", "colo-3")] == ["ok"] * 3
-    assert findings["colo-1"]["comparator"] == "neighbours:3"
+    assert findings["colo-1"]["comparator"] == "neighbours:2"  # colo-4, found drifting, is no comparator

@@ -84,9 +84,7 @@ def test_demo_history_shows_one_drifting_box_among_healthy_ones(database_url: st
     assert len(findings) == 60
     drifting = [d for d, status in findings.items() if status == "drift"]
     assert DRIFTING_BOX in drifting
-    # calibration.drift's CUSUM also flags a few healthy boxes of the simulated city whose local air
-    # runs apart from their neighbours' for a day (statistic just over its threshold): at most 2 of 59
-    assert len(drifting) - 1 <= 2, f"healthy boxes flagged as drifting: {sorted(set(drifting) - {DRIFTING_BOX})}"
+    assert drifting == [DRIFTING_BOX], f"healthy boxes flagged as drifting: {sorted(set(drifting) - {DRIFTING_BOX})}"
     healthy = [status for d, status in findings.items() if d != DRIFTING_BOX]
     # a box with fewer than two neighbours within 3 km cannot be compared: said so, not called drifting
     assert healthy.count("ok") >= 50 and healthy.count("insufficient_data") <= 2
