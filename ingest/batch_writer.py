@@ -236,7 +236,7 @@ class BatchWriter:
         if self._conn is not None and not self._conn.is_closed():
             return
         conn = await asyncpg.connect(self.database_url, timeout=10, command_timeout=60)
-        await conn.execute(_STAGING_DDL)
+        await conn.execute(_STAGING_DDL + latest_readings.STAGING_DDL)
         await conn.set_type_codec(
             "timestamptz", schema="pg_catalog", encoder=_timestamptz_out, decoder=_timestamptz_in, format="tuple"
         )
