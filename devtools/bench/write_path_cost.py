@@ -19,6 +19,7 @@ by batch, timing each stage with `time.process_time` (this process's CPU only):
   millisecond later), wall ms per batch and client CPU, against a warm latest_readings table
   (every series moves forward in every batch).
 
+The collector is tuned as the gateway tunes it (`gateway.pipeline.collect_garbage_per_batch`).
 Every figure is given as the median and the least over the timed batches (the first batch warms
 up and is not counted).
 """
@@ -45,7 +46,7 @@ from gateway.calibration_step import Calibrator
 from gateway.codecs import decode
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_session import Inbound, MqttSession
-from gateway.pipeline import CHUNK_ROWS, Pipeline
+from gateway.pipeline import CHUNK_ROWS, Pipeline, collect_garbage_per_batch
 from ingest import latest_readings, series_windows
 from ingest.batch_writer import BatchWriter
 from ingest.migrate import migrate
@@ -94,6 +95,7 @@ async def measure(url: str, work: list[list[Inbound]]) -> StageClock:
     stored: dict[str, DeviceWindows] = {}
     conn = await asyncpg.connect(url)
     await conn.execute(latest_readings.STAGING_DDL)
+    collect_garbage_per_batch()  # as the gateway does after start-up
     try:
         for batch_messages in work:
             t0 = time.process_time()
@@ -145,7 +147,8 @@ def report(clock: StageClock, per_batch: int) -> None:
     print(f"{len(clock.cpu['decode']) - 1} timed batches of {per_batch} messages "
           f"({per_batch * METRICS_PER_MESSAGE} readings), {DEVICES} devices; CPU µs per message, median and least:")
     for stage in ("decode", "registry + assembly", "calibration", "prepare", "flags", "latest rows",
-                  "write less flags, latest rows", "write", "prepare + write (gateway total)", "latest upsert (client)"):
+                  "write less flags, latest rows", "write", "prepare + write (gateway total)",
+                  "latest upsert (client)"):
         print(f"  {stage:32s} {us[stage][0]:7.2f} {us[stage][1]:7.2f}")
     for stage, label in (("write", "write wall ms per batch"), ("latest upsert", "latest upsert wall ms per batch")):
         timed = clock.wall[stage][1:]
