@@ -13,7 +13,8 @@ series meets, inside the batch's own transaction:
   0004: one row per device, the windows of all its series packed in one bytea); the common
   case, a batch whose rows of a series are all newer than the series' newest stored
   reading, is flagged from that state alone (`flag_new_rows`), and `WindowStore.save`
-  stores the advanced state of every device the batch touched, in one statement.
+  stores the advanced state of every device the batch touched (one UPDATE of the rows it
+  loaded, one upsert for devices new to the table).
 - a row older than the series' newest reading (out-of-order arrival) is stored first and
   then `recompute` re-judges the affected stretch of `readings` in time order and
   corrects the flag bits that changed, so the stored flags are a function of the stored
