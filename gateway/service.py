@@ -22,7 +22,7 @@ from gateway.anomaly_flags import STUCK_SPIKE_RULE
 from gateway.calibration_step import Calibrator
 from gateway.device_registry import DeviceRegistry
 from gateway.mqtt_session import MqttSession
-from gateway.pipeline import CONNECTION_ERRORS, Pipeline
+from gateway.pipeline import CONNECTION_ERRORS, Pipeline, collect_garbage_per_batch
 from gateway.receipts import Receipts
 from ingest.batch_writer import BatchWriter
 
@@ -118,6 +118,7 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
         batch_max_messages=settings.batch_max_messages, batch_max_delay_s=settings.batch_max_delay_ms / 1000,
         receipts=receipts,
     )
+    collect_garbage_per_batch()  # what start-up loaded is frozen; collections about once a batch
     mqtt_task = source.start()
     refresh_task = asyncio.create_task(_refresh_loop(stop, registry, calibrator))
     batcher = asyncio.create_task(pipeline.batcher(stop))

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 
 import asyncpg
 
@@ -123,6 +124,7 @@ ON CONFLICT (deduplication_id) DO NOTHING
 RETURNING deduplication_id::text
 """
 
+_DEVICE = itemgetter(1)  # a reading row's device id
 READING_COLUMNS = ("time", "device_id", "metric", "raw", "value", "flags", "calibration_id")
 MERGE_BATCHES_AFTER_CONFLICT = 20  # after a conflict, redeliveries usually continue for a while
 _PG_EPOCH_UNIX_S = 946_684_800.0  # 2000-01-01T00:00:00Z
@@ -132,6 +134,8 @@ _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 def _timestamptz_out(value: float | datetime) -> tuple[int]:
     """Binary timestamptz (microseconds since 2000-01-01) from Unix seconds, rounded as
     PostgreSQL's to_timestamp(double precision) rounds (rint: half to even); datetimes as usual."""
+    if type(value) is float:  # every reading's time on the COPY path: tested first
+        return (round((value - _PG_EPOCH_UNIX_S) * 1_000_000),)
     if isinstance(value, datetime):
         delta = value - _PG_EPOCH
         return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,)
@@ -236,7 +240,7 @@ class BatchWriter:
         if self._conn is not None and not self._conn.is_closed():
             return
         conn = await asyncpg.connect(self.database_url, timeout=10, command_timeout=60)
-        await conn.execute(_STAGING_DDL)
+        await conn.execute(_STAGING_DDL + latest_readings.STAGING_DDL)
         await conn.set_type_codec(
             "timestamptz", schema="pg_catalog", encoder=_timestamptz_out, decoder=_timestamptz_in, format="tuple"
         )
@@ -382,7 +386,7 @@ class BatchWriter:
         rule, store = self.series_rule, self._windows
         if rule is None or store is None or not readings:
             return readings, None, {}
-        devices = {r[1] for r in readings}
+        devices = set(map(_DEVICE, readings))  # C-level: this runs over every reading
         devices.update(r[1] for r in batch.parking)
         devices.update(d.device_id for d in batch.devices)
         devices.update(s.device_id for s in batch.statuses)

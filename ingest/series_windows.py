@@ -13,7 +13,8 @@ series meets, inside the batch's own transaction:
   0004: one row per device, the windows of all its series packed in one bytea); the common
   case, a batch whose rows of a series are all newer than the series' newest stored
   reading, is flagged from that state alone (`flag_new_rows`), and `WindowStore.save`
-  stores the advanced state of every device the batch touched, in one statement.
+  stores the advanced state of every device the batch touched (one UPDATE of the rows it
+  loaded, one upsert for devices new to the table).
 - a row older than the series' newest reading (out-of-order arrival) is stored first and
   then `recompute` re-judges the affected stretch of `readings` in time order and
   corrects the flag bits that changed, so the stored flags are a function of the stored
@@ -40,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from operator import itemgetter
 
 import asyncpg
 
@@ -124,10 +126,17 @@ def pack_device(windows: DeviceWindows) -> bytes:
     for metric, w in windows.items():
         name = metric.encode()
         recent = w.recent
-        parts.append(_ENTRY.pack(w.newest_us, _NONE if w.last is None else w.last, w.repeats, len(recent), len(name)))
-        parts.append(name)
-        parts.append(_doubles(len(recent)).pack(*recent))
+        count = len(recent)
+        parts.append(_series_entry(len(name), count).pack(
+            w.newest_us, _NONE if w.last is None else w.last, w.repeats, count, len(name), name, *recent))
     return b"".join(parts)
+
+
+@cache
+def _series_entry(name_len: int, count: int) -> struct.Struct:
+    """One series as `pack_device` writes it, in one pack call: the `_ENTRY` header, the metric's
+    name, then the window's values (the layout `unpack_device` reads)."""
+    return struct.Struct(f"{_ENTRY.format}{name_len}s{count}d")
 
 
 def unpack_device(data: bytes) -> DeviceWindows:
@@ -169,6 +178,12 @@ INSERT INTO series_windows AS s (device_id, saved_by, windows)
 SELECT d, $2, w FROM unnest($1::text[], $3::bytea[]) AS u(d, w)
 ON CONFLICT (device_id) DO UPDATE SET saved_by = EXCLUDED.saved_by, windows = EXCLUDED.windows
 """
+# the rows `load` found, under the devices' locks: one WAL record per row where the upsert above
+# writes two (it locks the conflicting row first)
+_SAVE_LOADED = """
+UPDATE series_windows AS s SET saved_by = $2, windows = u.w
+FROM unnest($1::text[], $3::bytea[]) AS u(d, w) WHERE s.device_id = u.d
+"""
 
 
 class WindowStore:
@@ -183,6 +198,7 @@ class WindowStore:
         self.max_cached_devices = max_cached_devices
         self._cached: dict[str, DeviceWindows] = {}
         self._saved: dict[str, DeviceWindows] = {}  # saved by the open transaction
+        self._loaded: set[str] = set()  # devices whose row the open transaction's `load` found
         self._slots: dict[str, int] = {}
 
     async def lock(self, conn: asyncpg.Connection, device_ids: Iterable[str]) -> None:
@@ -210,13 +226,23 @@ class WindowStore:
                 out[device] = cached[device]
             else:
                 out[device] = unpack_device(packed)
+        self._loaded = set(out)
         return out
 
     async def save(self, conn: asyncpg.Connection, devices: dict[str, DeviceWindows]) -> None:
-        """Store these devices' windows, with this writer's token, in one statement."""
+        """Store these devices' windows, with this writer's token: the rows `load` found by an
+        UPDATE, the others (and any row that vanished meanwhile) by the upsert."""
         if not devices:
             return
-        await conn.execute(_SAVE, list(devices), self.token, [pack_device(w) for w in devices.values()])
+        loaded = self._loaded
+        found = [d for d in devices if d in loaded]
+        new = [d for d in devices if d not in loaded]
+        if found:
+            updated = await conn.execute(_SAVE_LOADED, found, self.token, [pack_device(devices[d]) for d in found])
+            if int(updated.rsplit(" ", 1)[-1]) < len(found):  # a row deleted under us: write them all again
+                new = list(devices)
+        if new:
+            await conn.execute(_SAVE, new, self.token, [pack_device(devices[d]) for d in new])
         self._saved.update(devices)
 
     def committed(self) -> None:
@@ -226,6 +252,7 @@ class WindowStore:
             cached.pop(device, None)
             cached[device] = windows  # most recent last: the oldest go first when the cache is full
         self._saved = {}
+        self._loaded = set()
         while len(cached) > self.max_cached_devices:
             del cached[next(iter(cached))]
 
@@ -233,6 +260,7 @@ class WindowStore:
         """The transaction failed (its windows were advanced in place): load everything again."""
         self._cached.clear()
         self._saved = {}
+        self._loaded = set()
 
 
 def series_of(rule: SeriesRule, rows: Sequence[ReadingRow]) -> tuple[dict[SeriesKey, list[int]], set[int]]:
@@ -246,13 +274,10 @@ def series_of(rule: SeriesRule, rows: Sequence[ReadingRow]) -> tuple[dict[Series
     get = groups.get
     no_window = rule.no_window_flags
     exempt = rule.exempt_metrics
-    for i, row in enumerate(rows):
-        if row[5] & no_window:
+    for i, (_ts, device, metric, _raw, _value, flags, _cid) in enumerate(rows):
+        if flags & no_window or metric in exempt:
             continue
-        metric = row[2]
-        if metric in exempt:
-            continue
-        key = (row[1], metric)
+        key = (device, metric)
         group = get(key)
         if group is None:
             groups[key] = [i]
@@ -260,6 +285,8 @@ def series_of(rule: SeriesRule, rows: Sequence[ReadingRow]) -> tuple[dict[Series
             group.append(i)
     repeated: set[int] = set()
     for group in groups.values():
+        if len(group) == 1:  # at half load most series of a batch hold one row
+            continue
         previous = -float("inf")
         for i in group:
             t = rows[i][0]
@@ -280,6 +307,9 @@ def series_of(rule: SeriesRule, rows: Sequence[ReadingRow]) -> tuple[dict[Series
     return groups, repeated
 
 
+_FLAGS = itemgetter(5)
+
+
 def flag_new_rows(
     rule: SeriesRule, rows: list[ReadingRow], groups: dict[SeriesKey, list[int]],
     stored: dict[str, DeviceWindows], *, copy_windows: bool,
@@ -294,14 +324,22 @@ def flag_new_rows(
     bits_owned = rule.bits
     keep = ~bits_owned
     flag_run = rule.flag_run
-    carried = any(r[5] & bits_owned for r in rows)  # bits set before the rule ran (none, from the gateway)
+    # bits set before the rule ran (none, from the gateway); C-level loops: this runs over every row
+    carried = any(map(bits_owned.__and__, map(_FLAGS, rows)))
+    expected = plan.expected
+    advanced = plan.windows
     for key, group in groups.items():
-        plan.expected[key] = len(group)
+        # hot path (every series of every batch; at half load most series hold one row): a
+        # one-row series converts its time once and makes its list of raws without a comprehension
+        n = len(group)
+        expected[key] = n
         device = stored.get(key[0])
         window = device.get(key[1]) if device is not None else None
-        first_us = time_us(rows[group[0]][0])
+        first = rows[group[0]]
+        first_us = time_us(first[0])
+        last_us = first_us if n == 1 else time_us(rows[group[-1]][0])
         if window is not None and first_us <= window.newest_us:
-            plan.recompute[key] = (first_us, time_us(rows[group[-1]][0]))
+            plan.recompute[key] = (first_us, last_us)
             if carried:
                 for i in group:
                     r = rows[i]
@@ -312,9 +350,9 @@ def flag_new_rows(
             window = SeriesWindow()
         elif copy_windows:
             window = SeriesWindow(window.newest_us, window.last, window.repeats, window.recent.copy())
-        bits = flag_run(window, key[1], [rows[i][3] for i in group])
-        window.newest_us = time_us(rows[group[-1]][0])
-        plan.windows[key] = window
+        bits = flag_run(window, key[1], [first[3]] if n == 1 else [rows[i][3] for i in group])
+        window.newest_us = last_us
+        advanced[key] = window
         if carried or any(bits):
             for i, extra in zip(group, bits, strict=True):
                 r = rows[i]

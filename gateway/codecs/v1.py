@@ -9,7 +9,7 @@ import orjson
 from contracts.flags import Flag
 from contracts.records import Decoded, DecodeError, ParkingRow, ReadingRow
 from contracts.topics import split_v1_topic
-from gateway.validation import metric_value, resolve_time
+from gateway.validation import measurement_rows, metric_value, resolve_time
 
 MAX_METRICS = 32
 MAX_BATCH = 2000
@@ -46,11 +46,7 @@ def _measurements(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _airbox_rows(device_id: str, entry: dict[str, Any], received_at: float, extra: int) -> list[ReadingRow]:
     ts, clock_flags = resolve_time(entry.get("ts"), received_at)
-    rows: list[ReadingRow] = []
-    for name, raw_value in _measurements(entry).items():
-        metric, raw, value, flags = metric_value(name, raw_value)
-        rows.append((ts, device_id, metric, raw, value, flags | clock_flags | extra, None))
-    return rows
+    return measurement_rows(device_id, ts, _measurements(entry), clock_flags | extra)
 
 
 def _parking_row(device_id: str, entry: dict[str, Any], ev: object, received_at: float, extra: int) -> ParkingRow:

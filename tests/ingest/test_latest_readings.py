@@ -6,11 +6,12 @@ import asyncio
 import time
 
 import psycopg
+import pytest
 
 from contracts.flags import Flag
 from contracts.records import ReadingRow
 from ingest.batch_writer import Batch, BatchWriter
-from ingest.latest_readings import newest_per_series, rebuild
+from ingest.latest_readings import COPY_FROM_ROWS, newest_per_series, rebuild
 
 
 def _row(device: str, metric: str, ts: float, value: float, flags: int = 0) -> ReadingRow:
@@ -85,3 +86,18 @@ def test_rebuild_fills_from_readings_written_past_the_batch_writer(database_url:
         assert rebuild(conn) == 1
         assert rebuild(conn) == 0  # nothing left to change
     assert _latest(database_url)[("lt-r", "pm25")][1] == 2.0
+
+
+@pytest.mark.parametrize("devices", [3, COPY_FROM_ROWS], ids=["rows as arrays", "rows copied"])
+def test_both_row_sources_move_forward_insert_new_series_and_skip_future_rows(database_url: str, devices: int) -> None:
+    """The small-batch form (array parameters) and the large-batch form (COPY) apply one rule."""
+    now = round(time.time(), 3)
+    ids = [f"lt-s{devices}-{i}" for i in range(devices)]
+    _write(database_url, [_row(d, "pm25", now - 100, 1.0) for d in ids])
+    _write(database_url, [_row(d, "pm25", now - 200 if i == 0 else now - 50, 2.0) for i, d in enumerate(ids)]
+           + [_row(ids[1], "t", now - 40, -3.5), _row(ids[2], "rh", now + 3600, 50.0)])
+    latest = _latest(database_url)
+    assert latest[(ids[0], "pm25")] == (now - 100, 1.0, 0)  # late: left as it was
+    assert {latest[(d, "pm25")] for d in ids[1:]} == {(now - 50, 2.0, 0)}  # moved forward
+    assert latest[(ids[1], "t")] == (now - 40, -3.5, 0)  # a new series
+    assert (ids[2], "rh") not in latest  # from the future: never the latest

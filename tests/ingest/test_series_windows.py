@@ -20,7 +20,7 @@ from contracts.flags import Flag
 from contracts.records import ReadingRow
 from gateway.anomaly_flags import STUCK_SPIKE_RULE, flag_run
 from ingest.batch_writer import Batch, BatchWriter, OncePayload
-from ingest.series_windows import SeriesWindow
+from ingest.series_windows import SeriesWindow, WindowStore
 
 BASE = 1_763_000_000.0
 METRICS = ("pm25", "t")
@@ -154,3 +154,29 @@ def test_a_payload_written_by_two_writers_or_twice_in_one_instant_is_stored_once
             await two.close()
 
     assert asyncio.run(scenario()) == [1, 0, 1]
+
+
+def test_a_loaded_window_row_deleted_before_the_save_is_stored_again(database_url: str) -> None:
+    """`save` updates the rows `load` found; one that vanished meanwhile is inserted, not lost."""
+    window = SeriesWindow(newest_us=5, last=3.0, repeats=1, recent=[2.0, 3.0])
+
+    async def scenario() -> dict[str, dict[str, SeriesWindow]]:
+        store = WindowStore()
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with conn.transaction():
+                await store.save(conn, {"sw-gone": {"pm25": SeriesWindow()}, "sw-kept": {"pm25": SeriesWindow()}})
+            store.committed()
+            async with conn.transaction():
+                await store.lock(conn, ["sw-gone", "sw-kept"])
+                assert set(await store.load(conn, ["sw-gone", "sw-kept"])) == {"sw-gone", "sw-kept"}
+                await conn.execute("DELETE FROM series_windows WHERE device_id = 'sw-gone'")
+                await store.save(conn, {"sw-gone": {"pm25": window}, "sw-kept": {"t": window}})
+            store.committed()
+            return await WindowStore().load(conn, ["sw-gone", "sw-kept"])
+        finally:
+            await conn.close()
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE series_windows")
+    assert asyncio.run(scenario()) == {"sw-gone": {"pm25": window}, "sw-kept": {"t": window}}
