@@ -145,6 +145,7 @@ class Detector:
         self.qx = self.qy = self.qz = 0.0
         self.q_start = -1
         self.held = 0
+        self.away_n = 0  # the last sample near the baseline
         self.fit_n = 0
         self.exc_len = 0
         self.exc_peak = 0.0
@@ -290,6 +291,8 @@ class Detector:
             self.d_prev = d
             self.deviation = d
             if self.state == VACANT:
+                if d < self._th_exc():
+                    self.away_n = self.n
                 if d2 > self._th_exc():
                     self.exc_len += 1
                     if d2 > self.exc_peak:
@@ -388,15 +391,16 @@ class Detector:
             self.state = OCCUPIED
             self._car_here()
             return True
-        b = self.base
-        far = d >= 2.0 * self.th_high  # bigger than a battery swap moves the offset
-        unearthly = self._misfit(self.mx, self.my, self.mz) > self._misfit(b[0], b[1], b[2]) + 8.0
-        if d >= self._th_arr() and (far or unearthly):
+        if d >= 2.0 * self.th_high:  # bigger than a battery swap moves the offset
             self.state = OCCUPIED  # a car arrived while the device was off,
             self._car_here()
             self.guess = True  # or an offset step that looks like one: if a third level comes, it was
             return True
-        self.state = VACANT  # an offset step while the device was off (a battery swap in an empty bay)
+        # an offset step while the device was off (a battery swap is done on an empty bay): the bay is
+        # empty; should the old baseline recur, a small car stood there at boot and has left
+        self.ox, self.oy, self.oz = self.base
+        self.have_alt = True
+        self.state = VACANT
         self._anchor_here()
         self.verified = False
         return True
@@ -465,7 +469,7 @@ class Detector:
             self.have_alt = self.guess = False
             self.verified = True
             return False
-        if not self.verified and d >= th_arr and self.rn >= self.settle:
+        if self.guess and not self.restored and d >= th_arr and self.rn >= self.settle:
             b = self.base
             if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
                 self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,
@@ -478,7 +482,9 @@ class Detector:
             self.exc_level = d  # a standing level: should the field go back to the baseline, a neighbour's
         if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(CAME_OVER_PEAK, 1.3 * d):
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
-        if d >= th_arr and (self.held >= self.slow or (d >= self._th_big() and self.rn >= self.settle)):
+        away = self.n - self.away_n  # a vehicle's level may shift as neighbours come and go beside it
+        if d >= th_arr and (self.held >= self.slow or (away >= self.slow and self.held >= NB_HOLD)
+                            or (d >= self._th_big() and self.rn >= self.settle)):
             self.state = OCCUPIED
             self._car_here()
             self.stuck = 0
