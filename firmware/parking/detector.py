@@ -12,8 +12,10 @@ widths of their mean (single spikes are ignored). A judgement needs
 
 - arrival: a settled level at least `th_arr` from the baseline. A level above
   `th_big` (a bay's own car) counts after `settle` samples; a smaller one (a
-  scooter, a high chassis, or a bus queuing in the lane) only after `slow`
-  samples, longer than a red light. `th_big` rises with the largest passing
+  scooter, a high chassis, or a bus queuing in the lane) only once the field
+  has stayed away from the baseline for `slow` samples, longer than a red
+  light (the level may shift meanwhile: a neighbour parking beside a scooter
+  moves its level, and must not restart the wait), and has stood `NB_HOLD`. `th_big` rises with the largest passing
   disturbance seen recently, so a street with buses asks more; `th_arr`
   rises above the steps that neighbours' vehicles and the lane leave standing
   at this sensor (seen beside a parked car, or as levels that came and went),
@@ -52,7 +54,13 @@ widths of their mean (single spikes are ignored). A judgement needs
   samples.
 - boot with a saved state (`restore`): the first settled level is compared
   with the saved baseline and car; a jump while the bay was empty is an
-  offset step (maintenance), not a car, unless it looks much less like Earth's field.
+  offset step (maintenance: a technician works on an empty bay), not a car,
+  unless it is larger than a battery can move the offset (`2 th_high`). How
+  Earth-like the level looks is no evidence there: the offset a step adds
+  moves the misfit as much as a car does. The old baseline is kept as the
+  other candidate: should it recur, a small car stood there at boot and left.
+  The misfit rule that gives up a baseline for a more Earth-like level
+  (by `MISFIT_MARGIN`) is for first-boot guesses only.
 
 RAM: ~70 numbers in attributes, no lists; `update` allocates no containers
 (MicroPython boxes floats). Measured under the WebAssembly MicroPython 1.27
