@@ -64,8 +64,9 @@ widths of their mean (single spikes are ignored). A judgement needs
 
 RAM: ~70 numbers in attributes, no lists; `update` allocates no containers
 (MicroPython boxes floats). Measured under the WebAssembly MicroPython 1.27
-(tests/firmware/test_build_and_micropython.py): 1.3 KB held after gc.collect(),
-60-75 us and ~2 KB of short-lived floats per sample.
+(tests/firmware/test_build_and_micropython.py): 1424 bytes held after gc.collect(),
+136-344 us per sample on a 2-core machine at a load average of 8-9 (60-75 us when quiet) and
+~2.0 KB of short-lived floats per sample.
 """
 
 import math
