@@ -12,8 +12,10 @@ widths of their mean (single spikes are ignored). A judgement needs
 
 - arrival: a settled level at least `th_arr` from the baseline. A level above
   `th_big` (a bay's own car) counts after `settle` samples; a smaller one (a
-  scooter, a high chassis, or a bus queuing in the lane) only after `slow`
-  samples, longer than a red light. `th_big` rises with the largest passing
+  scooter, a high chassis, or a bus queuing in the lane) only once the field
+  has stayed away from the baseline for `slow` samples, longer than a red
+  light (the level may shift meanwhile: a neighbour parking beside a scooter
+  moves its level, and must not restart the wait), and has stood `NB_HOLD`. `th_big` rises with the largest passing
   disturbance seen recently, so a street with buses asks more; `th_arr`
   rises above the steps that neighbours' vehicles and the lane leave standing
   at this sensor (seen beside a parked car, or as levels that came and went),
@@ -52,12 +54,19 @@ widths of their mean (single spikes are ignored). A judgement needs
   samples.
 - boot with a saved state (`restore`): the first settled level is compared
   with the saved baseline and car; a jump while the bay was empty is an
-  offset step (maintenance), not a car, unless it looks much less like Earth's field.
+  offset step (maintenance: a technician works on an empty bay), not a car,
+  unless it is larger than a battery can move the offset (`2 th_high`). How
+  Earth-like the level looks is no evidence there: the offset a step adds
+  moves the misfit as much as a car does. The old baseline is kept as the
+  other candidate: should it recur, a small car stood there at boot and left.
+  The misfit rule that gives up a baseline for a more Earth-like level
+  (by `MISFIT_MARGIN`) is for first-boot guesses only.
 
 RAM: ~70 numbers in attributes, no lists; `update` allocates no containers
 (MicroPython boxes floats). Measured under the WebAssembly MicroPython 1.27
-(tests/firmware/test_build_and_micropython.py): 1.3 KB held after gc.collect(),
-60-75 us and ~2 KB of short-lived floats per sample.
+(tests/firmware/test_build_and_micropython.py): 1424 bytes held after gc.collect(),
+136-344 us per sample on a 2-core machine at a load average of 8-9 (60-75 us when quiet) and
+~2.0 KB of short-lived floats per sample.
 """
 
 import math
@@ -145,6 +154,7 @@ class Detector:
         self.qx = self.qy = self.qz = 0.0
         self.q_start = -1
         self.held = 0
+        self.away_n = 0  # the last sample near the baseline
         self.fit_n = 0
         self.exc_len = 0
         self.exc_peak = 0.0
@@ -290,6 +300,8 @@ class Detector:
             self.d_prev = d
             self.deviation = d
             if self.state == VACANT:
+                if d < self._th_exc():
+                    self.away_n = self.n
                 if d2 > self._th_exc():
                     self.exc_len += 1
                     if d2 > self.exc_peak:
@@ -388,15 +400,16 @@ class Detector:
             self.state = OCCUPIED
             self._car_here()
             return True
-        b = self.base
-        far = d >= 2.0 * self.th_high  # bigger than a battery swap moves the offset
-        unearthly = self._misfit(self.mx, self.my, self.mz) > self._misfit(b[0], b[1], b[2]) + 8.0
-        if d >= self._th_arr() and (far or unearthly):
+        if d >= 2.0 * self.th_high:  # bigger than a battery swap moves the offset
             self.state = OCCUPIED  # a car arrived while the device was off,
             self._car_here()
             self.guess = True  # or an offset step that looks like one: if a third level comes, it was
             return True
-        self.state = VACANT  # an offset step while the device was off (a battery swap in an empty bay)
+        # an offset step while the device was off (a battery swap is done on an empty bay): the bay is
+        # empty; should the old baseline recur, a small car stood there at boot and has left
+        self.ox, self.oy, self.oz = self.base
+        self.have_alt = True
+        self.state = VACANT
         self._anchor_here()
         self.verified = False
         return True
@@ -465,7 +478,7 @@ class Detector:
             self.have_alt = self.guess = False
             self.verified = True
             return False
-        if not self.verified and d >= th_arr and self.rn >= self.settle:
+        if self.guess and not self.restored and d >= th_arr and self.rn >= self.settle:
             b = self.base
             if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
                 self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,
@@ -478,7 +491,9 @@ class Detector:
             self.exc_level = d  # a standing level: should the field go back to the baseline, a neighbour's
         if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(CAME_OVER_PEAK, 1.3 * d):
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
-        if d >= th_arr and (self.held >= self.slow or (d >= self._th_big() and self.rn >= self.settle)):
+        away = self.n - self.away_n  # a vehicle's level may shift as neighbours come and go beside it
+        if d >= th_arr and (self.held >= self.slow or (away >= self.slow and self.held >= NB_HOLD)
+                            or (d >= self._th_big() and self.rn >= self.settle)):
             self.state = OCCUPIED
             self._car_here()
             self.stuck = 0

@@ -93,7 +93,32 @@ def test_a_weak_vehicle_counts_once_it_stays():
     scooter = _plus(EMPTY, (4.0, -3.0, 2.0))  # 5.4 uT
     _drive(det, EMPTY, scooter)
     changes = _feed(det, scooter, 150, 25.0, 0.2)
-    assert [o for _, o in changes] == [1] and 95 <= changes[0][0] <= 110
+    # 100 s after the field left the baseline, 8 of them in the manoeuvre
+    assert [o for _, o in changes] == [1] and 85 <= changes[0][0] <= 100
+
+
+def test_a_weak_vehicle_counts_after_100_s_away_even_when_a_neighbour_shifts_its_level():
+    det = _learnt()
+    scooter = _plus(EMPTY, (4.0, -3.0, 2.0))  # 5.4 uT
+    _drive(det, EMPTY, scooter)
+    assert _feed(det, scooter, 50, 25.0, 0.2) == []
+    shifted = _plus(scooter, (1.5, 1.5, 1.0))  # a neighbour parks beside it: the level moves by 2.3 uT
+    changes = _feed(det, shifted, 100, 25.0, 0.2)
+    assert [o for _, o in changes] == [1] and changes[0][0] <= 50  # not another 100 s at the new level
+
+
+def test_a_jump_across_a_reboot_with_the_bay_saved_empty_is_an_offset_step_even_when_it_looks_unearthly():
+    det = _learnt()
+    again = make_detector(1000)
+    again.restore(det.snapshot())
+    step = (38.1, -25.5, -33.2)  # 12 uT along the field (a battery's steel can): 12 uT stronger than Earth's
+    assert _feed(again, step, 400, 25.0, 0.2) == [(7, 0)]
+    assert again.occupied == 0 and not again.verified
+    car = (20.1, 30.0, -26.2)  # a car whose field happens to look like Earth's: still an arrival
+    _drive(again, step, car)
+    assert [o for _, o in _feed(again, car, 60, 25.0, 0.2)] == [1]  # a car, not "the old bay came back"
+    _drive(again, car, step)
+    assert [o for _, o in _feed(again, step, 30, 25.0, 0.2)] == [0]
 
 
 def test_an_instant_jump_across_a_maintenance_reboot_is_an_offset_step_not_a_car():

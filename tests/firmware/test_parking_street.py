@@ -3,11 +3,14 @@
 Seeds: the detector's constants were tuned on seeds 1000-1001, 2000-2001, 7000-7001, 9000-9001,
 11000-11001 and 13000-13001 (`python firmware/host/parkscore.py --seed 1000`; 7000, 9000, 11000 and
 13000 were each held out first and became tuning seeds once their failures were looked at; their
-scores before that are in the branch's report). This file scores the held-out seeds HELD_OUT_SEEDS, two
-traces per family (25 trace-days), with the definitions of firmware/host/parkscore.py, and asserts
-the issue's targets (99 % recall and precision, 99.5 % occupied time, no flapping) in every family
-that meets them there. The families that do not yet meet them are named in BELOW_TARGET with the floor
-they hold (what they reach on these seeds, less a small margin): the gap is stated, not hidden.
+scores before that are in the branch's report). This file scores HELD_OUT_SEEDS, two traces per
+family (25 trace-days), with the definitions of firmware/host/parkscore.py. They were never tuned on,
+but their per-family table was seen before the last change (issue 18, second pass), so they are a
+regression set now; the untouched held-out figures (seeds 17000-17003, scored once) are in
+firmware/README.md. The file asserts the issue's targets (99 % recall and precision, 99.5 %
+occupied time, no flapping) in every family that meets them here. The families that do not yet meet
+them are named in BELOW_TARGET with the floor they hold (what they reach on these seeds, less a small
+margin): the gap is stated, not hidden.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ TARGET = (99.0, 99.0, 99.5)  # recall %, precision %, occupied-time %
 # family: (recall %, precision %, occupied-time %) floors on the held-out set, below the target
 BELOW_TARGET: dict[str, tuple[float, float, float]] = {
     "scooters": (96.5, 98.0, 98.0),  # 1 m bays: a neighbour's scooter leaves as much field as a small own one
-    "reboots_maintenance": (88.0, 93.5, 92.0),  # a wipe or battery swap with an unlucky offset step
+    # a wipe (first boot) whose Earth-likeness guess is wrong, a car that arrived across a reboot
+    "reboots_maintenance": (90.0, 95.5, 93.5),
 }
 
 
