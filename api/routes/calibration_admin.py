@@ -91,16 +91,34 @@ async def drift(
     allowance: float = Query(DriftConfig.allowance, ge=0, le=100),
     threshold: float = Query(DriftConfig.threshold, gt=0, le=10_000),
     radius_km: float = Query(DriftConfig.neighbour_radius_km, gt=0, le=100),
+    min_drift: float = Query(DriftConfig.min_drift, ge=0, le=10, description="smallest log-ratio change the CUSUM "
+                             "accumulates"),
+    step_hours: int = Query(DriftConfig.step_hours, ge=2, le=24 * 31, description="window of the step test, hours"),
+    step_threshold: float = Query(DriftConfig.step_threshold, gt=0, le=10_000,
+                                  description="step test: window median beyond this many window sd"),
+    step_min_change: float = Query(DriftConfig.step_min_change, ge=0, le=10,
+                                   description="step test: smallest log-ratio change"),
+    level_threshold: float = Query(DriftConfig.level_threshold, gt=0, le=10),
 ) -> dict[str, Any]:
+    """The same job as `citysense calibrate drift --json` (ingest/calibration_jobs.py), with the same
+    settings (calibration.drift.DriftConfig; docs/calibration.md gives the false-alarm rate of each)."""
     end = until or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = since or end - timedelta(days=days)
     if end <= start:
         raise HTTPException(status_code=422, detail="'until' must be after 'since'")
     config = DriftConfig(
-        neighbour_radius_km=radius_km, baseline_hours=baseline_hours, allowance=allowance, threshold=threshold
+        neighbour_radius_km=radius_km, baseline_hours=baseline_hours, allowance=allowance, threshold=threshold,
+        min_drift=min_drift, step_hours=step_hours, step_threshold=step_threshold, step_min_change=step_min_change,
+        level_threshold=level_threshold,
     )
+    try:
+        config.check()
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
     findings = await asyncio.to_thread(_drift, request.app.state.settings.database_url, start, end, config)
     results = [f.as_json() for f in sorted(findings, key=lambda f: (f.status == "ok", f.device_id))]
     meta = {"found": len(results), "since": start.isoformat(), "until": end.isoformat(),
-            "needs_attention": [r["device_id"] for r in results if r["needs_attention"]]}
+            "needs_attention": [r["device_id"] for r in results if r["needs_attention"]],
+            "drifting": [r["device_id"] for r in results if r["status"] == "drift"],
+            "insufficient_data": [r["device_id"] for r in results if r["status"] == "insufficient_data"]}
     return {"meta": meta, "results": results}

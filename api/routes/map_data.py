@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import Response
 from psycopg import AsyncConnection
 
+from alerts.store import school_flag_row
 from api.aqi_display import aqi_display
 from api.deps import DbDep, read_pool
 from api.device_aqi import realtime_aqi_of_devices
@@ -136,6 +137,9 @@ async def school_summary(request: Request, db: DbDep, school: SchoolInPath, scal
     return {
         "school": found[0], "scale": scale.key,
         "now": None if worst is None else {**worst["aqi"], "device_id": worst["device_id"]},
+        # the colour the school's flag light shows (alerts/school_air.py: the median of its boxes, held
+        # against flapping), beside `now` (the highest box), so page and light never seem to disagree
+        "flag": await school_flag_row(db, found[0]),
         "devices": boxes,
         "week": await _hourly(db, backend, school, end - timedelta(days=7), end),
         "day": {"school": await _hourly(db, backend, school, end - timedelta(days=1), end),

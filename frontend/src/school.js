@@ -59,6 +59,12 @@ function draw() {
     document.getElementById("now-advice").textContent = "";
     document.getElementById("now-source").textContent = "";
   }
+  const flag = summary && summary.flag;
+  const flagLine = document.getElementById("now-flag");
+  flagLine.textContent = flag
+    ? t("gate_flag", { category: categoryName(flag), aqi: flag.aqi ?? "–", since: formatTime(flag.since) })
+    : "";
+  if (flag) flagLine.dataset.colour = flag.colour; else delete flagLine.dataset.colour;
   const name = encodeURIComponent(school);
   document.getElementById("export-csv").href = `/v1/export/school.csv?school=${name}`;
   document.getElementById("export-sheet").href = `/v1/export/school.csv?school=${name}&format=spreadsheet`;

@@ -6,6 +6,7 @@ the test's own tmp_path; timings are printed (run with -s), and judged by `citys
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import struct
@@ -13,14 +14,19 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, sync_playwright
 
+from alerts.school_air import SchoolFlag
+from alerts.store import save_school_flag
 from api.aqi_display import contrast_ratio
 from devtools.bench.map_page import CHROMIUM, CHROMIUM_ARGS
 from devtools.ports import free_port
@@ -291,6 +297,21 @@ def test_school_page_shows_its_aqi_advice_boxes_charts_and_exports_in_both_langu
         assert page.evaluate("document.documentElement.scrollWidth") <= size["width"]
         assert float(page.eval_on_selector("#now-aqi", "e => parseFloat(getComputedStyle(e).fontSize)")) >= 60
         page.screenshot(path=str(tmp_path / f"school-{name}.png"), full_page=True)
+
+    # once the alert evaluator has set the school's flag, the page says what the light at the gate shows
+    assert page.inner_text("#now-flag") == ""
+
+    async def save_flag() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            flag = SchoolFlag(fleet.school, 3, "orange", "#ff7e00", 112, "tw_moenv_2025", "usg")
+            await save_school_flag(conn, flag, datetime.now(UTC), changed=True)
+
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs an event loop in this thread
+        pool.submit(asyncio.run, save_flag()).result()
+    page.reload()
+    page.wait_for_function("window.citysense && window.citysense.ready")
+    page.wait_for_selector("#now-flag[data-colour='orange']")
+    assert "112" in page.inner_text("#now-flag") and "對敏感族群不健康" in page.inner_text("#now-flag")  # ?lang=zh-Hant
     page.close()
 
 

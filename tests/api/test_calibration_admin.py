@@ -59,6 +59,16 @@ def test_drift_lists_every_located_box(http: TestClient, database_url: str, tmp_
     assert [r["device_id"] for r in body["results"]] == ["box-1"]
     assert body["results"][0]["status"] == "insufficient_data"  # alone: nobody to compare it with
     assert body["meta"]["needs_attention"] == ["box-1"]
+    assert body["meta"]["insufficient_data"] == ["box-1"] and body["meta"]["drifting"] == []
+
+
+def test_drift_takes_the_clis_settings_and_refuses_one_that_cannot_work(http: TestClient) -> None:
+    window = {"since": "2025-03-01T00:00:00Z", "until": "2025-03-11T00:00:00Z"}
+    tuned = http.get("/v1/admin/calibration/drift", headers=ADMIN,
+                     params={**window, "step_hours": 12, "step_threshold": 10, "min_drift": 0.05})
+    assert tuned.status_code == 200, tuned.text
+    refused = http.get("/v1/admin/calibration/drift", headers=ADMIN, params={**window, "step_hours": 1})
+    assert refused.status_code == 422 and "step_hours" in refused.text
 
 
 def test_without_the_token_nothing_runs(http: TestClient) -> None:

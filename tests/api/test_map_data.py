@@ -3,15 +3,19 @@ the page shells; and that the pages themselves compute no AQI."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from alerts.school_air import SchoolFlag
+from alerts.store import save_school_flag
 from api.app import create_app
 from api.aqi_display import AA_NORMAL_TEXT, contrast_ratio, text_color_on
 from calibration.aqi import SCALES
@@ -75,6 +79,25 @@ def test_school_summary_is_its_worst_box_with_a_week_and_a_day_against_the_city(
     assert summary["now"]["aqi"] == worst["aqi"] and summary["now"]["device_id"] == worst["device_id"]
     assert len(summary["week"]["time"]) >= 13 and len(summary["day"]["city"]["time"]) >= 13
     assert summary["day"]["city"]["pm25"] != summary["day"]["school"]["pm25"]
+
+
+def test_school_summary_carries_the_colour_the_schools_flag_light_shows(
+    city: tuple[TestClient, Fleet], database_url: str
+) -> None:
+    """`now` is the highest box; `flag` is what the alert evaluator set for the light at the gate
+    (the median, held against flapping): the same row GET /v1/schools/{school}/flag answers."""
+    http, fleet = city
+    assert http.get(f"/v1/schools/{fleet.school}").json()["flag"] is None  # no evaluation yet
+
+    async def save() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            flag = SchoolFlag(fleet.school, 2, "yellow", "#ffff00", 64, "tw_moenv_2025", "moderate")
+            await save_school_flag(conn, flag, datetime(2026, 12, 1, 8, tzinfo=UTC), changed=True)
+
+    asyncio.run(save())
+    summary = http.get(f"/v1/schools/{fleet.school.lower()}").json()
+    assert summary["flag"] == http.get(f"/v1/schools/{fleet.school}/flag").json()
+    assert summary["flag"]["colour"] == "yellow" and summary["flag"]["aqi"] == 64
 
 
 def test_school_summary_of_an_unknown_school_is_a_404(city: tuple[TestClient, Fleet]) -> None:
