@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 from contracts.flags import Flag
 from contracts.limits import MAX_READING_AGE_S
@@ -98,3 +102,23 @@ def metric_value(name: object, value: object) -> tuple[str, float, float | None,
     if name == "rh" and raw > 100.0:
         flags |= _RH_OVER_100
     return name, raw, raw, flags
+
+
+def plain_history_times(ts: npt.NDArray[np.float64], now: float) -> npt.NDArray[np.bool_]:
+    """Which times `resolve_history_time(t, now)` returns as (t, IMPORTED): the same tests on a
+    whole column (the importer's); the others take the scalar function for their reason."""
+    with np.errstate(invalid="ignore"):
+        return (ts >= EARLIEST_HISTORY_TS) & (ts <= 1e11) & (ts <= now + MAX_FUTURE_S)  # NaN: False
+
+
+def plain_metric_values(names: Sequence[str], raws: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Which (name, raw) pairs `metric_value(name, raw)` returns as (name, raw, raw, 0), its fast
+    path (a registry metric, in range), on whole columns (the importer's); the others take the
+    scalar function for their flags or refusal."""
+    distinct = set(names)
+    low = {n: METRICS[n].low if n in METRICS else math.inf for n in distinct}
+    high = {n: METRICS[n].high if n in METRICS else -math.inf for n in distinct}
+    lows = np.fromiter(map(low.__getitem__, names), dtype=np.float64, count=len(names))
+    highs = np.fromiter(map(high.__getitem__, names), dtype=np.float64, count=len(names))
+    with np.errstate(invalid="ignore"):
+        return (raws >= lows) & (raws <= highs)  # NaN and infinities outside
