@@ -300,8 +300,9 @@ def _lass_records(doc: Any) -> Iterator[dict[str, Any]]:
                         yield {"timestamp": stamp, **record}
 
 
-def read_lass_json(path: Path, *, tz: str | None = None) -> Iterator[HistoryChunk]:
-    """One chunk of a LASS history JSON (the file is read whole: these downloads are one device's history)."""
+def read_lass_json(path: Path, *, tz: str | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[HistoryChunk]:
+    """Chunks of a LASS history JSON (the file is read whole: these downloads are one device's
+    history; the chunks let the importer write one while it checks the next)."""
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError) as exc:
@@ -331,6 +332,9 @@ def read_lass_json(path: Path, *, tz: str | None = None) -> Iterator[HistoryChun
                     chunk.append(device, ts, metric, float(record[key]))
                 except (TypeError, ValueError):
                     chunk.refuse(f"record {n}", f"{key} {str(record[key])[:40]!r} is not a number")
+        if len(chunk) >= chunk_rows:
+            yield chunk  # done stays 0: the progress total of a JSON file is 1, reached at its end
+            chunk = HistoryChunk()
     chunk.done = 1
     yield chunk
 

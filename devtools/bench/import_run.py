@@ -12,8 +12,10 @@ because it reports ratios and CPU per reading, not only wall-clock speed:
    into the empty `readings` of another database, one transaction per importer chunk.
 
 For each phase: wall readings/s, the importer's CPU seconds (`time.process_time`, every thread
-of this process) and PostgreSQL's (all its processes, by `CpuMeter`), so readings per importer
-CPU-second and per PostgreSQL CPU-second, and the fresh import's rate against the COPY's.
+of this process) and PostgreSQL's (the backends serving the phase's database, and every server
+process, by `CpuMeter`), so readings per importer CPU-second and per PostgreSQL CPU-second, and
+the fresh import's rate against the COPY's. On a loaded machine the wall figures move with the
+load; the ratio to the COPY in the same run and the CPU per reading are what to compare.
 
     python -m devtools.bench.import_run --boxes 8 --days 60 [--csv /tmp/colo.csv] [--json]
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import psycopg
 
 from devtools.bench.limits import COLUMNS
@@ -50,7 +53,8 @@ class Phase:
     stored: int
     wall_s: float
     importer_cpu_s: float
-    postgres_cpu_s: float
+    postgres_cpu_s: float  # the backends serving the phase's database
+    server_cpu_s: float  # every server process (checkpointer, WAL writer, autovacuum too)
 
     def as_json(self) -> dict[str, Any]:
         def per(cpu: float) -> float | None:
@@ -60,6 +64,7 @@ class Phase:
             "rows": self.rows, "stored": self.stored, "wall_s": round(self.wall_s, 2),
             "readings_s": round(self.rows / self.wall_s) if self.wall_s > 0 else None,
             "importer_cpu_s": round(self.importer_cpu_s, 2), "postgres_cpu_s": round(self.postgres_cpu_s, 2),
+            "server_cpu_s": round(self.server_cpu_s, 2),
             "readings_per_importer_cpu_s": per(self.importer_cpu_s),
             "readings_per_postgres_cpu_s": per(self.postgres_cpu_s),
         }
@@ -73,8 +78,24 @@ def write_campaign_csv(path: Path, boxes: int, days: int, seed: int = 19) -> int
     return write_readings_csv(generate(seed, days=days, boxes=boxes), path)
 
 
-def _measure(servers: BenchServers, work: Callable[[], Coroutine[Any, Any, tuple[int, int]]]) -> Phase:
-    meter = CpuMeter({"postgres": lambda: with_children(servers.postgres_pid())})
+def _backends(servers: BenchServers, database: str) -> list[psutil.Process]:
+    """The server processes serving `database` (their title is ``postgres: user database ...``)."""
+    found = []
+    for proc in with_children(servers.postgres_pid()):
+        try:
+            if f" {database} " in " ".join(proc.cmdline()) + " ":
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _measure(
+    servers: BenchServers, database: str, work: Callable[[], Coroutine[Any, Any, tuple[int, int]]]
+) -> Phase:
+    meter = CpuMeter({
+        "postgres": lambda: with_children(servers.postgres_pid()), "backends": lambda: _backends(servers, database),
+    }, refresh_s=0.5)
     meter.start()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
@@ -82,7 +103,7 @@ def _measure(servers: BenchServers, work: Callable[[], Coroutine[Any, Any, tuple
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     meter.stop()
-    return Phase(rows, stored, wall, cpu, meter.seconds.get("postgres", 0.0))
+    return Phase(rows, stored, wall, cpu, meter.seconds.get("backends", 0.0), meter.seconds.get("postgres", 0.0))
 
 
 def _import(url: str, path: Path, report_out: list[ImportReport]) -> Callable[[], Coroutine[Any, Any, tuple[int, int]]]:
@@ -134,21 +155,21 @@ def run_import_bench(csv_path: Path, boxes: int, days: int) -> dict[str, Any]:
         fleet = [(d, DeviceFields(lat=25.0, lon=121.5, sensor_type="pms5003")) for d in boxes_ids]
         register_devices(fresh_db, fleet)
         reports: list[ImportReport] = []
-        fresh = _measure(servers, _import(fresh_db, csv_path, reports))
+        fresh = _measure(servers, "bench_import", _import(fresh_db, csv_path, reports))
         started = time.perf_counter()
         with psycopg.connect(fresh_db) as conn:
             for first_day, last_day in reports[-1].day_ranges():
                 refresh_aggregates(conn, first_day, last_day)
         results["aggregates_refresh_s"] = round(time.perf_counter() - started, 2)
-        again = _measure(servers, _import(fresh_db, csv_path, reports))
+        again = _measure(servers, "bench_import", _import(fresh_db, csv_path, reports))
         overlap_db = servers.database("bench_import_overlap")
         register_devices(overlap_db, fleet)
         half = _half_file(csv_path, servers.root / "half.csv")
         asyncio.run(_import(overlap_db, half, reports)())
-        overlap = _measure(servers, _import(overlap_db, csv_path, reports))
+        overlap = _measure(servers, "bench_import_overlap", _import(overlap_db, csv_path, reports))
         copy_db = servers.database("bench_import_copy")
         _records, copy_work = _copy(fresh_db, copy_db, CHUNK_ROWS)
-        copy = _measure(servers, copy_work)
+        copy = _measure(servers, "bench_import_copy", copy_work)
         results["phases"] = {
             "fresh": fresh.as_json(), "again": again.as_json(), "overlap": overlap.as_json(), "copy": copy.as_json()
         }
@@ -176,7 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, phase in results["phases"].items():
         print(f"{name:8} {phase['readings_s']:>9} readings/s  wall {phase['wall_s']:6.2f} s  "
               f"importer {phase['readings_per_importer_cpu_s']} /CPU-s ({phase['importer_cpu_s']} s)  "
-              f"postgres {phase['readings_per_postgres_cpu_s']} /CPU-s ({phase['postgres_cpu_s']} s)")
+              f"postgres {phase['readings_per_postgres_cpu_s']} /CPU-s ({phase['postgres_cpu_s']} s; "
+              f"all server processes {phase['server_cpu_s']} s)")
     print(f"fresh import vs raw COPY (wall): {results['fresh_vs_copy']}x; "
           f"PostgreSQL CPU of COPY / of import: {results['fresh_vs_copy_postgres_cpu']}; "
           f"aggregates refresh {results['aggregates_refresh_s']} s")
