@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import pytest
 
 from contracts.metrics import METRICS, SENTINELS
 from contracts.records import DecodeError
-from gateway.history_formats import TimeParser, read_csv
+from gateway.history_formats import TimeParser, read_csv, read_lass_json
 from gateway.validation import (
     MAX_FUTURE_S,
     metric_value,
@@ -110,3 +111,13 @@ def test_plain_metric_column_judges_each_row_by_its_own_metric() -> None:
     raws = np.array([-1.0, 100.5, 55.0, -30.0, 5.0, 999.0], dtype=np.float64)
     expected = [metric_value(n, r) == (n, r, r, 0) for n, r in zip(names, raws.tolist(), strict=True)]
     assert plain_metric_values(names, raws).tolist() == expected == [False, False, True, True, False, True]
+
+
+def test_a_lass_history_comes_in_chunks_that_hold_all_its_readings(tmp_path: Path) -> None:
+    entries = [{f"2024-12-01T00:{m:02d}:00Z": {"s_d0": m, "s_h0": 50 + m % 9, "s_t0": 20.5}} for m in range(50)]
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps({"device_id": "74DA38F210A2", "feeds": [{"AirBox": entries}]}), encoding="utf-8")
+    chunks = list(read_lass_json(path, chunk_rows=40))
+    whole = list(read_lass_json(path))
+    assert [len(c) for c in chunks] == [42, 42, 42, 24] and [c.done for c in chunks] == [0, 0, 0, 1]
+    assert [r for c in chunks for r in c.rows()] == whole[0].rows() and len(whole) == 1
