@@ -1,7 +1,8 @@
 """History through the live data's front door: validation, registry rules, calibration, stuck/spike flags, one writer.
 
-`citysense import` hands chunks of (device, time, metric, value) rows here, and each chunk
-takes the gateway's own steps, with the gateway's own objects:
+`citysense import` hands chunks of (device, time, metric, value) columns here, and each chunk
+takes the gateway's own steps, with the gateway's own objects (a column at a time where a rule
+has a column form beside its scalar one, tested to agree; the scalar rule for the other rows):
 
 * `gateway.validation.metric_value` (ranges, sentinels, unknown metrics: the same flags and
   NULL values as live) and `resolve_history_time` (any age accepted, flagged IMPORTED; the
@@ -10,7 +11,8 @@ takes the gateway's own steps, with the gateway's own objects:
   open network (`CITYSENSE_ACCEPT_UNKNOWN_DEVICES`) or refused on a closed one, readings of an
   unregistered device carry UNREGISTERED_DEVICE, and an id of another namespace is refused
   (`contracts.ids.namespace_conflict`), as `Pipeline` does for messages;
-* calibration by `Calibrator` (the one engine, the stored versions);
+* calibration by the one engine (`calibration.engine.calibrate_series`, the column form of
+  `calibrate`, per device and metric) with the stored versions `Calibrator` holds;
 * `BatchWriter` with the gateway's `STUCK_SPIKE_RULE`: binary COPY, the idempotent merge on
   (device, metric, time) when a row is stored already, and the stuck/spike flags judged
   from the series windows in the database (an import older than a device's live data is
@@ -49,6 +51,7 @@ from ingest.batch_writer import Batch, BatchWriter
 from ingest.device_store import NewDevice
 
 _UNREGISTERED = int(Flag.UNREGISTERED_DEVICE)
+Span = tuple[str, str, float, float]  # (device, metric, first, last Unix seconds) of a chunk's series
 _IMPORTED = int(Flag.IMPORTED)
 DAY_S = 86_400
 
@@ -210,14 +213,16 @@ class HistoryImporter:
                 checked.flags[rows] |= _UNREGISTERED
         return new
 
-    def _calibrated(self, checked: CheckedChunk) -> list[ReadingRow]:
+    def _calibrated(self, checked: CheckedChunk) -> tuple[list[ReadingRow], list[Span]]:
         """The kept rows, in file order, with value and calibration id from the one engine
         (`calibrate_series` per device and metric; the humidity of a time is the device's first
-        rh reading of that time in the chunk, as `Calibrator.rh_index` takes it for a batch)."""
+        rh reading of that time in the chunk, as `Calibrator.rh_index` takes it for a batch),
+        and each series' (device, metric, first, last time)."""
         n = len(checked.times)
         values = np.full(n, None, dtype=object)
         ids = np.full(n, None, dtype=object)
         metrics = np.array(checked.metrics, dtype=object)
+        spans: list[Span] = []
         for device, positions in checked.device_rows().items():
             rows = positions[checked.keep[positions]]
             if not len(rows):
@@ -230,6 +235,7 @@ class HistoryImporter:
             for metric in set(of_device.tolist()):
                 these = rows[of_device == metric]
                 at = checked.times[these]
+                spans.append((device, metric, float(at.min()), float(at.max())))
                 slot = np.clip(np.searchsorted(rh_times, at), 0, max(0, len(rh_times) - 1))
                 rh = (np.where(rh_times[slot] == at, rh_values[slot], np.nan) if len(rh_times)
                       else np.full(len(at), np.nan))
@@ -241,21 +247,25 @@ class HistoryImporter:
             checked.flags.tolist(), ids.tolist(), strict=True,
         )
         if checked.keep.all():
-            return list(rows_out)
-        return list(itertools.compress(rows_out, checked.keep.tolist()))
+            return list(rows_out), spans
+        return list(itertools.compress(rows_out, checked.keep.tolist())), spans
 
-    def _prepare(self, chunks: Iterator[HistoryChunk], report: ImportReport) -> tuple[Batch, int] | None:
-        """Read, validate, admit and calibrate the next chunk: (batch, progress), or None at the end."""
+    def _prepare(
+        self, chunks: Iterator[HistoryChunk], report: ImportReport
+    ) -> tuple[Batch, list[Span], int] | None:
+        """Read, validate, admit and calibrate the next chunk: (batch, its series' spans, progress),
+        or None at the end."""
         chunk = next(chunks, None)
         if chunk is None:
             return None
         report.rows_read += len(chunk) + chunk.refused_count
         report.refuse(chunk.refused, chunk.refused_count)
         if not len(chunk):
-            return Batch(), chunk.done
+            return Batch(), [], chunk.done
         checked = self._check(chunk, report)
         new = self._admit(checked, report)
-        return Batch(readings=self._calibrated(checked), devices=new), chunk.done
+        readings, spans = self._calibrated(checked)
+        return Batch(readings=readings, devices=new), spans, chunk.done
 
     async def import_chunks(
         self, chunks: Iterable[HistoryChunk], progress: Callable[[int], None] | None = None
@@ -271,9 +281,10 @@ class HistoryImporter:
         source = iter(chunks)
         writing: asyncio.Task[None] | None = None
 
-        async def write(batch: Batch, done: int) -> None:
+        async def write(batch: Batch, spans: list[Span], done: int) -> None:
             if batch.readings or batch.devices:
-                result = await self.writer.write(batch)
+                # a chunk over stored history goes straight to the merge, one over new time to the COPY
+                result = await self.writer.write(batch, merge=await self.writer.holds_readings_within(spans))
                 report.rows_stored += result.readings_inserted
                 if result.readings_inserted:
                     report.touched([r[0] for r in batch.readings])

@@ -44,6 +44,7 @@ def resolve_time(ts: object, received_at: float) -> tuple[float, int]:
 
 
 EARLIEST_HISTORY_TS = 631_152_000.0  # 1990-01-01: older than any PM sensor network; earlier is a unit error
+_HISTORY_MS_FROM = 1e11  # a history time above this is milliseconds (year 5138 in seconds)
 _IMPORTED = int(Flag.IMPORTED)
 
 
@@ -53,7 +54,7 @@ def resolve_history_time(ts: float, now: float) -> tuple[float, int]:
     refused. The live rule (`resolve_time`: CLOCK_SKEW beyond MAX_READING_AGE_S) stays for live data."""
     if not math.isfinite(ts):
         raise DecodeError(f"time {ts!r} is not finite")
-    if ts > 1e11:
+    if ts > _HISTORY_MS_FROM:
         raise DecodeError(f"time {ts!r} looks like milliseconds; give Unix seconds or ISO 8601")
     if ts < EARLIEST_HISTORY_TS:
         raise DecodeError(f"time {ts!r} is before 1990; not a reading of this network")
@@ -108,7 +109,7 @@ def plain_history_times(ts: npt.NDArray[np.float64], now: float) -> npt.NDArray[
     """Which times `resolve_history_time(t, now)` returns as (t, IMPORTED): the same tests on a
     whole column (the importer's); the others take the scalar function for their reason."""
     with np.errstate(invalid="ignore"):
-        return (ts >= EARLIEST_HISTORY_TS) & (ts <= 1e11) & (ts <= now + MAX_FUTURE_S)  # NaN: False
+        return (ts >= EARLIEST_HISTORY_TS) & (ts <= _HISTORY_MS_FROM) & (ts <= now + MAX_FUTURE_S)  # NaN: False
 
 
 def plain_metric_values(names: Sequence[str], raws: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:

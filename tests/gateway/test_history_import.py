@@ -17,6 +17,7 @@ from contracts.flags import Flag
 from devtools.colocation import generate, write_reference_moenv
 from gateway.history_formats import HistoryFormatError, read_csv
 from gateway.history_import import HistoryImporter
+from ingest.batch_writer import BatchWriter
 from ingest.device_store import DeviceFields, register_devices
 
 
@@ -199,3 +200,21 @@ def test_interleaved_devices_unknown_metrics_and_out_of_range_values_get_the_liv
     ]
     assert odd[0][3] & Flag.UNKNOWN_METRIC and odd[1][3] & Flag.OUT_OF_RANGE and odd[2][3] & Flag.RH_OVER_100
     assert calibrated == (40,) and unregistered == (True,)
+
+
+def test_the_writer_tells_a_span_over_stored_readings_from_one_over_new_time(cli_db: str, tmp_path: Path) -> None:
+    import_json([str(write_csv(tmp_path / "day.csv", ["box-g,2025-01-05T10:00:00Z,pm25,10",
+                                                       "box-g,2025-01-05T10:05:00Z,pm25,11"]))])
+    at = datetime(2025, 1, 5, 10, tzinfo=UTC).timestamp()
+
+    async def ask(spans: list[tuple[str, str, float, float]]) -> bool:
+        writer = BatchWriter(cli_db)
+        try:
+            return await writer.holds_readings_within(spans)
+        finally:
+            await writer.close()
+
+    assert asyncio.run(ask([("box-g", "pm25", at - 60, at)]))  # inclusive at both ends
+    assert asyncio.run(ask([("box-g", "rh", at, at + 300), ("box-g", "pm25", at + 300, at + 400)]))
+    assert not asyncio.run(ask([("box-g", "pm25", at + 1, at + 299), ("box-g", "rh", at, at + 300)]))
+    assert not asyncio.run(ask([]))
