@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from calibration.models import Model
 from contracts.flags import NO_VALUE
@@ -68,6 +69,11 @@ def humidity_input(raw: float | None, flags: int) -> float:
     return raw
 
 
+def humidity_column(raws: npt.NDArray[np.float64], flags: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """`humidity_input` of each rh reading of a column."""
+    return np.where((flags & _NO_VALUE) != 0, np.nan, raws)
+
+
 class ModelHistory:
     """The versions that can apply to one device: its own and its sensor type's defaults.
 
@@ -102,6 +108,15 @@ class ModelHistory:
                 out_starts.append(start)
                 choices.append(choice)
         return out_starts, choices
+
+    def timeline(self, metric: str) -> tuple[list[float], list[Choice | None]]:
+        """Interval starts (the first is -inf) and the choice over each: `choose` for a whole column."""
+        timeline = self._timelines.get(metric)
+        if timeline is None:
+            timeline = self._timelines[metric] = self._timeline(metric)
+            if len(timeline[1]) == 1:
+                self.fixed[metric] = timeline[1][0]
+        return timeline
 
     def choose(self, metric: str, at: float) -> Choice | None:
         """The (calibration id, model) applying to `metric` at `at`, or None (value = raw)."""
@@ -164,6 +179,40 @@ def calibrate(
             ts, device_id, metric, raw, _value, flags, _cid = rows[i]
             out[i] = (ts, device_id, metric, raw, None if isnan(v) else v, flags, cal_id)
     return out
+
+
+def calibrate_series(
+    history: ModelHistory, metric: str, times: npt.NDArray[np.float64], raws: npt.NDArray[np.float64],
+    flags: npt.NDArray[np.int64], rh: npt.NDArray[np.float64],
+) -> tuple[list[float | None], list[int | None]]:
+    """`calibrate` for rows of one device and one metric given as columns (the importer's): the
+    (value, calibration id) `calibrate` gives each row, by the same rules (tests/calibration/
+    test_engine_columns.py compares them), with each interval's model applied once. `rh` is the
+    `humidity_input` at each row's time (NaN where there is none)."""
+    n = len(times)
+    spec = METRICS.get(metric)
+    if spec is None:  # rule 2: no value, no id
+        return [None] * n, [None] * n
+    values = np.full(n, np.nan)
+    ids = np.full(n, None, dtype=object)
+    has_value = (flags & _NO_VALUE) == 0
+    starts, choices = history.timeline(metric)
+    which = np.searchsorted(np.array(starts), times, side="right") - 1 if len(choices) > 1 else np.zeros(n, np.int64)
+    for k, choice in enumerate(choices):
+        rows = has_value & (which == k)
+        if not rows.any():
+            continue
+        x = raws[rows]
+        if choice is None:  # identity without an id (rule 3: clipped where the metric cannot be negative)
+            values[rows] = x if spec.can_be_negative else np.where((x >= 0.0) | np.isnan(x), x, 0.0)
+            continue
+        cal_id, model = choice
+        values[rows] = model.apply(x, rh[rows] if model.needs_rh else None, clip_at_zero=not spec.can_be_negative)
+        ids[rows] = cal_id
+    out: list[float | None] = values.tolist()
+    for i in np.flatnonzero(np.isnan(values)).tolist():
+        out[i] = None
+    return out, ids.tolist()
 
 
 def calibrate_device(

@@ -157,6 +157,10 @@ class Calibrator:
         defaults = self._type_versions.get(sensor_type, []) if sensor_type is not None else []
         return ModelHistory(self._device_versions.get(device_id, []), defaults)
 
+    def history(self, device_id: str) -> ModelHistory:
+        """One device's versions as the engine takes them (memoised), for `calibrate_series` (the importer)."""
+        return self._cache[device_id]
+
     @staticmethod
     def rh_index(rows: list[ReadingRow]) -> dict[tuple[str, float], float]:
         """The humidity of each (device, time) among `rows` (`humidity_input`). Where a batch holds

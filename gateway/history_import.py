@@ -1,7 +1,8 @@
 """History through the live data's front door: validation, registry rules, calibration, stuck/spike flags, one writer.
 
-`citysense import` hands chunks of (device, time, metric, value) rows here, and each chunk
-takes the gateway's own steps, with the gateway's own objects:
+`citysense import` hands chunks of (device, time, metric, value) columns here, and each chunk
+takes the gateway's own steps, with the gateway's own objects (a column at a time where a rule
+has a column form beside its scalar one, tested to agree; the scalar rule for the other rows):
 
 * `gateway.validation.metric_value` (ranges, sentinels, unknown metrics: the same flags and
   NULL values as live) and `resolve_history_time` (any age accepted, flagged IMPORTED; the
@@ -10,7 +11,8 @@ takes the gateway's own steps, with the gateway's own objects:
   open network (`CITYSENSE_ACCEPT_UNKNOWN_DEVICES`) or refused on a closed one, readings of an
   unregistered device carry UNREGISTERED_DEVICE, and an id of another namespace is refused
   (`contracts.ids.namespace_conflict`), as `Pipeline` does for messages;
-* calibration by `Calibrator` (the one engine, the stored versions);
+* calibration by the one engine (`calibration.engine.calibrate_series`, the column form of
+  `calibrate`, per device and metric) with the stored versions `Calibrator` holds;
 * `BatchWriter` with the gateway's `STUCK_SPIKE_RULE`: binary COPY, the idempotent merge on
   (device, metric, time) when a row is stored already, and the stuck/spike flags judged
   from the series windows in the database (an import older than a device's live data is
@@ -26,11 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
+import numpy.typing as npt
+
+from calibration.engine import calibrate_series, humidity_column
 from contracts.flags import Flag
 from contracts.ids import ANY_DEVICE_ID, namespace_conflict
 from contracts.records import DecodeError, ReadingRow
@@ -38,11 +46,13 @@ from gateway.anomaly_flags import STUCK_SPIKE_RULE
 from gateway.calibration_step import Calibrator
 from gateway.device_registry import DeviceRegistry
 from gateway.history_formats import REFUSALS_KEPT, HistoryChunk
-from gateway.validation import metric_value, resolve_history_time
+from gateway.validation import metric_value, plain_history_times, plain_metric_values, resolve_history_time
 from ingest.batch_writer import Batch, BatchWriter
 from ingest.device_store import NewDevice
 
 _UNREGISTERED = int(Flag.UNREGISTERED_DEVICE)
+Span = tuple[str, str, float, float]  # (device, metric, first, last Unix seconds) of a chunk's series
+_IMPORTED = int(Flag.IMPORTED)
 DAY_S = 86_400
 
 
@@ -68,10 +78,11 @@ class ImportReport:
                 self.refusals.append(reason)
 
     def touched(self, times: list[float]) -> None:
-        lo, hi = datetime.fromtimestamp(min(times), UTC), datetime.fromtimestamp(max(times), UTC)
+        at = np.array(times, dtype=np.float64)
+        lo, hi = datetime.fromtimestamp(float(at.min()), UTC), datetime.fromtimestamp(float(at.max()), UTC)
         self.first = lo if self.first is None else min(self.first, lo)
         self.last = hi if self.last is None else max(self.last, hi)
-        self.days.update({int(t // DAY_S) for t in times})
+        self.days.update(np.unique(np.floor_divide(at, DAY_S)).astype(np.int64).tolist())
 
     def day_ranges(self) -> list[tuple[datetime, datetime]]:
         """Runs of consecutive touched UTC days, as (first day's start, last day's start)."""
@@ -101,6 +112,29 @@ class ImportReport:
         }
 
 
+@dataclass
+class CheckedChunk:
+    """A chunk's rows as columns after the live checks: time, device, metric, raw, flags, and
+    whether the row is kept (not refused)."""
+
+    times: npt.NDArray[np.float64]
+    devices: list[str]
+    metrics: list[str]
+    raws: npt.NDArray[np.float64]
+    flags: npt.NDArray[np.int64]
+    keep: npt.NDArray[np.bool_]
+
+    def device_rows(self) -> dict[str, npt.NDArray[np.intp]]:
+        """Each device's row positions, devices in order of first appearance (a file is usually
+        written device by device, so rows of one device come in runs and are found as runs)."""
+        ids = np.array(self.devices, dtype=object)
+        starts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
+        runs: dict[str, list[npt.NDArray[np.intp]]] = {}
+        for a, b in itertools.pairwise(starts):
+            runs.setdefault(self.devices[a], []).append(np.arange(a, b))
+        return {device: parts[0] if len(parts) == 1 else np.concatenate(parts) for device, parts in runs.items()}
+
+
 class HistoryImporter:
     """One import run: the gateway's registry, calibrator and writer, on one database."""
 
@@ -120,35 +154,45 @@ class HistoryImporter:
     async def __aexit__(self, *exc: object) -> None:
         await self.writer.close()
 
-    def _readings(self, chunk: HistoryChunk, report: ImportReport) -> dict[str, list[ReadingRow]]:
-        """Validated rows per device; refusals go to the report."""
-        by_device: dict[str, list[ReadingRow]] = {}
-        refused: list[str] = []
-        count = 0
-        now = self.now
-        for device, ts, metric, value in chunk.rows:
-            try:
-                at, clock_flags = resolve_history_time(ts, now)
-                name, raw, to_calibrate, flags = metric_value(metric, value)
-            except DecodeError as exc:
-                count += 1
-                refused.append(f"{device} {ts}: {exc}")
-                continue
-            rows = by_device.get(device)
-            if rows is None:
-                rows = by_device[device] = []
-            rows.append((at, device, name, raw, to_calibrate, flags | clock_flags, None))
-        report.refuse(refused, count)
-        return by_device
+    def _check(self, chunk: HistoryChunk, report: ImportReport) -> CheckedChunk:
+        """The chunk's rows judged by the live rules; refusals go to the report.
 
-    def _admit(self, by_device: dict[str, list[ReadingRow]], report: ImportReport) -> tuple[
-        list[ReadingRow], list[NewDevice]
-    ]:
-        """The registry's rules for each device of the chunk (see the module docstring)."""
+        `resolve_history_time` and `metric_value` judge every row: a column at a time for the
+        rows their plain case covers (`plain_history_times`, `plain_metric_values`: in the
+        window, in range, hence time kept, IMPORTED, raw = value, no other flag), one call per
+        row for the rest, which gives those rows their flags or their refusal reason."""
+        n = len(chunk)
+        checked = CheckedChunk(
+            np.array(chunk.times, dtype=np.float64), chunk.devices, chunk.metrics,
+            np.array(chunk.values, dtype=np.float64), np.full(n, _IMPORTED, dtype=np.int64), np.ones(n, dtype=np.bool_),
+        )
+        odd = np.flatnonzero(~(plain_history_times(checked.times, self.now)
+                               & plain_metric_values(chunk.metrics, checked.raws))).tolist()
+        if odd:
+            checked.metrics = list(chunk.metrics)
+        refused: list[str] = []
+        for i in odd:
+            device, ts, metric, value = chunk.devices[i], chunk.times[i], chunk.metrics[i], chunk.values[i]
+            try:
+                at, clock_flags = resolve_history_time(ts, self.now)
+                name, raw, _to_calibrate, flags = metric_value(metric, value)
+            except DecodeError as exc:
+                refused.append(f"{device} {ts}: {exc}")
+                checked.keep[i] = False
+                continue
+            checked.times[i], checked.metrics[i], checked.raws[i], checked.flags[i] = at, name, raw, flags | clock_flags
+        report.refuse(refused, len(refused))
+        return checked
+
+    def _admit(self, checked: CheckedChunk, report: ImportReport) -> list[NewDevice]:
+        """The registry's rules for each device of the chunk (see the module docstring): the rows
+        of a refused device are dropped, those of an unregistered one flagged; the new devices."""
         registry = self.registry
-        admitted: list[ReadingRow] = []
         new: list[NewDevice] = []
-        for device, rows in by_device.items():
+        for device, rows in checked.device_rows().items():
+            kept = int(checked.keep[rows].sum())
+            if not kept:
+                continue
             reason = None
             if not ANY_DEVICE_ID.match(device):
                 reason = f"device id {device[:80]!r} is not a valid id"
@@ -157,29 +201,71 @@ class HistoryImporter:
             else:
                 reason = namespace_conflict(device, self.kind, registry.kinds.get(device))
             if reason is not None:
-                report.refuse([reason], len(rows))
+                report.refuse([reason], kept)
+                checked.keep[rows] = False
                 continue
             if device not in registry.known:
                 new.append(NewDevice(device, self.kind))
                 registry.note_new([(device, self.kind)])
                 report.registered_new.add(device)
             report.devices.add(device)
-            if device in registry.registered:
-                admitted.extend(rows)
-            else:
-                admitted.extend((r[0], r[1], r[2], r[3], r[4], r[5] | _UNREGISTERED, r[6]) for r in rows)
-        return admitted, new
+            if device not in registry.registered:
+                checked.flags[rows] |= _UNREGISTERED
+        return new
 
-    def _prepare(self, chunks: Iterator[HistoryChunk], report: ImportReport) -> tuple[Batch, int] | None:
-        """Read, validate, admit and calibrate the next chunk: (batch, progress), or None at the end."""
+    def _calibrated(self, checked: CheckedChunk) -> tuple[list[ReadingRow], list[Span]]:
+        """The kept rows, in file order, with value and calibration id from the one engine
+        (`calibrate_series` per device and metric; the humidity of a time is the device's first
+        rh reading of that time in the chunk, as `Calibrator.rh_index` takes it for a batch),
+        and each series' (device, metric, first, last time)."""
+        n = len(checked.times)
+        values = np.full(n, None, dtype=object)
+        ids = np.full(n, None, dtype=object)
+        metrics = np.array(checked.metrics, dtype=object)
+        spans: list[Span] = []
+        for device, positions in checked.device_rows().items():
+            rows = positions[checked.keep[positions]]
+            if not len(rows):
+                continue
+            history = self.calibrator.history(device)
+            of_device = metrics[rows]
+            rh_rows = rows[of_device == "rh"]
+            rh_times, first = np.unique(checked.times[rh_rows], return_index=True)
+            rh_values = humidity_column(checked.raws[rh_rows], checked.flags[rh_rows])[first]
+            for metric in set(of_device.tolist()):
+                these = rows[of_device == metric]
+                at = checked.times[these]
+                spans.append((device, metric, float(at.min()), float(at.max())))
+                slot = np.clip(np.searchsorted(rh_times, at), 0, max(0, len(rh_times) - 1))
+                rh = (np.where(rh_times[slot] == at, rh_values[slot], np.nan) if len(rh_times)
+                      else np.full(len(at), np.nan))
+                values[these], ids[these] = calibrate_series(
+                    history, metric, at, checked.raws[these], checked.flags[these], rh
+                )
+        rows_out = zip(
+            checked.times.tolist(), checked.devices, checked.metrics, checked.raws.tolist(), values.tolist(),
+            checked.flags.tolist(), ids.tolist(), strict=True,
+        )
+        if checked.keep.all():
+            return list(rows_out), spans
+        return list(itertools.compress(rows_out, checked.keep.tolist())), spans
+
+    def _prepare(
+        self, chunks: Iterator[HistoryChunk], report: ImportReport
+    ) -> tuple[Batch, list[Span], int] | None:
+        """Read, validate, admit and calibrate the next chunk: (batch, its series' spans, progress),
+        or None at the end."""
         chunk = next(chunks, None)
         if chunk is None:
             return None
-        report.rows_read += len(chunk.rows) + chunk.refused_count
+        report.rows_read += len(chunk) + chunk.refused_count
         report.refuse(chunk.refused, chunk.refused_count)
-        readings, new = self._admit(self._readings(chunk, report), report)
-        calibrated = self.calibrator.apply(readings, self.calibrator.rh_index(readings)) if readings else []
-        return Batch(readings=calibrated, devices=new), chunk.done
+        if not len(chunk):
+            return Batch(), [], chunk.done
+        checked = self._check(chunk, report)
+        new = self._admit(checked, report)
+        readings, spans = self._calibrated(checked)
+        return Batch(readings=readings, devices=new), spans, chunk.done
 
     async def import_chunks(
         self, chunks: Iterable[HistoryChunk], progress: Callable[[int], None] | None = None
@@ -195,15 +281,18 @@ class HistoryImporter:
         source = iter(chunks)
         writing: asyncio.Task[None] | None = None
 
-        async def write(batch: Batch, done: int) -> None:
+        async def write(batch: Batch, spans: list[Span], done: int) -> None:
             if batch.readings or batch.devices:
-                result = await self.writer.write(batch)
+                # a chunk over stored history goes straight to the merge, one over new time to the COPY
+                result = await self.writer.write(batch, merge=await self.writer.holds_readings_within(spans))
                 report.rows_stored += result.readings_inserted
                 if result.readings_inserted:
                     report.touched([r[0] for r in batch.readings])
             if progress is not None:
                 progress(done)
 
+        collecting = gc.isenabled()
+        gc.disable()  # millions of short-lived tuples and no reference cycles: the collector only costs time
         try:
             while True:
                 prepared = await asyncio.to_thread(self._prepare, source, report)
@@ -214,6 +303,8 @@ class HistoryImporter:
                     break
                 writing = asyncio.create_task(write(*prepared))
         finally:
+            if collecting:
+                gc.enable()
             if writing is not None:
                 writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 from contracts.flags import Flag
 from contracts.limits import MAX_READING_AGE_S
@@ -41,6 +44,7 @@ def resolve_time(ts: object, received_at: float) -> tuple[float, int]:
 
 
 EARLIEST_HISTORY_TS = 631_152_000.0  # 1990-01-01: older than any PM sensor network; earlier is a unit error
+_HISTORY_MS_FROM = 1e11  # a history time above this is milliseconds (year 5138 in seconds)
 _IMPORTED = int(Flag.IMPORTED)
 
 
@@ -50,7 +54,7 @@ def resolve_history_time(ts: float, now: float) -> tuple[float, int]:
     refused. The live rule (`resolve_time`: CLOCK_SKEW beyond MAX_READING_AGE_S) stays for live data."""
     if not math.isfinite(ts):
         raise DecodeError(f"time {ts!r} is not finite")
-    if ts > 1e11:
+    if ts > _HISTORY_MS_FROM:
         raise DecodeError(f"time {ts!r} looks like milliseconds; give Unix seconds or ISO 8601")
     if ts < EARLIEST_HISTORY_TS:
         raise DecodeError(f"time {ts!r} is before 1990; not a reading of this network")
@@ -127,3 +131,24 @@ def measurement_rows(device_id: str, ts: float, measurements: Mapping[str, objec
         metric, raw, calibrate, metric_flags = metric_value(name, value)
         append((ts, device_id, metric, raw, calibrate, metric_flags | flags, None))
     return rows
+
+
+def plain_history_times(ts: npt.NDArray[np.float64], now: float) -> npt.NDArray[np.bool_]:
+    """Which times `resolve_history_time(t, now)` returns as (t, IMPORTED): the same tests on a
+    whole column (the importer's); the others take the scalar function for their reason."""
+    with np.errstate(invalid="ignore"):
+        return (ts >= EARLIEST_HISTORY_TS) & (ts <= _HISTORY_MS_FROM) & (ts <= now + MAX_FUTURE_S)  # NaN: False
+
+
+def plain_metric_values(names: Sequence[str], raws: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Which (name, raw) pairs `metric_value(name, raw)` returns as (name, raw, raw, 0), its fast
+    path (a registry metric, in range), on whole columns (the importer's); the others take the
+    scalar function for their flags or refusal."""
+    distinct = set(names)
+    no_range = (math.inf, -math.inf)  # not a registry metric: never the fast path
+    low = {n: _RANGES.get(n, no_range)[0] for n in distinct}
+    high = {n: _RANGES.get(n, no_range)[1] for n in distinct}
+    lows = np.fromiter(map(low.__getitem__, names), dtype=np.float64, count=len(names))
+    highs = np.fromiter(map(high.__getitem__, names), dtype=np.float64, count=len(names))
+    with np.errstate(invalid="ignore"):
+        return (raws >= lows) & (raws <= highs)  # NaN and infinities outside

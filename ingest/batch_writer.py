@@ -69,6 +69,14 @@ SELECT device_id, metric, count(*)::int, count(*) FILTER (WHERE flags & $1 = 0):
 FROM inserted GROUP BY device_id, metric
 """
 
+_STORED_WITHIN = """
+SELECT EXISTS (
+    SELECT 1 FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[]) AS k(d, m, t0, t1)
+    WHERE EXISTS (SELECT 1 FROM readings r WHERE r.device_id = k.d AND r.metric = k.m
+                  AND r.time >= to_timestamp(k.t0) AND r.time <= to_timestamp(k.t1))
+)
+"""
+
 _MERGE_PARKING = """
 INSERT INTO parking_events (time, device_id, occupied, mag, batt_mv, temp, ev, flags)
 SELECT to_timestamp(ts), device_id, occupied, mag, batt_mv, temp, ev, flags FROM stage_parking
@@ -260,14 +268,20 @@ class BatchWriter:
             self._conn.terminate()
             self._conn = None
 
-    async def write(self, batch: Batch) -> WriteResult:
+    async def write(self, batch: Batch, *, merge: bool | None = None) -> WriteResult:
+        """Write `batch` in one transaction. `merge` True sends its readings straight to the merge
+        (the caller knows some are stored: `holds_readings_within`), False tries the COPY first
+        whatever the recent conflicts; None (the gateway) decides by them."""
         await self.connect()
         conn = self._conn
         assert conn is not None
         started = time.perf_counter()
-        fast = bool(batch.readings) and self._merge_only == 0
-        if batch.readings and not fast:
-            self._merge_only -= 1
+        if merge is None:
+            fast = bool(batch.readings) and self._merge_only == 0
+            if batch.readings and not fast:
+                self._merge_only -= 1
+        else:
+            fast = bool(batch.readings) and not merge
         try:
             counts = await self._write_once(conn, batch, fast)
         except asyncpg.UniqueViolationError:
@@ -278,6 +292,20 @@ class BatchWriter:
             log.info("event=copy_conflict rows=%d action=merge", len(batch.readings))
             counts = await self._write_once(conn, batch, False)
         return WriteResult(*counts, time.perf_counter() - started)
+
+    async def holds_readings_within(self, spans: Sequence[tuple[str, str, float, float]]) -> bool:
+        """Whether `readings` holds a row of any (device, metric, first, last) series between its
+        first and last time (Unix seconds, inclusive): a batch of those series would meet stored
+        rows, so its COPY would fail and roll back before the merge (an import over stored history)."""
+        if not spans:
+            return False
+        await self.connect()
+        assert self._conn is not None
+        found = await self._conn.fetchval(
+            _STORED_WITHIN, [s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans],
+            [s[3] for s in spans],
+        )
+        return bool(found)
 
     async def _write_once(self, conn: asyncpg.Connection, batch: Batch, fast: bool) -> tuple[int, int, int]:
         """One transaction; readings by COPY into `readings` (fast) or through the merge."""

@@ -17,6 +17,7 @@ from contracts.flags import Flag
 from devtools.colocation import generate, write_reference_moenv
 from gateway.history_formats import HistoryFormatError, read_csv
 from gateway.history_import import HistoryImporter
+from ingest.batch_writer import BatchWriter
 from ingest.device_store import DeviceFields, register_devices
 
 
@@ -152,3 +153,68 @@ def test_a_file_without_the_columns_is_refused_as_a_whole(tmp_path: Path) -> Non
     path.write_text("when,pm25\n2025-01-01T00:00Z,3\n", encoding="utf-8")
     with pytest.raises(HistoryFormatError, match="header lacks"):
         list(read_csv(path))
+
+
+def test_an_import_overlapping_stored_rows_stores_only_the_new_ones_and_a_repeat_adds_nothing(
+    cli_db: str, tmp_path: Path
+) -> None:
+    register_devices(cli_db, [("box-d", DeviceFields(lat=25.0, lon=121.5, sensor_type="pms5003"))])
+    minutes = [f"box-d,2025-01-03T{m // 60:02d}:{m % 60:02d}:00Z,{metric},{10 + m % 7}"
+               for m in range(300) for metric in ("pm25", "rh")]
+    first = import_json([str(write_csv(tmp_path / "first.csv", minutes[:400]))])
+    assert first["rows_stored"] == 400
+    with psycopg.connect(cli_db) as conn:
+        before = conn.execute("SELECT time, metric, raw, value, flags, calibration_id FROM readings").fetchall()
+    both = import_json([str(write_csv(tmp_path / "both.csv", minutes))])  # its first 400 rows are stored already
+    assert (both["rows_read"], both["rows_stored"], both["rows_duplicate"]) == (600, 200, 400)
+    again = import_json([str(tmp_path / "both.csv")])
+    assert (again["rows_stored"], again["rows_duplicate"]) == (0, 600)
+    with psycopg.connect(cli_db) as conn:
+        after = conn.execute("SELECT time, metric, raw, value, flags, calibration_id FROM readings").fetchall()
+        latest = conn.execute("SELECT max(time) FROM latest_readings WHERE device_id = 'box-d'").fetchone()
+    assert len(after) == 600 and set(before) <= set(after)  # the stored rows were left as they were
+    assert latest is not None and latest[0] == datetime(2025, 1, 3, 4, 59, tzinfo=UTC)
+
+
+def test_interleaved_devices_unknown_metrics_and_out_of_range_values_get_the_live_flags_and_null_values(
+    cli_db: str, tmp_path: Path
+) -> None:
+    register_devices(cli_db, [("box-e", DeviceFields(lat=25.0, lon=121.5, sensor_type="pms5003"))])
+    lines = []
+    for m in range(40):
+        at = f"2025-01-04T00:{m:02d}:00Z"
+        lines += [f"box-e,{at},pm25,{12 + m % 3}", f"box-f,{at},pm25,{15 + m % 4}", f"box-e,{at},rh,{60 + m % 5}"]
+    lines += ["box-e,2025-01-04T01:00:00Z,glow,3.5", "box-e,2025-01-04T01:00:00Z,pm25,5000",
+              "box-f,2025-01-04T01:00:00Z,rh,140"]
+    answer = import_json([str(write_csv(tmp_path / "mixed.csv", lines))])
+    assert (answer["rows_stored"], answer["registered_new"]) == (123, ["box-f"])
+    with psycopg.connect(cli_db) as conn:
+        odd = conn.execute("SELECT device_id, metric, value, flags FROM readings WHERE time = '2025-01-04T01:00Z' "
+                           "ORDER BY metric").fetchall()
+        calibrated = conn.execute("SELECT count(*) FROM readings WHERE device_id = 'box-e' AND metric = 'pm25' "
+                                  "AND calibration_id IS NOT NULL AND value IS NOT NULL").fetchone()
+        unregistered = conn.execute("SELECT bool_and(flags & %s <> 0) FROM readings WHERE device_id = 'box-f'",
+                                    (int(Flag.UNREGISTERED_DEVICE),)).fetchone()
+    assert [(d, m, v) for d, m, v, _f in odd] == [
+        ("box-e", "glow", None), ("box-e", "pm25", None), ("box-f", "rh", None)
+    ]
+    assert odd[0][3] & Flag.UNKNOWN_METRIC and odd[1][3] & Flag.OUT_OF_RANGE and odd[2][3] & Flag.RH_OVER_100
+    assert calibrated == (40,) and unregistered == (True,)
+
+
+def test_the_writer_tells_a_span_over_stored_readings_from_one_over_new_time(cli_db: str, tmp_path: Path) -> None:
+    import_json([str(write_csv(tmp_path / "day.csv", ["box-g,2025-01-05T10:00:00Z,pm25,10",
+                                                       "box-g,2025-01-05T10:05:00Z,pm25,11"]))])
+    at = datetime(2025, 1, 5, 10, tzinfo=UTC).timestamp()
+
+    async def ask(spans: list[tuple[str, str, float, float]]) -> bool:
+        writer = BatchWriter(cli_db)
+        try:
+            return await writer.holds_readings_within(spans)
+        finally:
+            await writer.close()
+
+    assert asyncio.run(ask([("box-g", "pm25", at - 60, at)]))  # inclusive at both ends
+    assert asyncio.run(ask([("box-g", "rh", at, at + 300), ("box-g", "pm25", at + 300, at + 400)]))
+    assert not asyncio.run(ask([("box-g", "pm25", at + 1, at + 299), ("box-g", "rh", at, at + 300)]))
+    assert not asyncio.run(ask([]))
