@@ -12,6 +12,7 @@ use_username_as_clientid) and serves every identity and ACL test.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import shutil
@@ -25,12 +26,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from contracts.records import ReadingRow
 from contracts.settings import Settings, get_settings
 from devtools.local_broker import LocalMosquitto
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port
 from devtools.processes import stop_process
 from ingest.backend import Backend, current_backend
+from ingest.batch_writer import Batch, BatchWriter
 from ingest.broker_files import Operator, write_broker_files
 from ingest.migrate import migrate
 
@@ -208,3 +211,14 @@ def count(database_url: str, sql: str, *args: object) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute(sql.encode(), args or None).fetchone()
         return int(row[0]) if row else 0
+
+
+def write_batches(url: str, *batches: list[ReadingRow]) -> None:
+    """Write each list of reading rows as one batch, through the batch writer production uses."""
+    async def run() -> None:
+        writer = BatchWriter(url)
+        for readings in batches:
+            await writer.write(Batch(readings=readings))
+        await writer.close()
+
+    asyncio.run(run())

@@ -19,8 +19,8 @@ from api.sensorthings.query_options import parse_options
 from api.sensorthings.query_runner import QueryRunner
 from contracts.flags import Flag
 from contracts.records import ReadingRow
-from ingest.batch_writer import Batch, BatchWriter
 from ingest.latest_readings import rebuild
+from tests.conftest import write_batches
 
 BASE = "http://127.0.0.1/sta/v1.1"
 NEWEST = "Observations($orderby=phenomenonTime desc;$top=1)"
@@ -32,16 +32,6 @@ DEVICES = ("nw-plain", "nw-late", "nw-null", "nw-flag", "nw-future", "nw-unknown
 def _row(device: str, metric: str, ts: float, raw: float, value: float | None, flags: int = 0,
          calibration_id: int | None = None) -> ReadingRow:
     return (ts, device, metric, raw, value, Flag(flags), calibration_id)
-
-
-def _write(url: str, *batches: list[ReadingRow]) -> None:
-    async def run() -> None:
-        writer = BatchWriter(url)
-        for readings in batches:
-            await writer.write(Batch(readings=readings))
-        await writer.close()
-
-    asyncio.run(run())
 
 
 def _seed_city(url: str) -> float:
@@ -61,8 +51,8 @@ def _seed_city(url: str) -> float:
         for d in DEVICES if d != "nw-single" for m in ("pm25", "rh") for i in range(10)
     ]
     single = [_row("nw-single", "pm25", now - 30, 9.0, 4.5, 0, 7), _row("nw-single", "rh", now - 30, 60, 60)]
-    _write(url, history, single)
-    _write(url,
+    write_batches(url, history, single)
+    write_batches(url,
            [_row("nw-late", "pm25", now - 5, 31.0, 15.5, 0, 7)],
            [_row("nw-late", "pm25", now - 3, 30.0, 15.0, 0, 7)],  # arrives later, measured earlier than...
            [_row("nw-late", "pm25", now - 4, 99.0, 49.5, 0, 7)],  # ...and this one, older than the newest
