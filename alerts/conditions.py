@@ -160,6 +160,36 @@ def stuck_metrics(devices: dict[str, DeviceInfo], runs: Iterable[StuckRun], rule
     return out
 
 
+@dataclass(frozen=True)
+class DetectorStatus:
+    """A parking sensor's newest status, as its detector reports itself (migration 0014's columns)."""
+
+    device_id: str
+    needs_relearning: bool
+    baseline_age_s: int | None
+    confidence: float | None
+    status_at: datetime
+
+
+def relearning_bays(
+    devices: dict[str, DeviceInfo], statuses: Iterable[DetectorStatus], rules_of: RulesOf
+) -> list[Finding]:
+    """A parking sensor whose newest status says its baseline needs confirming or re-learning: its
+    occupancy may be inverted or stuck until a car has come and gone (firmware/parking/detector.py)."""
+    out = []
+    for status in statuses:
+        device = devices.get(status.device_id)
+        if device is None or device.kind != "parking" or not status.needs_relearning:
+            continue
+        if not rules_of(device).relearn.enabled:
+            continue
+        evidence = {"baseline_age_s": status.baseline_age_s, "confidence": status.confidence,
+                    "status_at": status.status_at.isoformat()}
+        out.append(Finding("parking_relearn", device.device_id, evidence, school=device.school,
+                           device_id=device.device_id))
+    return out
+
+
 def flag_rate_reasons(
     devices: dict[str, DeviceInfo], counts: Iterable[FlagCounts], rules_of: RulesOf
 ) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,7 @@ from alerts.conditions import (
     humidity_pinned_reasons,
     implausible_findings,
     pipeline_findings,
+    relearning_bays,
     silent_devices,
     stuck_metrics,
 )
@@ -136,6 +137,7 @@ class Evaluator:
         found = silent_devices(devices, activity, rules_of, now)
         runs = await store.load_stuck_runs(conn, now - timedelta(seconds=2 * self._longest("device_stuck", "for_s")))
         found += stuck_metrics(by_id, runs, rules_of)
+        found += relearning_bays(by_id, await store.load_detector_statuses(conn), rules_of)
 
         imp = book.implausible
         first_hour = hour_start(now) - HOUR * (AQI_HOURS - 1)

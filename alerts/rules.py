@@ -29,7 +29,7 @@ from calibration.aqi import SCALES, get_scale
 
 R = TypeVar("R", bound="_Rule")
 
-RULE_NAMES = ("device_silent", "device_stuck", "implausible", "school_air", "hotspot", "pipeline")
+RULE_NAMES = ("device_silent", "device_stuck", "implausible", "school_air", "hotspot", "pipeline", "parking_relearn")
 """Every rule the evaluator knows; an alert's `rule` column holds one of them."""
 
 
@@ -56,6 +56,14 @@ class StuckRule(_Rule):
 
     enabled: bool = True
     for_s: float = Field(3600.0, gt=0, le=7 * 86_400)
+
+
+class RelearnRule(_Rule):
+    """A parking sensor's newest status says its detector's baseline needs confirming or
+    re-learning (`relearn`: a first boot, an offset step taken on trust, a level stuck between
+    the thresholds, no empty bay seen for a week): its occupancy is not to be trusted blindly."""
+
+    enabled: bool = True
 
 
 class ImplausibleRule(_Rule):
@@ -155,6 +163,7 @@ _FLEET_WIDE = {
     "device_stuck": (),
     "implausible": ("window_s", "rh_window_s", "rh_pinned_at", "neighbour_hours"),
     "hotspot": ("hours",),
+    "parking_relearn": (),
 }
 
 _SECTIONS: dict[str, type[_Rule]] = {
@@ -163,6 +172,7 @@ _SECTIONS: dict[str, type[_Rule]] = {
     "implausible": ImplausibleRule,
     "school_air": SchoolAirRule,
     "hotspot": HotspotRule,
+    "parking_relearn": RelearnRule,
 }
 
 
@@ -178,6 +188,7 @@ class Override(_Rule):
     implausible: dict[str, Any] = Field(default_factory=dict)
     school_air: dict[str, Any] = Field(default_factory=dict)
     hotspot: dict[str, Any] = Field(default_factory=dict)
+    parking_relearn: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_subject(self) -> Override:
@@ -209,6 +220,7 @@ class RuleFile(_Rule):
     school_air: SchoolAirRule = SchoolAirRule()
     hotspot: HotspotRule = HotspotRule()
     pipeline: PipelineRule = PipelineRule()
+    parking_relearn: RelearnRule = RelearnRule()
     webhooks: tuple[Webhook, ...] = ()
     overrides: tuple[Override, ...] = ()
 
@@ -234,6 +246,7 @@ class DeviceRules:
     stuck: StuckRule
     implausible: ImplausibleRule
     hotspot: HotspotRule
+    relearn: RelearnRule
     email: tuple[str, ...]
 
 
@@ -283,6 +296,7 @@ class RuleBook:
                 stuck=_merge(self.file.device_stuck, chain, "device_stuck"),
                 implausible=_merge(self.file.implausible, chain, "implausible"),
                 hotspot=_merge(self.file.hotspot, chain, "hotspot"),
+                relearn=_merge(self.file.parking_relearn, chain, "parking_relearn"),
                 email=_emails_of(self.file.email, chain),
             )
             self._device_cache[key] = found

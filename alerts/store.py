@@ -26,6 +26,7 @@ from alerts.conditions import (
     IMPLAUSIBLE_FLAGS,
     STUCK_FLAG,
     Activity,
+    DetectorStatus,
     DeviceInfo,
     Finding,
     FlagCounts,
@@ -92,6 +93,16 @@ async def load_stuck_runs(conn: AnyConn, since: datetime) -> list[StuckRun]:
         (since,),
     )
     return [StuckRun(*row) for row in await cur.fetchall()]
+
+
+async def load_detector_statuses(conn: AnyConn) -> list[DetectorStatus]:
+    """The online sensors whose newest status says their detector needs re-learning (an offline one
+    is the silent rule's: its last will carries no detector fields)."""
+    cur = await conn.execute(
+        "SELECT device_id, needs_relearning, baseline_age_s, detector_confidence, updated_at FROM device_status"
+        " WHERE online AND needs_relearning"
+    )
+    return [DetectorStatus(*row) for row in await cur.fetchall()]
 
 
 async def load_flag_counts(conn: AnyConn, since: datetime) -> list[FlagCounts]:

@@ -21,8 +21,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
@@ -32,8 +34,9 @@ from devtools.local_broker import LocalMosquitto
 from devtools.local_postgres import LocalPostgres
 from devtools.ports import free_port
 from devtools.processes import stop_process
+from gateway.codecs.status import decode_status
 from ingest.backend import Backend, current_backend
-from ingest.batch_writer import Batch, BatchWriter
+from ingest.batch_writer import Batch, BatchWriter, StatusRow
 from ingest.broker_files import Operator, write_broker_files
 from ingest.migrate import migrate
 
@@ -222,3 +225,21 @@ def write_batches(url: str, *batches: list[ReadingRow]) -> None:
         await writer.close()
 
     asyncio.run(run())
+
+
+def write_status(url: str, kind: str, device_id: str, doc: Mapping[str, object]) -> None:
+    """One status message through the gateway's decoder and the batch writer production uses,
+    committed on return; in a thread of its own, so async tests may call it too."""
+    decoded = decode_status(f"citysense/v1/{kind}/{device_id}/status", orjson.dumps(dict(doc)), time.time())
+    assert decoded.status is not None
+    status = decoded.status
+
+    async def run() -> None:
+        writer = BatchWriter(url)
+        try:
+            await writer.write(Batch(statuses=[StatusRow(device_id, time.time(), status)]))
+        finally:
+            await writer.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, run()).result()

@@ -21,7 +21,9 @@ from api.rate_limit import RateLimited
 
 router = APIRouter(prefix="/v1", tags=["alerts"], dependencies=[RateLimited], responses=error_responses(422, 429, 503))
 
-RuleName = Literal["device_silent", "device_stuck", "implausible", "school_air", "hotspot", "pipeline"]
+RuleName = Literal[
+    "device_silent", "device_stuck", "implausible", "school_air", "hotspot", "pipeline", "parking_relearn"
+]
 if set(get_args(RuleName)) != set(RULE_NAMES):
     raise RuntimeError("api/routes/alerts.py RuleName differs from alerts.rules.RULE_NAMES")
 

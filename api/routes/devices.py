@@ -20,8 +20,12 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[RateLim
 
 _COLUMNS = (
     "d.device_id, d.kind, d.name, d.site, d.school, d.lat, d.lon, d.sensor_type, d.registered, d.created_at, "
-    "s.online, s.fw, s.rssi, s.queued, s.updated_at AS status_at"
+    "s.online, s.fw, s.rssi, s.queued, s.updated_at AS status_at, "
+    "s.baseline_age_s, s.detector_confidence, s.needs_relearning"
 )
+"""A parking sensor's last three: what its detector says of itself (firmware README, "Topics"): seconds
+since it last saw the empty bay, how clearly the field sits at the reported state (0..1) and whether its
+baseline needs confirming or re-learning; null for air boxes and while offline."""
 
 
 @router.get("", summary="Devices, with their last reported status")

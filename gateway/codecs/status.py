@@ -15,6 +15,22 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _check_detector_fields(doc: dict[str, Any]) -> None:
+    """A parking sensor's detector health (firmware/parking/app.py): `base_age_s` (whole seconds
+    since it last saw the empty bay, or null), `conf` (0..1) and `relearn` (bool). Checked here
+    because the database derives columns from them (migration 0014), which the API and the alerts
+    read: a wrong type or range is a dead letter, never a failed batch or a wrong column."""
+    age = doc.get("base_age_s")
+    if age is not None and (isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= INT32_MAX):
+        raise DecodeError(f"status field 'base_age_s' must be null or whole seconds in 0..{INT32_MAX}")
+    conf = doc.get("conf")
+    if conf is not None and (isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf <= 1.0):
+        raise DecodeError("status field 'conf' must be a number in 0..1")
+    relearn = doc.get("relearn")
+    if relearn is not None and not isinstance(relearn, bool):
+        raise DecodeError("status field 'relearn' must be true or false")
+
+
 def decode_status(topic: str, payload: bytes, received_at: float) -> Decoded:
     kind, device_id = split_v1_topic(topic, "status")
     try:
@@ -25,6 +41,7 @@ def decode_status(topic: str, payload: bytes, received_at: float) -> Decoded:
         raise DecodeError("status must be a JSON object")
     if not isinstance(doc.get("online"), bool):
         raise DecodeError("status needs 'online': true|false")
+    _check_detector_fields(doc)
     status: dict[str, object] = {}
     for key, kind_of in _FIELDS.items():
         value = doc.get(key)

@@ -24,7 +24,7 @@ from alerts.telemetry import REGISTRY
 from contracts.settings import Settings
 from devtools.local_broker import LocalMosquitto
 from tests.alerts.receivers import SECRET, add_devices, add_readings, smtp_server, webhook_receiver
-from tests.conftest import count, wait_until
+from tests.conftest import count, wait_until, write_status
 
 
 async def connect(url: str) -> AnyConn:
@@ -303,3 +303,30 @@ async def test_stuck_pinned_humidity_flag_rate_and_dead_letters_from_the_databas
     assert set(found[("implausible", "q-1")]["reasons"]) == {"humidity_pinned"}
     assert set(found[("implausible", "q-2")]["reasons"]) == {"flag_rate"}
     assert found[("pipeline", "dead_letter_ratio")]["dead_letters"] == 40
+
+
+async def test_a_parking_sensor_whose_detector_needs_relearning_raises_an_alert_until_it_has_relearnt(
+    database_url: str, conn: AnyConn
+) -> None:
+    """The rule reads the detector health the sensor's status carries (migration 0014's columns);
+    an override per device turns it off; an air box's status is never judged by it."""
+    with psycopg.connect(database_url) as c:
+        c.execute("INSERT INTO devices (device_id, kind, school, registered) VALUES ('bay-1', 'parking', NULL, true),"
+                  " ('bay-2', 'parking', NULL, true), ('box-1', 'airbox', NULL, true)")
+    write_status(database_url, "parking", "bay-1", {"online": True, "base_age_s": 0, "conf": 0.4, "relearn": True})
+    write_status(database_url, "parking", "bay-2", {"online": True, "base_age_s": 50, "conf": 0.5, "relearn": True})
+    write_status(database_url, "airbox", "box-1", {"online": True, "relearn": True})
+    rules = book(None, overrides=[{"device": "bay-2", "parking_relearn": {"enabled": False}}])
+    await Evaluator(rules).run_cycle(conn)
+
+    def relearn_alerts() -> dict[str, tuple[str, dict[str, Any]]]:
+        with psycopg.connect(database_url) as c:
+            rows = c.execute("SELECT subject, state, evidence FROM alerts WHERE rule = 'parking_relearn'").fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    found = relearn_alerts()
+    assert set(found) == {"bay-1"} and found["bay-1"][0] == "open"
+    assert found["bay-1"][1]["baseline_age_s"] == 0 and found["bay-1"][1]["confidence"] == 0.4
+    write_status(database_url, "parking", "bay-1", {"online": True, "base_age_s": 0, "conf": 0.9, "relearn": False})
+    await Evaluator(rules).run_cycle(conn)
+    assert relearn_alerts()["bay-1"][0] == "resolved"
