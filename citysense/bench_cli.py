@@ -106,6 +106,25 @@ def soak(
     typer.echo(f"results: {write_json(results, 'soak', out)}")
 
 
+@app.command("import")
+def import_history(
+    boxes: Annotated[int, typer.Option(min=1, max=100, help="Boxes of the co-location CSV")] = 8,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Days of 1-minute readings per box")] = 60,
+    csv: Annotated[Path | None, typer.Option(help="Where the CSV is kept for the next run (default: temp)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
+) -> None:
+    """`citysense import` of a co-location CSV (fresh, again, overlapping) beside a raw COPY of the same
+    rows, and a year of a reference station's hourly MOENV file; readings/s and CPU per reading."""
+    from citysense.logging_setup import setup_logging  # noqa: PLC0415
+    from devtools.bench.import_run import default_csv, run_import_bench  # noqa: PLC0415
+    from devtools.bench.report import import_table, show, write_json  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    results = run_import_bench(csv or default_csv(boxes, days), boxes, days)
+    show(import_table(results))
+    typer.echo(f"results: {write_json(results, 'import', out)}")
+
+
 @app.command()
 def api(
     devices: Annotated[int, typer.Option(min=1, max=10_000, help="Devices with data")] = 1000,
@@ -158,16 +177,18 @@ def all_benches(
     peer: Annotated[bool, typer.Option("--peer/--no-peer", help="Run the Node-RED peer in the ingest bench")] = True,
     out: Annotated[Path | None, typer.Option(help="Folder for the JSON (default bench/results/)")] = None,
 ) -> None:
-    """`make bench`: ingest (with the Node-RED peer and a profile), backfill and API, one after the
-    other (never at once), then one table of every target with its figure and ratio."""
+    """`make bench`: ingest (with the Node-RED peer and a profile), backfill, history import and API,
+    one after the other (never at once), then one table of every target with its figure and ratio."""
     from citysense.logging_setup import setup_logging  # noqa: PLC0415
     from devtools.bench.api_run import ApiBench, ApiOptions  # noqa: PLC0415
     from devtools.bench.backfill_run import BackfillOptions, run_backfill  # noqa: PLC0415
+    from devtools.bench.import_run import default_csv, run_import_bench  # noqa: PLC0415
     from devtools.bench.ingest_run import IngestBench, IngestOptions  # noqa: PLC0415
-    from devtools.bench.report import api_table, ingest_table, show, write_json  # noqa: PLC0415
+    from devtools.bench.report import api_table, import_table, ingest_table, show, write_json  # noqa: PLC0415
     from devtools.bench.summary import (  # noqa: PLC0415
         api_rows,
         backfill_rows,
+        import_rows,
         ingest_rows,
         map_page_rows,
         summary_table,
@@ -180,9 +201,13 @@ def all_benches(
     typer.echo(f"results: {write_json(ingest_results, 'ingest', out)}")
     backfill_results = run_backfill(BackfillOptions())
     typer.echo(f"results: {write_json(backfill_results, 'backfill', out)}")
+    import_results = run_import_bench(default_csv(8, 60), 8, 60)
+    show(import_table(import_results))
+    typer.echo(f"results: {write_json(import_results, 'import', out)}")
     api_results = ApiBench(ApiOptions()).run()
     show(api_table(api_results))
     typer.echo(f"results: {write_json(api_results, 'api', out)}")
-    rows = [*ingest_rows(ingest_results), *backfill_rows(backfill_results), *api_rows(api_results),
+    rows = [*ingest_rows(ingest_results), *backfill_rows(backfill_results), *import_rows(import_results),
+            *api_rows(api_results),
             *map_page_rows(api_results)]
     show(summary_table(rows, str(ingest_results["machine"].get("backend"))))

@@ -9,7 +9,9 @@ because it reports ratios and CPU per reading, not only wall-clock speed:
 2. ``again``: the same file imported a second time (every row already stored: nothing added);
 3. ``overlap``: the file imported into a database holding its first half already;
 4. ``copy``: the rows the fresh import stored, written with nothing but asyncpg's binary COPY
-   into the empty `readings` of another database, one transaction per importer chunk.
+   into the empty `readings` of another database, one transaction per importer chunk;
+5. ``reference_year``: a year of a reference station's hourly PM2.5 and RH in the MOENV station
+   layout (`citysense import --format moenv`), into a database of its own.
 
 For each phase: wall readings/s, the importer's CPU seconds (`time.process_time`, every thread
 of this process) and PostgreSQL's (the backends serving the phase's database, and every server
@@ -17,6 +19,7 @@ process, by `CpuMeter`), so readings per importer CPU-second and per PostgreSQL 
 the fresh import's rate against the COPY's. On a loaded machine the wall figures move with the
 load; the ratio to the COPY in the same run and the CPU per reading are what to compare.
 
+    citysense bench import [--boxes 8] [--days 60] [--csv /tmp/colo.csv]
     python -m devtools.bench.import_run --boxes 8 --days 60 [--csv /tmp/colo.csv] [--json]
 """
 
@@ -27,7 +30,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,10 @@ import psutil
 import psycopg
 
 from devtools.bench.limits import COLUMNS
+from devtools.bench.report import import_table, show
 from devtools.bench.servers import BenchServers, CpuMeter, with_children
-from devtools.colocation import generate, write_readings_csv
-from gateway.history_formats import CHUNK_ROWS, read_csv
+from devtools.colocation import generate, write_readings_csv, write_reference_moenv
+from gateway.history_formats import CHUNK_ROWS, HistoryChunk, read_csv, read_moenv_station
 from gateway.history_import import HistoryImporter, ImportReport
 from ingest.calibration_store import refresh_aggregates
 from ingest.device_store import DeviceFields, register_devices
@@ -68,6 +72,11 @@ class Phase:
             "readings_per_importer_cpu_s": per(self.importer_cpu_s),
             "readings_per_postgres_cpu_s": per(self.postgres_cpu_s),
         }
+
+
+def default_csv(boxes: int, days: int) -> Path:
+    """Where a campaign's CSV is kept between runs (in the temp folder, named for its size)."""
+    return Path(tempfile.gettempdir()) / f"citysense-import-bench-{boxes}x{days}.csv"
 
 
 def write_campaign_csv(path: Path, boxes: int, days: int, seed: int = 19) -> int:
@@ -106,14 +115,30 @@ def _measure(
     return Phase(rows, stored, wall, cpu, meter.seconds.get("backends", 0.0), meter.seconds.get("postgres", 0.0))
 
 
-def _import(url: str, path: Path, report_out: list[ImportReport]) -> Callable[[], Coroutine[Any, Any, tuple[int, int]]]:
+def _import(
+    url: str, path: Path, report_out: list[ImportReport], read: Callable[[Path], Iterator[HistoryChunk]] = read_csv
+) -> Callable[[], Coroutine[Any, Any, tuple[int, int]]]:
     async def work() -> tuple[int, int]:
         async with HistoryImporter(url, kind="airbox", accept_unknown=True) as importer:
-            report = await importer.import_chunks(read_csv(path))
+            report = await importer.import_chunks(read(path))
         report_out.append(report)
         return report.rows_read, report.rows_stored
 
     return work
+
+
+REFERENCE_DEVICE = "ref-banqiao"
+"""The id the reference station's readings are stored under (`citysense import --device`)."""
+
+
+def _reference_year(servers: BenchServers, reports: list[ImportReport]) -> Phase:
+    """A year of a reference station's hourly file (MOENV layout) imported into a database of its own."""
+    path = servers.root / "reference-year.csv"
+    write_reference_moenv(generate(23, days=365, boxes=1).reference, path)
+    url = servers.database("bench_import_reference")
+    register_devices(url, [(REFERENCE_DEVICE, DeviceFields(lat=25.0129, lon=121.4580, sensor_type=None))])
+    return _measure(servers, "bench_import_reference",
+                    _import(url, path, reports, lambda p: read_moenv_station(p, device=REFERENCE_DEVICE)))
 
 
 def _copy(source_url: str, target_url: str, batch_rows: int) -> tuple[list[tuple[Any, ...]], Callable[
@@ -170,8 +195,10 @@ def run_import_bench(csv_path: Path, boxes: int, days: int) -> dict[str, Any]:
         copy_db = servers.database("bench_import_copy")
         _records, copy_work = _copy(fresh_db, copy_db, CHUNK_ROWS)
         copy = _measure(servers, "bench_import_copy", copy_work)
+        reference = _reference_year(servers, reports)
         results["phases"] = {
-            "fresh": fresh.as_json(), "again": again.as_json(), "overlap": overlap.as_json(), "copy": copy.as_json()
+            "fresh": fresh.as_json(), "again": again.as_json(), "overlap": overlap.as_json(), "copy": copy.as_json(),
+            "reference_year": reference.as_json(),
         }
         results["fresh_vs_copy"] = round(copy.wall_s / fresh.wall_s, 3) if fresh.wall_s > 0 else None
         results["fresh_vs_copy_postgres_cpu"] = (
@@ -184,24 +211,16 @@ def run_import_bench(csv_path: Path, boxes: int, days: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--csv", type=Path, default=Path(tempfile.gettempdir()) / "citysense-import-bench.csv")
+    parser.add_argument("--csv", type=Path, default=None)
     parser.add_argument("--boxes", type=int, default=8)
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    results = run_import_bench(args.csv, args.boxes, args.days)
+    results = run_import_bench(args.csv or default_csv(args.boxes, args.days), args.boxes, args.days)
     if args.json:
         print(json.dumps(results))
         return
-    print(f"{results['csv_rows']} readings, chunks of {results['chunk_rows']}, backend {results['backend']}")
-    for name, phase in results["phases"].items():
-        print(f"{name:8} {phase['readings_s']:>9} readings/s  wall {phase['wall_s']:6.2f} s  "
-              f"importer {phase['readings_per_importer_cpu_s']} /CPU-s ({phase['importer_cpu_s']} s)  "
-              f"postgres {phase['readings_per_postgres_cpu_s']} /CPU-s ({phase['postgres_cpu_s']} s; "
-              f"all server processes {phase['server_cpu_s']} s)")
-    print(f"fresh import vs raw COPY (wall): {results['fresh_vs_copy']}x; "
-          f"PostgreSQL CPU of COPY / of import: {results['fresh_vs_copy_postgres_cpu']}; "
-          f"aggregates refresh {results['aggregates_refresh_s']} s")
+    show(import_table(results))
 
 
 if __name__ == "__main__":

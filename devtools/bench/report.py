@@ -138,6 +138,20 @@ def api_table(r: dict[str, Any]) -> Table:
     return table
 
 
+def import_table(r: dict[str, Any]) -> Table:
+    """`citysense bench import`: each phase's rate and CPU per reading, the fresh import against the COPY."""
+    table = Table(title=f"citysense bench import ({r['csv_rows']:,} readings of CSV, chunks of {r['chunk_rows']:,}, "
+                        f"backend {r['backend']})")
+    for col in ("phase", "readings", "stored", "wall s", "readings/s", "per importer CPU-s", "per PostgreSQL CPU-s"):
+        table.add_column(col, justify="left" if col == "phase" else "right")
+    for name, p in r["phases"].items():
+        table.add_row(name, _n(p["rows"]), _n(p["stored"]), _n(p["wall_s"], 2), _n(p["readings_s"]),
+                      _n(p["readings_per_importer_cpu_s"]), _n(p["readings_per_postgres_cpu_s"]))
+    table.caption = (f"fresh import vs raw COPY of the same rows (wall): {r['fresh_vs_copy']}x; "
+                     f"aggregates refreshed for the range touched in {r['aggregates_refresh_s']} s")
+    return table
+
+
 def show(table: Table) -> None:
     console = Console()
     if not console.is_terminal or console.width < 150:

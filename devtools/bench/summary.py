@@ -109,6 +109,20 @@ def backfill_rows(r: dict[str, Any]) -> list[TargetRow]:
     )]
 
 
+def import_rows(r: dict[str, Any]) -> list[TargetRow]:
+    """`citysense import` into plain PostgreSQL against its 100,000 readings/s target and the raw COPY."""
+    fresh, year = r["phases"]["fresh"], r["phases"]["reference_year"]
+    return [
+        TargetRow("history import >= 100,000 readings/s (CSV, vs raw COPY)",
+                  f"{_fmt(fresh['readings_s'])} vs {_fmt(r['phases']['copy']['readings_s'])} readings/s",
+                  f"{_fmt(r.get('fresh_vs_copy'), 2)}x",
+                  _met(fresh["readings_s"], (fresh["readings_s"] or 0) >= 100_000)),
+        TargetRow("a reference station's year, hourly (MOENV file)",
+                  f"{_fmt(year['rows'])} readings in {year['wall_s']} s, {_fmt(year['readings_s'])} readings/s",
+                  "", None),
+    ]
+
+
 def summary_table(rows: list[TargetRow], backend: str) -> Table:
     table = Table(title=f"citysense bench: the targets in one run (backend {backend})")
     for col in ("target", "measured", "ratio", "met"):
