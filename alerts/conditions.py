@@ -162,7 +162,7 @@ def stuck_metrics(devices: dict[str, DeviceInfo], runs: Iterable[StuckRun], rule
 
 @dataclass(frozen=True)
 class DetectorStatus:
-    """A parking sensor's newest status, as its detector reports itself (migration 0014's columns)."""
+    """A parking sensor's newest status, as its detector reports itself (migration 0015's columns)."""
 
     device_id: str
     needs_relearning: bool

@@ -18,7 +18,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 def _check_detector_fields(doc: dict[str, Any]) -> None:
     """A parking sensor's detector health (firmware/parking/app.py): `base_age_s` (whole seconds
     since it last saw the empty bay, or null), `conf` (0..1) and `relearn` (bool). Checked here
-    because the database derives columns from them (migration 0014), which the API and the alerts
+    because the database derives columns from them (migration 0015), which the API and the alerts
     read: a wrong type or range is a dead letter, never a failed batch or a wrong column."""
     age = doc.get("base_age_s")
     if age is not None and (isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= INT32_MAX):

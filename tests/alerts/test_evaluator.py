@@ -308,7 +308,7 @@ async def test_stuck_pinned_humidity_flag_rate_and_dead_letters_from_the_databas
 async def test_a_parking_sensor_whose_detector_needs_relearning_raises_an_alert_until_it_has_relearnt(
     database_url: str, conn: AnyConn
 ) -> None:
-    """The rule reads the detector health the sensor's status carries (migration 0014's columns);
+    """The rule reads the detector health the sensor's status carries (migration 0015's columns);
     an override per device turns it off; an air box's status is never judged by it."""
     with psycopg.connect(database_url) as c:
         c.execute("INSERT INTO devices (device_id, kind, school, registered) VALUES ('bay-1', 'parking', NULL, true),"
