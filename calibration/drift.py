@@ -92,9 +92,12 @@ class DriftConfig:
     clip: float = 4.0
     level_threshold: float = 0.25
     min_drift: float = 0.04
-    step_hours: int = 6
-    step_threshold: float = 8.0
+    step_hours: int = 48
+    step_threshold: float = 9.0
     step_min_change: float = 0.1
+    trend_hours: int = 96
+    trend_threshold: float = 8.0
+    trend_min_change: float = 0.08
 
     def check(self) -> None:
         """ValueError naming the first setting that cannot work."""
@@ -106,10 +109,14 @@ class DriftConfig:
             raise ValueError(f"min_baseline_fraction must be in (0, 1], got {self.min_baseline_fraction}")
         if self.step_hours < 2:
             raise ValueError(f"step_hours must be at least 2, got {self.step_hours}")
-        for name in ("floor_ugm3", "reference_floor_ugm3", "min_scale", "threshold", "clip", "step_threshold"):
+        if self.trend_hours < 12:
+            raise ValueError(f"trend_hours must be at least 12, got {self.trend_hours}")
+        for name in (
+            "floor_ugm3", "reference_floor_ugm3", "min_scale", "threshold", "clip", "step_threshold", "trend_threshold"
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("allowance", "min_drift", "step_min_change"):
+        for name in ("allowance", "min_drift", "step_min_change", "trend_min_change"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.level_threshold <= 0:
@@ -140,6 +147,8 @@ class DriftFinding:
     baseline_ratio: float = math.nan
     scale: float = math.nan
     statistic: float = 0.0
+    step_statistic: float = 0.0
+    trend_statistic: float = 0.0
     direction: str | None = None
     test: str | None = None  # "cusum", "step" or "level" for a flagged device
 
@@ -171,6 +180,8 @@ class DriftFinding:
             "baseline_ratio": number(self.baseline_ratio, 4),
             "scale": number(self.scale, 4),
             "statistic": number(self.statistic, 2),
+            "step_statistic": number(self.step_statistic, 2),
+            "trend_statistic": number(self.trend_statistic, 2),
             "hours": self.hours,
         }
 
@@ -345,20 +356,18 @@ def _scan(
     effective = base.scale(at[paired], cfg.min_scale) * base.inflation
     allowance = np.maximum(cfg.allowance, cfg.min_drift / effective)
     cusum = _first_cusum_crossing(paired, np.clip(shift / effective, -cfg.clip, cfg.clip), allowance, base_end, cfg)
-    step = _first_step(paired, z, shift, base, base_end, cfg)
+    step, trend, peaks = _first_change(paired, z, base.scale(at[paired], cfg.min_scale), base, base_end, cfg)
     peak = cusum.peak
-    if step is not None and (cusum.hour is None or step[0] < cusum.hour):
-        hour, onset, direction = step
+    candidates = [(c.hour, c.onset, c.direction, name) for name, c in (("step", step), ("trend", trend)) if c]
+    if cusum.hour is not None and cusum.direction is not None:
+        candidates.append((cusum.hour, min(cusum.onset + 1, cusum.hour), cusum.direction, "cusum"))
+    if candidates:
+        hour, onset, direction, test = min(candidates, key=lambda c: c[0])
         return replace(
             found, status="drift", flagged_at=grid[hour], onset=grid[onset], statistic=peak,
-            direction=direction, test="step",
+            step_statistic=peaks["step"], trend_statistic=peaks["trend"], direction=direction, test=test,
         )
-    if cusum.hour is not None:
-        return replace(
-            found, status="drift", flagged_at=grid[cusum.hour], onset=grid[min(cusum.onset + 1, cusum.hour)],
-            statistic=peak, direction=cusum.direction, test="cusum",
-        )
-    return replace(found, statistic=peak)
+    return replace(found, statistic=peak, step_statistic=peaks["step"], trend_statistic=peaks["trend"])
 
 
 @dataclass(frozen=True)
@@ -392,37 +401,110 @@ def _first_cusum_crossing(
     return _Crossing(None, int(hours[0]), None, peak)
 
 
-def _first_step(
-    hours: np.ndarray, z: FloatArray, shift: FloatArray, base: Baseline, base_end: int, cfg: DriftConfig
-) -> tuple[int, int, str] | None:
-    """(flagged hour, window start, direction) of the first `step_hours` window after the baseline whose
-    median standardised hour is beyond `step_threshold` window standard deviations and whose median
-    shift of the log ratio is at least `step_min_change`; None if there is none.
+@dataclass(frozen=True)
+class _Change:
+    """A change-point test's first flag: the flagged hour, the estimated onset, direction and statistic."""
 
-    The CUSUM weighs a sudden change against the autocorrelation of many hours, so a step in
-    clean air (a small log-ratio change) needs a day or more; a short window's median sees it
-    within hours, and a median is not moved by one plume hour. Windows span at most twice
-    `step_hours` clock hours (a gap does not join two days).
+    hour: int
+    onset: int
+    direction: str
+    statistic: float
+
+
+class _Prefix:
+    """Prefix sums over the paired hours, so the sum over the last n paired hours ending at each hour is
+    two subtractions (every window length costs one vector operation)."""
+
+    def __init__(self, values: FloatArray) -> None:
+        self._sums = np.concatenate([[0.0], np.cumsum(values)])
+
+    def window(self, n: int) -> FloatArray:
+        """Sums over the windows of n consecutive paired hours, one per window's last hour (index n-1 on)."""
+        return np.asarray(self._sums[n:] - self._sums[:-n], dtype=np.float64)
+
+
+def _window_lengths(shortest: int, longest: int) -> list[int]:
+    """Window lengths from `shortest` to `longest` paired hours, each at most a third longer than the one
+    before: onsets between two of them are found one window later (a quarter of its age at most), and the
+    test costs a few dozen vector operations however long the windows."""
+    lengths, n = [], shortest
+    while n <= longest:
+        lengths.append(n)
+        n = max(n + 1, math.floor(n * 4 / 3))
+    return lengths
+
+
+def _first_change(
+    hours: np.ndarray, z: FloatArray, scale: FloatArray, base: Baseline, base_end: int, cfg: DriftConfig
+) -> tuple[_Change | None, _Change | None, dict[str, float]]:
+    """The first flag of each change-point test after the baseline: (step, trend); None if it never flags.
+
+    Both are generalised likelihood-ratio tests with an unknown onset: every onset within the
+    last `step_hours` (step) or `trend_hours` (trend) paired hours is tried, hour by hour.
+
+    * step, a level shift from the onset on: the sum of the standardised hours since the
+      onset, in standard deviations of such a sum (the baseline's φ counted exactly), beyond
+      `step_threshold`, with the mean shift of the log ratio at least `step_min_change`. A
+      large step needs two or three hours, a small one (a gain step in clean air) more; a
+      fixed window would be too short for the one or wait too long for the other;
+    * trend, a log ratio moving linearly away from the onset on (a gain decaying by a share
+      a day): the projection of the standardised hours on the hours since the onset, in
+      standard deviations (the long-run inflation √((1+φ)/(1−φ))), beyond `trend_threshold`,
+      with the fitted change at the last hour at least `trend_min_change`.
+
+    Hours are clipped at ±`clip` first (one plume hour moves a sum by at most that), and a
+    window may span at most twice its paired hours in clock hours (a gap does not join two days).
     """
-    width = cfg.step_hours
-    if hours.size < width:
-        return None
+    e = np.clip(z, -cfg.clip, cfg.clip)
+    clipped_shift = e * scale
+    u = (hours - hours[0]).astype(np.float64)
+    sums = {name: _Prefix(values) for name, values in {
+        "e": e, "ue": u * e, "u": u, "uu": u * u, "s": clipped_shift, "us": u * clipped_shift,
+    }.items()}
+    after = hours >= base_end
+    in_baseline = int(np.count_nonzero(~after))
+
+    peaks = {"step": 0.0, "trend": 0.0}
+
+    def first(test: str, statistic: FloatArray, change: FloatArray, n: int, threshold: float, min_change: float,
+              onset: np.ndarray) -> list[_Change]:
+        last = np.arange(n - 1, hours.size)
+        span = hours[last] - hours[last - n + 1]
+        eligible = (np.abs(change) >= min_change) & (span < 2 * n) & after[last]
+        if bool(eligible.any()):
+            peaks[test] = max(peaks[test], float(np.max(np.abs(statistic[eligible]))))
+        found = np.flatnonzero(eligible & (np.abs(statistic) > threshold))
+        if found.size == 0:
+            return []
+        i = int(found[0])
+        return [_Change(int(hours[last[i]]), int(onset[i]), "up" if statistic[i] > 0 else "down",
+                        abs(float(statistic[i])))]
+
+    steps: list[_Change] = []
     windows = np.lib.stride_tricks.sliding_window_view
-    median_z = np.median(windows(z, width), axis=1)
-    median_shift = np.median(windows(shift, width), axis=1)
-    span = hours[width - 1 :] - hours[: hours.size - width + 1]
-    limit = cfg.step_threshold * base.window_sd(width)
-    hit = (
-        (np.abs(median_z) > limit)
-        & (np.abs(median_shift) >= cfg.step_min_change)
-        & (span < 2 * width)
-        & (hours[width - 1 :] >= base_end)
-    )
-    found = np.flatnonzero(hit)
-    if found.size == 0:
-        return None
-    i = int(found[0])
-    return int(hours[i + width - 1]), int(hours[i]), "up" if median_z[i] > 0 else "down"
+    for n in _window_lengths(2, min(cfg.step_hours, hours.size)):
+        median_z = np.median(windows(z, n), axis=1)
+        median_shift = np.median(windows(z * scale, n), axis=1)
+        in_base = median_z[: max(0, in_baseline - n + 1)]
+        spread = MAD_TO_SIGMA * float(np.median(np.abs(in_base - np.median(in_base)))) if in_base.size >= 2 * n else 0.0
+        steps += first("step", median_z / max(base.window_sd(n), spread), median_shift, n, cfg.step_threshold,
+                       cfg.step_min_change, hours[: hours.size - n + 1])
+    trends: list[_Change] = []
+    for n in _window_lengths(12, min(cfg.trend_hours, hours.size)):
+        # onset tau: the hour before the window's first; regressor v = u - tau (hours since onset)
+        tau = u[: u.size - n + 1] - 1.0
+        sum_ve = sums["ue"].window(n) - tau * sums["e"].window(n)
+        sum_vv = sums["uu"].window(n) - 2.0 * tau * sums["u"].window(n) + n * tau**2
+        sum_vs = sums["us"].window(n) - tau * sums["s"].window(n)
+        statistic = sum_ve / (np.sqrt(sum_vv) * base.inflation)
+        change = sum_vs / sum_vv * (u[n - 1 :] - tau)
+        trends += first("trend", statistic, change, n, cfg.trend_threshold, cfg.trend_min_change,
+                        hours[: hours.size - n + 1])
+
+    def earliest(found: list[_Change]) -> _Change | None:
+        return min(found, key=lambda c: (c.hour, -c.statistic)) if found else None
+
+    return earliest(steps), earliest(trends), peaks
 
 
 MAX_EXCLUSION_ROUNDS = 4
