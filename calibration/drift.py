@@ -100,27 +100,75 @@ class DriftConfig:
     trend_min_change: float = 0.08
 
     def check(self) -> None:
-        """ValueError naming the first setting that cannot work."""
-        if self.baseline_hours < 24:
-            raise ValueError(f"baseline_hours must be at least 24, got {self.baseline_hours}")
+        """ValueError naming the first setting that cannot work (the TUNABLES bounds, then the others)."""
+        for tunable in TUNABLES:
+            tunable.check(getattr(self, tunable.field))
         if not 0 <= self.max_correlation < 1:
             raise ValueError(f"max_correlation must be in [0, 1), got {self.max_correlation}")
         if not 0 < self.min_baseline_fraction <= 1:
             raise ValueError(f"min_baseline_fraction must be in (0, 1], got {self.min_baseline_fraction}")
-        if self.step_hours < 2:
-            raise ValueError(f"step_hours must be at least 2, got {self.step_hours}")
-        if self.trend_hours < 12:
-            raise ValueError(f"trend_hours must be at least 12, got {self.trend_hours}")
-        for name in (
-            "floor_ugm3", "reference_floor_ugm3", "min_scale", "threshold", "clip", "step_threshold", "trend_threshold"
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("allowance", "min_drift", "step_min_change", "trend_min_change"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.level_threshold <= 0:
-            raise ValueError(f"level_threshold must be positive, got {self.level_threshold}")
+        if self.clip <= 0:
+            raise ValueError(f"clip must be positive, got {self.clip}")
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """A DriftConfig setting a deployment may change: `citysense calibrate drift --<name>` and the admin
+    API's `?<name>=` (both built from TUNABLES, so they cannot disagree), with its meaning and bounds."""
+
+    field: str  # the DriftConfig field
+    name: str  # the CLI option (with dashes) and the API parameter
+    help: str
+    minimum: float
+    maximum: float
+    open_below: bool = False  # the minimum itself is refused
+
+    @property
+    def kind(self) -> type:
+        """int or float, as the DriftConfig field."""
+        return type(getattr(DriftConfig, self.field))
+
+    @property
+    def default(self) -> float:
+        return float(getattr(DriftConfig, self.field))
+
+    def check(self, value: float) -> None:
+        """ValueError naming the setting if `value` is out of its bounds."""
+        low = value > self.minimum if self.open_below else value >= self.minimum
+        if not (low and value <= self.maximum):
+            lower = f"> {self.minimum:g}" if self.open_below else f">= {self.minimum:g}"
+            raise ValueError(f"{self.name} must be {lower} and <= {self.maximum:g}, got {value:g}")
+
+
+TUNABLES: tuple[Tunable, ...] = (
+    Tunable("neighbour_radius_km", "radius_km", "Neighbour radius, km", 0, 100, open_below=True),
+    Tunable("baseline_hours", "baseline_hours", "Paired hours that set each device's own level and noise", 24,
+            24 * 366),
+    Tunable("floor_ugm3", "floor", "µg/m³ added to both sides of the log ratio", 0, 1000, open_below=True),
+    Tunable("reference_floor_ugm3", "reference_floor", "The same, against a reference station", 0, 1000,
+            open_below=True),
+    Tunable("min_scale", "min_scale", "Smallest hourly log-ratio standard deviation", 0, 10, open_below=True),
+    Tunable("allowance", "allowance", "CUSUM k, standard deviations", 0, 100),
+    Tunable("threshold", "threshold", "CUSUM h, standard deviations", 0, 10_000, open_below=True),
+    Tunable("min_drift", "min_drift", "Smallest log-ratio change the CUSUM accumulates", 0, 10),
+    Tunable("step_hours", "step_hours", "Step test: longest window after the onset, paired hours", 2, 24 * 31),
+    Tunable("step_threshold", "step_threshold", "Step test: window median beyond this many window sd", 0, 10_000,
+            open_below=True),
+    Tunable("step_min_change", "step_min_change", "Step test: smallest log-ratio change", 0, 10),
+    Tunable("trend_hours", "trend_hours", "Trend test: longest window after the onset, paired hours", 12, 24 * 31),
+    Tunable("trend_threshold", "trend_threshold", "Trend test: fitted trend beyond this many sd", 0, 10_000,
+            open_below=True),
+    Tunable("trend_min_change", "trend_min_change", "Trend test: smallest fitted log-ratio change", 0, 10),
+    Tunable("level_threshold", "level_threshold", "Baseline ratio off by more than this share is drift", 0, 10,
+            open_below=True),
+)
+
+
+def config_from(values: dict[str, float]) -> DriftConfig:
+    """The DriftConfig of TUNABLES values by their `name` (the CLI's and the API's), checked; ValueError if not."""
+    config = DriftConfig(**{t.field: t.kind(values[t.name]) for t in TUNABLES if t.name in values})
+    config.check()
+    return config
 
 
 @dataclass(frozen=True)
