@@ -1,4 +1,4 @@
-"""Drift detection: two sequential tests on each device's hourly log ratio to a co-located reference or its neighbours.
+"""Drift detection: sequential tests on each device's hourly log ratio to a co-located reference or its neighbours.
 
 Optical PM sensors drift (dust on the laser, fan wear, a clogged inlet) slowly enough that
 no single reading looks wrong. Neighbouring boxes see the same air mass most hours, so a
@@ -26,10 +26,14 @@ Hour by hour:
   a change of a few per cent is within what calibration and siting explain, and a quiet
   comparator must not turn it into a flag. `onset` is the last hour the statistic was
   zero before it crossed;
-* sudden steps: the median of (x − m)/s over the last `step_hours` paired hours, beyond
-  `step_threshold` standard deviations of such a window (given φ) and at least
-  `step_min_change` in log ratio, flags at once (`test` = "step"; onset = the window's
-  first hour);
+* sudden steps, a change point with an unknown onset: for every onset in the last
+  `step_hours` paired hours, the median of (x − m)/s since it, beyond `step_threshold`
+  standard deviations of such a window's median (the larger of what φ implies and the
+  spread of those windows over the baseline) and at least `step_min_change` in log ratio,
+  flags at once (`test` = "step"; onset = the window's first hour);
+* a gain decaying, a linear trend from an unknown onset within the last `trend_hours`:
+  its generalised likelihood ratio beyond `trend_threshold` with a fitted change of at
+  least `trend_min_change` (`test` = "trend"; onset = the fitted one);
 * a baseline level already off by more than `level_threshold` (the box was off before the
   look-back began) is flagged at the end of the baseline (`test` = "level").
 
@@ -72,10 +76,13 @@ class DriftConfig:
 
     The defaults were set by simulation (`python -m devtools.drift_study`): no false flag in
     the study's healthy fleets (neighbours and reference, 30 seeds of 60 days) nor on the
-    demo city's healthy boxes over 60 days nor in any 14-day window of it tried (the demo's
-    look-back), the largest healthy statistic 9.5; with `threshold` 12 one window reaches
-    11.7 (a box reading 4 % high for a few days), hence 14. `allowance` 1 is what the demo
-    city's 7 % hourly noise needs once the baseline week's own estimation error is counted.
+    demo city's healthy boxes over 60 days nor in any of 69 14-day windows of it (the demo's
+    look-back). The largest healthy statistics are the margins: CUSUM 11.7 in a demo window
+    (a box reading 4 % high for a few days), hence `threshold` 14; step 7.8 in a demo window,
+    hence `step_threshold` 9; trend 7.6 in the study's reference fleet, hence
+    `trend_threshold` 8 (7 and 7 flag a demo box and a reference box). `allowance` 1 is what
+    the demo city's 7 % hourly noise needs once the baseline week's own estimation error is
+    counted.
     """
 
     neighbour_radius_km: float = 3.0
@@ -485,23 +492,27 @@ def _window_lengths(shortest: int, longest: int) -> list[int]:
 def _first_change(
     hours: np.ndarray, z: FloatArray, scale: FloatArray, base: Baseline, base_end: int, cfg: DriftConfig
 ) -> tuple[_Change | None, _Change | None, dict[str, float]]:
-    """The first flag of each change-point test after the baseline: (step, trend); None if it never flags.
+    """The first flag of each change-point test after the baseline, (step, trend), None if it never
+    flags, and the largest statistic each reached in a window whose change was large enough (the margin).
 
-    Both are generalised likelihood-ratio tests with an unknown onset: every onset within the
-    last `step_hours` (step) or `trend_hours` (trend) paired hours is tried, hour by hour.
+    Both try every onset within the last `step_hours` (step) or `trend_hours` (trend) paired
+    hours, by windows each at most a third longer than the one before (`_window_lengths`):
 
-    * step, a level shift from the onset on: the sum of the standardised hours since the
-      onset, in standard deviations of such a sum (the baseline's φ counted exactly), beyond
-      `step_threshold`, with the mean shift of the log ratio at least `step_min_change`. A
-      large step needs two or three hours, a small one (a gain step in clean air) more; a
-      fixed window would be too short for the one or wait too long for the other;
-    * trend, a log ratio moving linearly away from the onset on (a gain decaying by a share
-      a day): the projection of the standardised hours on the hours since the onset, in
-      standard deviations (the long-run inflation √((1+φ)/(1−φ))), beyond `trend_threshold`,
-      with the fitted change at the last hour at least `trend_min_change`.
+    * step, a level shift from the onset on: the median of the standardised hours since the
+      onset, in standard deviations of such a median (the larger of what the baseline's φ
+      implies and the spread of the same windows' medians over the baseline: boxes that part
+      from their neighbours for half a day, as the demo city's do, raise it for long windows
+      only), beyond `step_threshold`, with the median shift of the log ratio at least
+      `step_min_change`. A large step is seen in one or two hours, a smaller one (a gain step in
+      clean air) by a longer window; one fixed window is too short for the one or waits too long
+      for the other. A median is not moved by one or two plume hours;
+    * trend, a log ratio moving linearly away from the onset on (a gain decaying by a share a
+      day), a generalised likelihood-ratio test: the projection of the standardised hours,
+      clipped at ±`clip` (one plume hour moves it by at most that), on the hours since the
+      onset, in standard deviations (the long-run inflation √((1+φ)/(1−φ))), beyond
+      `trend_threshold`, with the fitted change at the last hour at least `trend_min_change`.
 
-    Hours are clipped at ±`clip` first (one plume hour moves a sum by at most that), and a
-    window may span at most twice its paired hours in clock hours (a gap does not join two days).
+    A window may span at most twice its paired hours in clock hours (a gap does not join two days).
     """
     e = np.clip(z, -cfg.clip, cfg.clip)
     clipped_shift = e * scale

@@ -195,11 +195,11 @@ def demo_city(
     return [f for f in findings if f.device_id != DRIFTING_BOX], drifting
 
 
-def describe_demo(config: DriftConfig, days: float) -> str:
+def describe_demo(config: DriftConfig, days: float, window_hours: tuple[int, ...] = DEMO_WINDOW_HOURS) -> str:
     healthy, drifting = demo_city(config, days)
     flagged = sorted(f.device_id for f in healthy if f.status == "drift")
     checked = sum(f.status != "insufficient_data" for f in healthy)
-    windows = [demo_city(config, 14.0, end=DEMO_END + np.timedelta64(h * 3600 + 1234, "s")) for h in DEMO_WINDOW_HOURS]
+    windows = [demo_city(config, 14.0, end=DEMO_END + np.timedelta64(h * 3600 + 1234, "s")) for h in window_hours]
     window_flags = sorted({f.device_id for found, _ in windows for f in found if f.status == "drift"})
     worst = [max(largest_statistics(found)[k] for found, _ in windows) for k in range(3)]
     cusum, step, trend = largest_statistics(healthy)
@@ -208,7 +208,7 @@ def describe_demo(config: DriftConfig, days: float) -> str:
         f"flagged{' (' + ', '.join(flagged) + ')' if flagged else ''}, largest healthy statistic cusum "
         f"{cusum:.1f}, step {step:.1f}, trend {trend:.1f}; {DRIFTING_BOX} {drifting.status} "
         f"({drifting.test}, {DEMO_DRIFT_DAYS:g} days of 10 %/day gain loss); "
-        f"{len(DEMO_WINDOW_HOURS)} windows of 14 days: "
+        f"{len(window_hours)} windows of 14 days: "
         f"{len(window_flags)} healthy boxes flagged{' (' + ', '.join(window_flags) + ')' if window_flags else ''}, "
         f"largest statistic cusum {worst[0]:.1f}, step {worst[1]:.1f}, trend {worst[2]:.1f}, {DRIFTING_BOX} flagged in "
         f"{sum(d.status == 'drift' for _, d in windows)}"
@@ -230,15 +230,20 @@ def main() -> None:
     parser.add_argument("--set", type=setting, action="append", default=[], metavar="NAME=VALUE",
                         help="any other DriftConfig setting, e.g. step_threshold=8")
     parser.add_argument("--demo-days", type=float, default=60.0)
+    parser.add_argument("--demo-windows", type=int, default=0,
+                        help="that many 14-day demo windows ending 5 h apart (default: DEMO_WINDOW_HOURS)")
+    parser.add_argument("--demo-only", action="store_true", help="skip the study fleets")
     args = parser.parse_args()
     base = DriftConfig()
     for name, value in args.set:
         base = replace(base, **{name: type(getattr(base, name))(value)})
     for threshold in args.threshold or [base.threshold]:
         config = replace(base, threshold=threshold)
-        for reference in (False, True):
-            print(describe(config, study(config, args.seeds, reference), reference), flush=True)
-        print(describe_demo(config, args.demo_days), flush=True)
+        if not args.demo_only:
+            for reference in (False, True):
+                print(describe(config, study(config, args.seeds, reference), reference), flush=True)
+        windows = tuple(5 * k for k in range(args.demo_windows)) if args.demo_windows else DEMO_WINDOW_HOURS
+        print(describe_demo(config, args.demo_days, windows), flush=True)
 
 
 if __name__ == "__main__":
