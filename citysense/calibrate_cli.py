@@ -6,9 +6,11 @@ commands can be scripted by a bureau's cron jobs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,7 @@ import psycopg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from calibration.drift import DriftConfig, DriftFinding, Site
+from calibration.drift import TUNABLES, DriftConfig, DriftFinding, Site, config_from
 from calibration.fitting import MIN_POINTS_DEFAULT, FitError, FitKind
 from calibration.models import CalibrationModelError
 from calibration.reference_import import ReferenceFormatError, read_reference
@@ -253,38 +255,41 @@ def attention_lines(findings: list[DriftFinding]) -> list[str]:
     ]
 
 
+def with_drift_settings(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with one option per calibration.drift.TUNABLES setting (`--step-threshold` …), handed to it
+    as a checked `config`: the admin API builds its parameters from the same table, so the two take the
+    same settings with the same bounds and defaults."""
+    signature = inspect.signature(command, eval_str=True)
+    extra = [
+        inspect.Parameter(
+            t.name, inspect.Parameter.KEYWORD_ONLY, default=t.kind(t.default),
+            annotation=Annotated[t.kind, typer.Option("--" + t.name.replace("_", "-"), help=t.help)],
+        )
+        for t in TUNABLES
+    ]
+    kept = [p for p in signature.parameters.values() if p.name != "config"]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> None:
+        settings = {t.name: values.pop(t.name) for t in TUNABLES}
+        try:
+            config = config_from(settings)
+        except ValueError as exc:
+            fail(str(exc))
+        command(config=config, **values)
+
+    wrapper.__signature__ = signature.replace(parameters=kept + extra)  # type: ignore[attr-defined]
+    return wrapper
+
+
 @app.command("drift")
+@with_drift_settings
 def drift_command(
     *,
+    config: DriftConfig,
     days: Annotated[int, typer.Option("--days", min=1, help="Look back this many days from --until")] = 30,
     since: Annotated[str | None, typer.Option("--since", help="Start of the look-back (overrides --days)")] = None,
     until: Annotated[str | None, typer.Option("--until", help="End of the look-back (default: this hour)")] = None,
-    radius_km: Annotated[float, typer.Option("--radius-km", help="Neighbour radius")] = DriftConfig.neighbour_radius_km,
-    baseline_hours: Annotated[
-        int, typer.Option("--baseline-hours", help="Hours that set each device's own level")
-    ] = DriftConfig.baseline_hours,
-    allowance: Annotated[float, typer.Option("--allowance", help="CUSUM k, robust sd")] = DriftConfig.allowance,
-    threshold: Annotated[float, typer.Option("--threshold", help="CUSUM h, robust sd")] = DriftConfig.threshold,
-    floor: Annotated[float, typer.Option("--floor", help="µg/m³ added in the log ratio")] = DriftConfig.floor_ugm3,
-    reference_floor: Annotated[
-        float, typer.Option("--reference-floor", help="The same, against a reference station")
-    ] = DriftConfig.reference_floor_ugm3,
-    min_scale: Annotated[float, typer.Option("--min-scale", help="Smallest log-ratio scale")] = DriftConfig.min_scale,
-    min_drift: Annotated[
-        float, typer.Option("--min-drift", help="Smallest log-ratio change the CUSUM accumulates")
-    ] = DriftConfig.min_drift,
-    step_hours: Annotated[int, typer.Option("--step-hours", help="Window of the step test, hours")] = (
-        DriftConfig.step_hours
-    ),
-    step_threshold: Annotated[
-        float, typer.Option("--step-threshold", help="Step test: window median beyond this many window sd")
-    ] = DriftConfig.step_threshold,
-    step_min_change: Annotated[
-        float, typer.Option("--step-min-change", help="Step test: smallest log-ratio change")
-    ] = DriftConfig.step_min_change,
-    level_threshold: Annotated[
-        float, typer.Option("--level-threshold", help="Baseline ratio off by more than this is drift")
-    ] = DriftConfig.level_threshold,
     reference: Annotated[Path | None, typer.Option("--reference", help="Reference station file")] = None,
     reference_lat: Annotated[float | None, typer.Option("--reference-lat")] = None,
     reference_lon: Annotated[float | None, typer.Option("--reference-lon")] = None,
@@ -306,24 +311,6 @@ def drift_command(
         except ReferenceFormatError as exc:
             fail(f"{reference}: {exc}")
         ref_site = Site(reference.stem, reference_lat, reference_lon, ref, is_reference=True)
-    config = DriftConfig(
-        neighbour_radius_km=radius_km,
-        baseline_hours=baseline_hours,
-        allowance=allowance,
-        threshold=threshold,
-        floor_ugm3=floor,
-        reference_floor_ugm3=reference_floor,
-        min_scale=min_scale,
-        level_threshold=level_threshold,
-        min_drift=min_drift,
-        step_hours=step_hours,
-        step_threshold=step_threshold,
-        step_min_change=step_min_change,
-    )
-    try:
-        config.check()
-    except ValueError as exc:
-        fail(str(exc))
     with connect() as conn:
         findings = check_drift(conn, begin, finish, config, ref_site)
     ordered = sorted(findings, key=lambda f: (f.status == "ok", f.device_id))

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from api.deps import AdminDep
 from api.errors import error_responses
 from api.params import NO_NUL, Timestamp
-from calibration.drift import DriftConfig, DriftFinding
+from calibration.drift import TUNABLES, DriftConfig, DriftFinding, config_from
 from calibration.fitting import MIN_POINTS_DEFAULT, FitError
 from calibration.models import CalibrationModelError
 from calibration.reference_import import ReferenceFormatError, parse_reference
@@ -80,6 +81,25 @@ async def fit(body: FitIn, request: Request, _: AdminDep) -> dict[str, Any]:
         raise HTTPException(status_code=status, detail=str(exc)) from None
 
 
+def drift_config(**values: float) -> DriftConfig:
+    """The drift settings from the query (one parameter per calibration.drift.TUNABLES setting, as the
+    CLI's options), checked: a setting that cannot work is a 422 naming it."""
+    try:
+        return config_from(values)
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+
+drift_config.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    inspect.Parameter(
+        t.name, inspect.Parameter.KEYWORD_ONLY, annotation=t.kind,
+        default=Query(t.kind(t.default), description=t.help, le=t.maximum,
+                      gt=t.minimum if t.open_below else None, ge=None if t.open_below else t.minimum),
+    )
+    for t in TUNABLES
+])
+
+
 @router.get("/drift", summary="Drift findings for every located air box (CUSUM against its neighbours' median)")
 async def drift(
     request: Request,
@@ -87,18 +107,7 @@ async def drift(
     since: Timestamp | None = Query(None, description="default: `days` before `until`"),
     until: Timestamp | None = Query(None, description="default: the start of this hour"),
     days: int = Query(30, ge=1, le=3660),
-    baseline_hours: int = Query(DriftConfig.baseline_hours, ge=24, le=24 * 366),
-    allowance: float = Query(DriftConfig.allowance, ge=0, le=100),
-    threshold: float = Query(DriftConfig.threshold, gt=0, le=10_000),
-    radius_km: float = Query(DriftConfig.neighbour_radius_km, gt=0, le=100),
-    min_drift: float = Query(DriftConfig.min_drift, ge=0, le=10, description="smallest log-ratio change the CUSUM "
-                             "accumulates"),
-    step_hours: int = Query(DriftConfig.step_hours, ge=2, le=24 * 31, description="window of the step test, hours"),
-    step_threshold: float = Query(DriftConfig.step_threshold, gt=0, le=10_000,
-                                  description="step test: window median beyond this many window sd"),
-    step_min_change: float = Query(DriftConfig.step_min_change, ge=0, le=10,
-                                   description="step test: smallest log-ratio change"),
-    level_threshold: float = Query(DriftConfig.level_threshold, gt=0, le=10),
+    config: DriftConfig = Depends(drift_config),
 ) -> dict[str, Any]:
     """The same job as `citysense calibrate drift --json` (ingest/calibration_jobs.py), with the same
     settings (calibration.drift.DriftConfig; docs/calibration.md gives the false-alarm rate of each)."""
@@ -106,15 +115,6 @@ async def drift(
     start = since or end - timedelta(days=days)
     if end <= start:
         raise HTTPException(status_code=422, detail="'until' must be after 'since'")
-    config = DriftConfig(
-        neighbour_radius_km=radius_km, baseline_hours=baseline_hours, allowance=allowance, threshold=threshold,
-        min_drift=min_drift, step_hours=step_hours, step_threshold=step_threshold, step_min_change=step_min_change,
-        level_threshold=level_threshold,
-    )
-    try:
-        config.check()
-    except ValueError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
     findings = await asyncio.to_thread(_drift, request.app.state.settings.database_url, start, end, config)
     results = [f.as_json() for f in sorted(findings, key=lambda f: (f.status == "ok", f.device_id))]
     meta = {"found": len(results), "since": start.isoformat(), "until": end.isoformat(),

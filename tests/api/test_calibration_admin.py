@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from calibration.drift import TUNABLES
 from contracts.settings import Settings
 from tests.citysense.test_calibrate_cli import seed_colocation
 
@@ -69,6 +70,11 @@ def test_drift_takes_the_clis_settings_and_refuses_one_that_cannot_work(http: Te
     assert tuned.status_code == 200, tuned.text
     refused = http.get("/v1/admin/calibration/drift", headers=ADMIN, params={**window, "step_hours": 1})
     assert refused.status_code == 422 and "step_hours" in refused.text
+    trend = http.get("/v1/admin/calibration/drift", headers=ADMIN, params={**window, "trend_threshold": 6})
+    assert trend.status_code == 200, trend.text
+    parameters = http.get("/openapi.json").json()["paths"]["/v1/admin/calibration/drift"]["get"]["parameters"]
+    defaults = {p["name"]: p["schema"].get("default") for p in parameters}
+    assert all(defaults[t.name] == t.kind(t.default) for t in TUNABLES), defaults
 
 
 def test_without_the_token_nothing_runs(http: TestClient) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from calibration.drift import DriftFinding
+from calibration.drift import TUNABLES, DriftFinding
 from citysense.calibrate_cli import app, attention_lines
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -110,3 +111,16 @@ def test_drift_summary_lists_drifting_devices_apart_from_those_that_cannot_be_ch
         "needs attention, drifting: none",
         "needs attention, insufficient data (cannot be checked): none",
     ]
+
+
+def test_drift_takes_one_option_per_tunable_setting_with_its_default_and_bounds(cli_db: str, tmp_path: Path) -> None:
+    drift = typer.main.get_command(app).commands["drift"]  # type: ignore[attr-defined]
+    options = {param.name: param for param in drift.params}
+    for tunable in TUNABLES:
+        assert options[tunable.name].default == tunable.kind(tunable.default), tunable.name
+        assert options[tunable.name].opts == ["--" + tunable.name.replace("_", "-")]
+    seed_colocation(cli_db, tmp_path)
+    tuned = CliRunner().invoke(app, ["drift", "--days", "3", "--trend-threshold", "6", "--step-hours", "12"])
+    assert tuned.exit_code == 0, tuned.output
+    refused = CliRunner().invoke(app, ["drift", "--days", "3", "--trend-hours", "6"])
+    assert refused.exit_code != 0 and "trend_hours must be >= 12" in refused.output
