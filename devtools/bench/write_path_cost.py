@@ -15,6 +15,9 @@ by batch, timing each stage with `time.process_time` (this process's CPU only):
 - latest rows: `latest_readings.newest_per_series` of the batch;
 - write: `BatchWriter.write` with the stuck/spike rule, client CPU (it includes flags and
   latest rows; the rest is the COPY records' encoding and the statements' arguments) and wall time;
+- write (PostgreSQL backend): the CPU the writer's server process spent in that write (user +
+  system, read from /proc by psutil): the database's share of each message, without the
+  checkpointer and other background processes;
 - latest upsert: `latest_readings.upsert_newest` alone in a transaction (the batch's rows a
   millisecond later), wall ms per batch and client CPU, against a warm latest_readings table
   (every series moves forward in every batch).
@@ -35,6 +38,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from contracts.records import ReadingRow
 from devtools.bench.ingest_run import register_devices
@@ -96,6 +100,7 @@ async def measure(url: str, work: list[list[Inbound]]) -> StageClock:
     conn = await asyncpg.connect(url)
     await conn.execute(latest_readings.STAGING_DDL)
     collect_garbage_per_batch()  # as the gateway does after start-up
+    backend: psutil.Process | None = None
     try:
         for batch_messages in work:
             t0 = time.process_time()
@@ -115,10 +120,15 @@ async def measure(url: str, work: list[list[Inbound]]) -> StageClock:
             t4 = time.process_time()
             latest_readings.newest_per_series(rows)
             t5 = time.process_time()
+            if backend is None:
+                await writer.connect()
+                backend = psutil.Process(await _writer_backend(conn))
+            b0 = sum(backend.cpu_times()[:2])
             w0 = time.perf_counter()
             await writer.write(prepared.batch)
             w1 = time.perf_counter()
             t6 = time.process_time()
+            clock.cpu["write (PostgreSQL backend)"].append(sum(backend.cpu_times()[:2]) - b0)
             shifted: list[ReadingRow] = [(r[0] + 0.001, *r[1:]) for r in rows]  # type: ignore[misc]
             u0, c0 = time.perf_counter(), time.process_time()
             async with conn.transaction():
@@ -136,6 +146,18 @@ async def measure(url: str, work: list[list[Inbound]]) -> StageClock:
     return clock
 
 
+async def _writer_backend(conn: asyncpg.Connection) -> int:
+    """The server process of the batch writer's connection: the one client backend besides `conn`
+    (the registry and the calibrator close theirs after loading)."""
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        " AND datname = current_database()"
+    )
+    if len(pids) != 1:
+        raise RuntimeError(f"expected the batch writer's backend alone, found {len(pids)} client backends")
+    return int(pids[0][0])
+
+
 def report(clock: StageClock, per_batch: int) -> None:
     us = {stage: clock.us_per_message(stage, per_batch) for stage in clock.cpu}
     us["registry + assembly"] = tuple(  # type: ignore[assignment]
@@ -148,7 +170,7 @@ def report(clock: StageClock, per_batch: int) -> None:
           f"({per_batch * METRICS_PER_MESSAGE} readings), {DEVICES} devices; CPU µs per message, median and least:")
     for stage in ("decode", "registry + assembly", "calibration", "prepare", "flags", "latest rows",
                   "write less flags, latest rows", "write", "prepare + write (gateway total)",
-                  "latest upsert (client)"):
+                  "latest upsert (client)", "write (PostgreSQL backend)"):
         print(f"  {stage:32s} {us[stage][0]:7.2f} {us[stage][1]:7.2f}")
     for stage, label in (("write", "write wall ms per batch"), ("latest upsert", "latest upsert wall ms per batch")):
         timed = clock.wall[stage][1:]
