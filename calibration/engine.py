@@ -146,16 +146,24 @@ def calibrate(
     groups: dict[int, list[int]] = {}
     models: dict[int, tuple[Model, bool]] = {}  # id -> (model, clip at zero)
     metrics = METRICS
+    no_value, varies = _NO_VALUE, _VARIES
+    # a message's rows share one device id object: its history is looked up once per run of them
+    device: str | None = None
+    history: ModelHistory | None = None
+    fixed: dict[str, Choice | None] = {}
     for i, r in enumerate(rows):
         ts, device_id, metric, raw, given, flags, given_id = r
         spec = metrics.get(metric)
-        if flags & _NO_VALUE or spec is None:
+        if flags & no_value or spec is None:
             if given is not None or given_id is not None:
                 out[i] = (ts, device_id, metric, raw, None, flags, None)
             continue
-        history = histories[device_id]
-        choice = history.fixed.get(metric, _VARIES)
-        if choice is _VARIES:
+        if device_id is not device:
+            device, history = device_id, histories[device_id]
+            fixed = history.fixed
+        choice = fixed.get(metric, varies)
+        if choice is varies:
+            assert history is not None
             choice = history.choose(metric, ts)
         if choice is None:  # identity without an id, as IdentityModel.apply would give
             value = None if isnan(raw) else raw if raw >= 0.0 or spec.can_be_negative else 0.0

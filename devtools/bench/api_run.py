@@ -86,6 +86,9 @@ class ApiBench:
             for i in range(self.o.devices)
         ])
         with psycopg.connect(url, autocommit=True) as conn:
+            # rebuilt after the load exactly as the migrations defined it (its direction is per backend)
+            row = conn.execute(b"SELECT indexdef FROM pg_indexes WHERE indexname = 'readings_time_idx'").fetchone()
+            time_index = str(row[0]) if row else "CREATE INDEX readings_time_idx ON readings (time)"
             conn.execute(b"DROP INDEX IF EXISTS readings_time_idx")
             conn.execute(b"ALTER TABLE readings DROP CONSTRAINT IF EXISTS readings_device_metric_time_key")
         parts = max(1, min(4, os.cpu_count() or 1))
@@ -98,7 +101,7 @@ class ApiBench:
             conn.execute(
                 b"ALTER TABLE readings ADD CONSTRAINT readings_device_metric_time_key UNIQUE (device_id, metric, time)"
             )
-            conn.execute(b"CREATE INDEX IF NOT EXISTS readings_time_idx ON readings (time DESC)")
+            conn.execute(time_index.encode())
             rebuild_latest(conn)  # the bulk load bypassed the batch writer that keeps them
             conn.execute(b"VACUUM ANALYZE readings")
             conn.execute(b"VACUUM ANALYZE latest_readings")

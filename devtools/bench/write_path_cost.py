@@ -15,11 +15,16 @@ by batch, timing each stage with `time.process_time` (this process's CPU only):
 - latest rows: `latest_readings.newest_per_series` of the batch;
 - write: `BatchWriter.write` with the stuck/spike rule, client CPU (it includes flags and
   latest rows; the rest is the COPY records' encoding and the statements' arguments) and wall time;
+- write (PostgreSQL backend): the CPU the writer's server process spent in that write (user +
+  system, read from /proc by psutil): the database's share of each message, without the
+  checkpointer and other background processes;
 - latest upsert: `latest_readings.upsert_newest` alone in a transaction (the batch's rows a
   millisecond later), wall ms per batch and client CPU, against a warm latest_readings table
   (every series moves forward in every batch).
 
-The collector is tuned as the gateway tunes it (`gateway.pipeline.collect_garbage_per_batch`).
+The collector is tuned as the gateway tunes it (`gateway.pipeline.collect_garbage_per_batch`);
+"cyclic GC" is the CPU its collections took during each batch's stages (a `gc.callbacks` clock),
+already counted inside the stage that happened to trigger them.
 Every figure is given as the median and the least over the timed batches (the first batch warms
 up and is not counted).
 """
@@ -27,6 +32,7 @@ up and is not counted).
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import sys
 import tempfile
@@ -35,6 +41,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from contracts.records import ReadingRow
 from devtools.bench.ingest_run import register_devices
@@ -76,6 +83,15 @@ class StageClock:
     def __init__(self) -> None:
         self.cpu: dict[str, list[float]] = defaultdict(list)
         self.wall: dict[str, list[float]] = defaultdict(list)
+        self.collecting = 0.0  # CPU seconds in the cyclic collector, summed
+        self._collection_started = 0.0
+
+    def on_collection(self, phase: str, _info: dict[str, int]) -> None:
+        """A `gc.callbacks` hook: adds each collection's CPU time to `collecting`."""
+        if phase == "start":
+            self._collection_started = time.process_time()
+        else:
+            self.collecting += time.process_time() - self._collection_started
 
     def us_per_message(self, stage: str, per_batch: int) -> tuple[float, float]:
         """(median, least) CPU µs per message over the timed batches: on a loaded machine the
@@ -96,8 +112,11 @@ async def measure(url: str, work: list[list[Inbound]]) -> StageClock:
     conn = await asyncpg.connect(url)
     await conn.execute(latest_readings.STAGING_DDL)
     collect_garbage_per_batch()  # as the gateway does after start-up
+    backend: psutil.Process | None = None
+    gc.callbacks.append(clock.on_collection)
     try:
         for batch_messages in work:
+            collected = clock.collecting
             t0 = time.process_time()
             for m in batch_messages:
                 decode(m.topic, m.payload, m.received_at)
@@ -115,10 +134,16 @@ async def measure(url: str, work: list[list[Inbound]]) -> StageClock:
             t4 = time.process_time()
             latest_readings.newest_per_series(rows)
             t5 = time.process_time()
+            if backend is None:
+                await writer.connect()
+                backend = psutil.Process(await _writer_backend(conn))
+            b0 = sum(backend.cpu_times()[:2])
             w0 = time.perf_counter()
             await writer.write(prepared.batch)
             w1 = time.perf_counter()
             t6 = time.process_time()
+            clock.cpu["write (PostgreSQL backend)"].append(sum(backend.cpu_times()[:2]) - b0)
+            clock.cpu["cyclic GC"].append(clock.collecting - collected)
             shifted: list[ReadingRow] = [(r[0] + 0.001, *r[1:]) for r in rows]  # type: ignore[misc]
             u0, c0 = time.perf_counter(), time.process_time()
             async with conn.transaction():
@@ -131,9 +156,22 @@ async def measure(url: str, work: list[list[Inbound]]) -> StageClock:
             clock.wall["write"].append(w1 - w0)
             clock.wall["latest upsert"].append(u1 - u0)
     finally:
+        gc.callbacks.remove(clock.on_collection)
         await conn.close()
         await writer.close()
     return clock
+
+
+async def _writer_backend(conn: asyncpg.Connection) -> int:
+    """The server process of the batch writer's connection: the one client backend besides `conn`
+    (the registry and the calibrator close theirs after loading)."""
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        " AND datname = current_database()"
+    )
+    if len(pids) != 1:
+        raise RuntimeError(f"expected the batch writer's backend alone, found {len(pids)} client backends")
+    return int(pids[0][0])
 
 
 def report(clock: StageClock, per_batch: int) -> None:
@@ -148,7 +186,7 @@ def report(clock: StageClock, per_batch: int) -> None:
           f"({per_batch * METRICS_PER_MESSAGE} readings), {DEVICES} devices; CPU µs per message, median and least:")
     for stage in ("decode", "registry + assembly", "calibration", "prepare", "flags", "latest rows",
                   "write less flags, latest rows", "write", "prepare + write (gateway total)",
-                  "latest upsert (client)"):
+                  "latest upsert (client)", "write (PostgreSQL backend)", "cyclic GC"):
         print(f"  {stage:32s} {us[stage][0]:7.2f} {us[stage][1]:7.2f}")
     for stage, label in (("write", "write wall ms per batch"), ("latest upsert", "latest upsert wall ms per batch")):
         timed = clock.wall[stage][1:]

@@ -47,3 +47,24 @@ def test_fresh_database_migrates_from_scratch_and_logs_a_fallback(
     finally:
         with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:  # type: ignore[attr-defined]
             conn.execute("DROP DATABASE fresh_migrate_test WITH (FORCE)")
+
+
+def test_fallback_time_indexes_ascend_and_serve_the_newest_reading_first(database_url: str, backend: str) -> None:
+    """Migration 0014 (plain PostgreSQL): ascending time indexes, read backwards by the health
+    probe's max(time) and a newest-first scan, so no query lost the index it had."""
+    if backend != "postgresql":
+        pytest.skip("TimescaleDB keeps create_hypertable's (time DESC) chunk indexes")
+    with psycopg.connect(database_url) as conn:
+        for table in ("readings", "parking_events"):
+            (definition,) = conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{table}_time_idx",)
+            ).fetchone() or ("",)
+            assert definition.endswith(f"ON public.{table} USING btree (\"time\")"), definition
+        conn.execute("SET enable_seqscan = off")
+        for query in (
+            "SELECT max(time) FROM readings WHERE time > now() - interval '1 day'",
+            "SELECT time FROM readings ORDER BY time DESC LIMIT 10",
+            "SELECT time FROM parking_events ORDER BY time DESC LIMIT 10",
+        ):
+            plan_text = "\n".join(r[0] for r in conn.execute(("EXPLAIN " + query).encode()))
+            assert "Index Only Scan Backward using" in plan_text and "_time_idx" in plan_text, plan_text
