@@ -129,6 +129,7 @@ class Detector:
         self.deviation = 0.0
         self.saved_occ = -1
         self.n = 0
+        self.save_due = False  # the bay's baseline was re-decided without a report: save the snapshot now
         self.relearn()
 
     # ---- state -------------------------------------------------------------------
@@ -149,6 +150,7 @@ class Detector:
         self.guess = False  # the baseline is a first-boot guess: a car may stand on it
         self.ox = self.oy = self.oz = 0.0  # the other candidate for the empty bay (a guess given up)
         self.have_alt = False
+        self.alt_car = False  # on its recurrence, the level between was a vehicle no report told of
         self._reset_run()
         self.start_n = 0
         self.qx = self.qy = self.qz = 0.0
@@ -370,6 +372,7 @@ class Detector:
         self.base_known = True
         self.age = 0
         self.stuck = 0
+        self.save_due = True
 
     def _car_here(self) -> None:
         self.cx, self.cy, self.cz = self.mx, self.my, self.mz
@@ -382,6 +385,7 @@ class Detector:
                 self._car_here()
                 self.ox, self.oy, self.oz = self.mx, self.my, self.mz  # (or an offset that large: should
                 self.have_alt = True  # the field come back here after another level, it is the bay)
+                self.alt_car = True
             else:
                 self.state = VACANT
                 self._anchor_here()
@@ -409,6 +413,7 @@ class Detector:
         # empty; should the old baseline recur, a small car stood there at boot and has left
         self.ox, self.oy, self.oz = self.base
         self.have_alt = True
+        self.alt_car = True
         self.state = VACANT
         self._anchor_here()
         self.verified = False
@@ -477,16 +482,17 @@ class Detector:
             self._anchor_here()  # the level given up recurs: it was the empty bay, the one between was a car
             self.have_alt = self.guess = False
             self.verified = True
-            return False
+            return self.alt_car  # a departure: the level that left was a vehicle no report had told of
         if self.guess and not self.restored and d >= th_arr and self.rn >= self.settle:
             b = self.base
             if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
                 self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,
                 self.have_alt = True  # but keep the old level: should it recur, it was the bay after all
+                self.alt_car = True
                 self.guess = False  # (the recurrence of the old level now settles the question)
                 self._anchor_here()
                 self.verified = True
-                return False
+                return True  # a departure of the car the boot took for the empty bay
         if self.held >= NB_HOLD and d > self.exc_level:
             self.exc_level = d  # a standing level: should the field go back to the baseline, a neighbour's
         if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(CAME_OVER_PEAK, 1.3 * d):
@@ -506,6 +512,7 @@ class Detector:
             if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level,
                 self.ox, self.oy, self.oz = self.base  # but should the old one recur, a car had stood there
                 self.have_alt = True
+                self.alt_car = False  # its return is the neighbour leaving or drift undone: no event
                 self._anchor_here()
                 self.exc_level = 0.0
                 self.verified = False
@@ -527,10 +534,14 @@ class Detector:
                 self._depart()  # the first level came back after another: it was the empty bay
                 return True
             if self.held >= 30 and dc >= self._th_arr():
-                if self._misfit(self.mx, self.my, self.mz) + 3.0 < self._misfit(self.cx, self.cy, self.cz):
+                mc = self._misfit(self.cx, self.cy, self.cz)
+                # the car leaving moves the field by about its misfit (the bay's own is the offset's, small);
+                # a neighbour parking beside it moves the level by a few uT, less Earth-like or not
+                if self._misfit(self.mx, self.my, self.mz) + 3.0 < mc and dc >= 0.5 * mc:
                     self._depart()
                     self.ox, self.oy, self.oz = self.cx, self.cy, self.cz  # should the first level recur,
                     self.have_alt = True  # it was the empty bay after all (an unusual installation offset)
+                    self.alt_car = True
                     self.verified = False
                     return True
                 if self.held >= self.move:
@@ -555,9 +566,17 @@ class Detector:
         if self.held < self.slow:
             return False
         if self.guess and d >= self._th_arr():
+            b = self.base
+            if d < 0.5 * sig and dc > 0.5 * sig and (
+                self._misfit(b[0], b[1], b[2]) + MISFIT_MARGIN < self._misfit(self.cx, self.cy, self.cz)
+            ):
+                # much nearer the guessed bay than the car, and the guess looks like Earth's field and the
+                # car does not: the car left and a neighbour's vehicle stands beside the bay (its step stays)
+                return self._depart()
             # a third level while the first-boot baseline is a guess: the bay never went back to it, so the
             # guess was a car, the level taken for a car was the empty bay, and this is the next vehicle
             self.ax, self.ay, self.az, self.at = self.cx, self.cy, self.cz, self.temp
+            self.save_due = True
             self.guess = False
             self.verified = True
             self._car_here()
@@ -572,6 +591,7 @@ class Detector:
                 return self._depart()
             if mc < mb and mc < ml:
                 self.ax, self.ay, self.az, self.at = self.cx, self.cy, self.cz, self.temp
+                self.save_due = True
                 self.verified = True
                 self._car_here()
                 return False

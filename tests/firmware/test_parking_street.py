@@ -115,6 +115,7 @@ def test_score_counts_a_late_report_as_missed_and_a_blip_as_flapping() -> None:
 
         def __init__(self, plan: dict[int, int]) -> None:
             self.plan, self.i, self.state, self.occupied = plan, 0, 1, 0
+            self.save_due = False
 
         def update(self, x: float, y: float, z: float, t: float | None = None) -> bool:
             self.i += 1
