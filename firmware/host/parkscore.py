@@ -3,7 +3,8 @@
 CPython only. Runs the detector the way `parking/app.py` does (one update per
 good sample, `skip()` for a failed read, a new detector at every boot that
 restores the snapshot the app would have saved: at boot, at every change,
-when the detector re-decides the empty bay (`save_due`) and at every heartbeat) and compares what it reports with the trace's truth.
+when the detector re-decides the empty bay (`save_due`) and at every
+heartbeat) and compares what it reports with the trace's truth.
 
 Definitions (stated once, used by the tests and the table):
 - a true event (arrival or departure of the bay's own vehicle) is detected

@@ -48,10 +48,21 @@ widths of their mean (single spikes are ignored). A judgement needs
   guess, settled by which level recurs: a car's signature never comes back
   (another car, another position), the empty bay does. So a level given up
   is kept (`ox, oy, oz`): should it come back, it was the bay, and the one
-  between was a car (no report: the state is already right). A third level
-  while the first-boot baseline is still a guess means the guess was a car.
-  The same holds for a level taken as the new empty bay after `stuck`
-  samples.
+  between was a car. The state is already vacant then, but that car's
+  departure was never told: it is published (a change report to vacant), as
+  is the departure of a guessed bay given up for a more Earth-like level.
+  Without a baseline, a departure needs a level more Earth-like than the car
+  that moved the field by at least half the car's misfit (a car leaving takes
+  its whole field away; a neighbour parking beside it moves the level by a
+  few uT). A third level while the first-boot baseline is still a guess means
+  the guess was a car, unless that level is much nearer the guessed bay than
+  the car and the guess looks like Earth's field while the car does not: then
+  the car left and a neighbour's vehicle stands beside the bay. The same
+  recurrence holds for a level taken as the new empty bay after `stuck`
+  samples, but its return is no event (a neighbour left, or drift).
+- whenever the empty bay is re-decided without a report, `save_due` asks the
+  app to save the snapshot at once, so a reboot does not restore a baseline
+  the detector has given up.
 - boot with a saved state (`restore`): the first settled level is compared
   with the saved baseline and car; a jump while the bay was empty is an
   offset step (maintenance: a technician works on an empty bay), not a car,

@@ -165,7 +165,9 @@ def test_a_first_boot_on_a_car_that_looks_like_earth_is_corrected_when_a_third_l
     assert [o for _, o in _feed(det, EMPTY, 60, 25.0, 0.2)] == [1]  # taken for an arrival: cannot be told yet
     other = _plus(EMPTY, (10.0, -12.0, 5.0))
     _drive(det, EMPTY, other)
+    det.save_due = False
     assert _feed(det, other, 200, 25.0, 0.2) == []  # the bay never went back to the guess: it was a car
+    assert det.save_due  # re-decided without a report: the app saves the snapshot at once
     assert det.occupied == 1 and det.verified and abs(det.base[1] - EMPTY[1]) < 0.5
     _drive(det, other, EMPTY)
     assert [o for _, o in _feed(det, EMPTY, 30, 25.0, 0.2)] == [0]
@@ -261,3 +263,38 @@ def test_a_first_level_taken_for_a_car_is_the_bay_when_the_field_comes_back_to_i
     _drive(det, car, shifted)
     assert [o for _, o in _feed(det, shifted, 60, 25.0, 0.2)] == [0]
     assert det.base_known and abs(det.base[0] - shifted[0]) < 0.5
+
+
+def test_a_neighbour_step_left_after_the_first_stay_on_a_guessed_bay_is_a_departure_not_a_third_level():
+    det = make_detector(1000)
+    _feed(det, EMPTY, 40, 25.0, 0.2)
+    assert det.state == VACANT and det.guess
+    car = _plus(EMPTY, (25.0, 30.0, -20.0))  # unlike Earth's field
+    _drive(det, EMPTY, car)
+    assert [o for _, o in _feed(det, car, 60, 25.0, 0.2)] == [1]
+    left = _plus(EMPTY, (5.0, -4.0, 2.0))  # the car left; a neighbour's vehicle beside the bay leaves 6.7 uT
+    _drive(det, car, left)
+    assert [o for _, o in _feed(det, left, 200, 25.0, 0.2)] == [0]
+    assert abs(det.base[0] - left[0]) < 0.5  # (the neighbour's level, until the bay's own comes back)
+
+
+def test_a_first_boot_guess_given_up_for_a_more_earth_like_level_is_published_as_the_car_s_departure():
+    det = make_detector(1000)
+    small_car = (36.0, -20.1, -29.2)  # 6 uT from Earth's field: taken for the bay at boot
+    _feed(det, small_car, 40, 25.0, 0.2)
+    assert det.state == VACANT and det.guess
+    _drive(det, small_car, EMPTY)
+    assert [o for _, o in _feed(det, EMPTY, 60, 25.0, 0.2)] == [0]  # it left: the change the boot missed
+    assert det.verified and abs(det.base[0] - EMPTY[0]) < 0.5
+
+
+def test_without_a_baseline_a_neighbour_moving_the_car_s_level_a_little_is_no_departure():
+    det = make_detector(1000)
+    car = _plus(EMPTY, (25.0, 30.0, 20.0))  # far from Earth's field: a car on the new sensor
+    _feed(det, car, 40, 25.0, 0.2)
+    assert det.occupied == 1 and not det.base_known
+    moved = _plus(car, (-3.0, -3.5, -2.0))  # 5 uT nearer Earth's field: a neighbour parked beside it
+    _drive(det, car, moved)
+    assert _feed(det, moved, 400, 25.0, 0.2) == []
+    _drive(det, moved, EMPTY)
+    assert [o for _, o in _feed(det, EMPTY, 60, 25.0, 0.2)] == [0]
