@@ -22,7 +22,9 @@ widths of their mean (single spikes are ignored). A judgement needs
   so 1 m scooter bays ask more than kerb-side car bays. A level below
   `th_arr` (down to a few widths of the level's own error) still counts after
   `slow` samples when the vehicle drove over the sensor to park: the
-  excursion before it reached 1.3 times the level. The car's signature is
+  excursion before it reached 1.3 times the level and 1.5 times the largest
+  excursion lately that left nothing standing (traffic, neighbours), at
+  least 2.5 and at most 5 uT. The car's signature is
   that settled level, never a sample from the manoeuvre.
 - departure: a settled level back within `th_dep` of the baseline predicted
   for the current temperature (th_dep scales with the car's signature and is
@@ -88,7 +90,8 @@ OCCUPIED = 2
 
 WEAK_FLOOR = 1.5
 MISFIT_MARGIN = 4.0
-CAME_OVER_PEAK = 5.0  # uT: the least excursion of a vehicle that drove over the sensor to park
+CAME_OVER_PEAK = 5.0  # uT: an excursion this large is a vehicle that drove over the sensor to park
+CAME_OVER_MIN = 2.5  # uT: the least such excursion, in a street whose traffic disturbs this sensor little
 NB_MARGIN = 1.2  # the arrival threshold stands this far above the neighbours' levels seen here
 NB_HOLD = 30  # samples a level must stand to count as a neighbour's (passing traffic is shorter)
 _SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
@@ -132,6 +135,7 @@ class Detector:
         self.earth_z = earth_ut * math.sin(math.radians(earth_incl))
         self.sd = 0.5  # EWMA of the quiet sample-to-sample step (uT)
         self.lane_peak = 0.0
+        self.gone_peak = CAME_OVER_PEAK / 1.5  # the largest excursion lately that left no vehicle on the bay
         self.nb_level = 0.0  # the largest step a neighbour's vehicle or the lane left standing at this sensor
         self.exc_level = 0.0
         self.nb_q = -1  # the standing level last weighed as a neighbour's
@@ -263,6 +267,13 @@ class Detector:
         the level's own error (a mean of up to 64 samples), never below what neighbours can leave."""
         return max(WEAK_FLOOR, 2.5 * self.noise)
 
+    def _th_came_over(self) -> float:
+        """An excursion this large on the way to a weak level is the bay's own vehicle driving over the
+        sensor: 1.5 times the largest excursion lately that went back to the baseline (traffic, neighbours'
+        manoeuvres; it starts at CAME_OVER_PEAK and decays over a day), within CAME_OVER_MIN..CAME_OVER_PEAK,
+        so a 2 uT car in a quiet street is not taken into the baseline for the day it stands."""
+        return _clamp(1.5 * self.gone_peak, CAME_OVER_MIN, CAME_OVER_PEAK)
+
     def _th_base(self, th_arr: float) -> float:
         """A settled level this near the baseline is the empty bay (and moves the baseline a little):
         no wider than the level's own error and the neighbours' steps ask, so a 2 uT car that came
@@ -303,6 +314,7 @@ class Detector:
         self.have_prev = True
         self.lane_peak *= 0.999992  # half-life ~1 day
         self.nb_level *= 0.999992
+        self.gone_peak *= 0.999992
         if self.base_known:
             dt = self.temp - self.at
             dx = x - self.ax - self.kx * dt
@@ -483,6 +495,8 @@ class Detector:
             if self.bad == 0:  # back on the baseline (not just a spike in a quiet run)
                 if 0 < self.exc_len < 150 and self.exc_peak > self.lane_peak:
                     self.lane_peak = self.exc_peak
+                if self.exc_peak > self.gone_peak:  # passing traffic or a neighbour's manoeuvre
+                    self.gone_peak = self.exc_peak
                 if self.exc_level > self.nb_level:
                     self.nb_level = self.exc_level
                 self.exc_level = 0.0
@@ -506,7 +520,7 @@ class Detector:
                 return True  # a departure of the car the boot took for the empty bay
         if self.held >= NB_HOLD and d > self.exc_level:
             self.exc_level = d  # a standing level: should the field go back to the baseline, a neighbour's
-        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(CAME_OVER_PEAK, 1.3 * d):
+        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(self._th_came_over(), 1.3 * d):
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
         away = self.n - self.away_n  # a vehicle's level may shift as neighbours come and go beside it
         if d >= th_arr and (self.held >= self.slow or (away >= self.slow and self.held >= NB_HOLD)

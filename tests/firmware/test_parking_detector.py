@@ -298,3 +298,13 @@ def test_without_a_baseline_a_neighbour_moving_the_car_s_level_a_little_is_no_de
     assert _feed(det, moved, 400, 25.0, 0.2) == []
     _drive(det, moved, EMPTY)
     assert [o for _, o in _feed(det, EMPTY, 60, 25.0, 0.2)] == [0]
+
+
+def test_a_small_car_with_a_small_excursion_counts_where_traffic_disturbs_the_sensor_less():
+    small = _plus(EMPTY, (1.5, 1.5, 0.5))  # 2.2 uT parked, its manoeuvre 3.5 uT at the sensor
+    for quiet, expected in ((False, []), (True, [1])):
+        det = _learnt()
+        if quiet:
+            det.gone_peak = 1.0  # lately nothing that went back to the baseline disturbed it by over 1 uT
+        assert _feed(det, _plus(EMPTY, (2.5, 2.5, 0.0)), 10, 25.0, 0.2) == []
+        assert [o for _, o in _feed(det, small, 150, 25.0, 0.2)] == expected
