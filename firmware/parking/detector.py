@@ -520,7 +520,9 @@ class Detector:
                 return True  # a departure of the car the boot took for the empty bay
         if self.held >= NB_HOLD and d > self.exc_level:
             self.exc_level = d  # a standing level: should the field go back to the baseline, a neighbour's
-        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(self._th_came_over(), 1.3 * d):
+        if (self.held >= self.slow and self.bad == 0 and d >= self._th_weak()
+                and self.exc_peak >= max(self._th_came_over(), 1.3 * d)):
+            # (not judged on a sample leaving the level: a leaving car's first swing is no excursion before it)
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
         away = self.n - self.away_n  # a vehicle's level may shift as neighbours come and go beside it
         if d >= th_arr and (self.held >= self.slow or (away >= self.slow and self.held >= NB_HOLD)

@@ -308,3 +308,12 @@ def test_a_small_car_with_a_small_excursion_counts_where_traffic_disturbs_the_se
             det.gone_peak = 1.0  # lately nothing that went back to the baseline disturbed it by over 1 uT
         assert _feed(det, _plus(EMPTY, (2.5, 2.5, 0.0)), 10, 25.0, 0.2) == []
         assert [o for _, o in _feed(det, small, 150, 25.0, 0.2)] == expected
+
+
+def test_a_leaving_car_s_first_swing_is_not_taken_for_an_excursion_before_its_level():
+    det = _learnt()
+    small = _plus(EMPTY, (3.0, 3.0, 1.0))  # 4.4 uT: under the arrival threshold, it came in without an excursion
+    assert _feed(det, small, 300, 25.0, 0.2) == []
+    swing = _plus(small, (9.0, -6.0, 4.0))  # it pulls out: the first samples swing away from its level
+    assert _feed(det, swing, 2, 25.0, 0.0) == []
+    assert det.occupied == 0
