@@ -65,6 +65,9 @@ widths of their mean (single spikes are ignored). A judgement needs
 - whenever the empty bay is re-decided without a report, `save_due` asks the
   app to save the snapshot at once, so a reboot does not restore a baseline
   the detector has given up.
+- a first-boot guess survives a glitch reboot as a guess (the snapshot's
+  occupied flag carries +2 while it stands): a restored level that matches it
+  does not verify it, so the misfit and third-level rules still apply.
 - boot with a saved state (`restore`): the first settled level is compared
   with the saved baseline and car; a jump while the bay was empty is an
   offset step (maintenance: a technician works on an empty bay), not a car,
@@ -143,6 +146,7 @@ class Detector:
         self.age = 0  # samples since the empty bay was last seen
         self.deviation = 0.0
         self.saved_occ = -1
+        self.saved_guess = False
         self.n = 0
         self.save_due = False  # the bay's baseline was re-decided without a report: save the snapshot now
         self.relearn()
@@ -162,7 +166,8 @@ class Detector:
         self.sx = self.sy = self.sz = self.sxt = self.syt = self.szt = 0.0
         self.cx = self.cy = self.cz = 0.0
         self.sig = 0.0
-        self.guess = False  # the baseline is a first-boot guess: a car may stand on it
+        self.guess = False  # the baseline is a guess: a car may stand on it
+        self.earthlike = False  # ... made at a first boot from how Earth-like the level looked (kept across reboots)
         self.ox = self.oy = self.oz = 0.0  # the other candidate for the empty bay (a guess given up)
         self.have_alt = False
         self.alt_car = False  # on its recurrence, the level between was a vehicle no report told of
@@ -230,9 +235,11 @@ class Detector:
 
     def snapshot(self) -> list[float]:
         """What survives a reboot: anchor, its temperature, the temperature coefficients,
-        the occupied flag and the car's signature (11 numbers)."""
+        the occupied flag (plus 2 while the baseline is still a first-boot guess: a glitch reboot
+        must not turn the guess into a verified bay) and the car's signature (11 numbers)."""
+        flag = float(self.occupied) + (2.0 if (self.guess and self.earthlike) else 0.0)
         return [self.ax, self.ay, self.az, self.at, self.kx, self.ky, self.kz,
-                float(self.occupied), self.cx, self.cy, self.cz]
+                flag, self.cx, self.cy, self.cz]
 
     def restore(self, v: "list[float] | tuple[float, ...]") -> None:
         """Take a snapshot (or a 3-number baseline); the first settled level decides the state."""
@@ -244,9 +251,12 @@ class Detector:
             self.at = float(v[3])
             self.kx, self.ky, self.kz = float(v[4]), float(v[5]), float(v[6])
             self.saved_occ = int(v[7])
+            self.saved_guess = self.saved_occ >= 2
+            self.saved_occ -= 2 if self.saved_guess else 0
             self.cx, self.cy, self.cz = float(v[8]), float(v[9]), float(v[10])
         else:
             self.saved_occ = -1
+            self.saved_guess = False
         self.base_known = True
         self.restored = True
         self.verified = False
@@ -412,18 +422,20 @@ class Detector:
             else:
                 self.state = VACANT
                 self._anchor_here()
-                self.guess = True
+                self.guess = self.earthlike = True
             return True
         d = self._level_dev()
         if d < max(2.5, self._th_arr() * 0.5):
             self.state = VACANT
-            self.verified = True
+            self.verified = not self.saved_guess
+            self.guess = self.earthlike = self.saved_guess  # a first boot's guess stays one
             self.age = 0
             return True
         if self.saved_occ == 1:
             sig = self._dev_of(self.cx, self.cy, self.cz)
-            if self._from_car() < max(3.0, 0.3 * sig):
+            if self._from_car() < max(3.0, 0.3 * sig) and not self.saved_guess:
                 self.verified = True
+            self.guess = self.earthlike = self.saved_guess
             self.state = OCCUPIED
             self._car_here()
             return True
@@ -508,7 +520,7 @@ class Detector:
             self.have_alt = self.guess = False
             self.verified = True
             return self.alt_car  # a departure: the level that left was a vehicle no report had told of
-        if self.guess and not self.restored and d >= th_arr and self.rn >= self.settle:
+        if self.guess and self.earthlike and d >= th_arr and self.rn >= self.settle:
             b = self.base
             if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
                 self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,

@@ -211,7 +211,11 @@ def test_reboot_restores_the_car_and_the_baseline_from_a_snapshot():
     car = _plus(EMPTY, (15.0, -20.0, 8.0))
     _drive(det, EMPTY, car)
     _feed(det, car, 60, 25.0, 0.2)
-    assert det.occupied == 1
+    _drive(det, car, EMPTY)
+    _feed(det, EMPTY, 30, 25.0, 0.2)  # the bay came back: no longer a first-boot guess
+    _drive(det, EMPTY, car)
+    _feed(det, car, 60, 25.0, 0.2)
+    assert det.occupied == 1 and det.verified
     again = make_detector(1000)
     again.restore(det.snapshot())
     assert _feed(again, car, 12, 25.0, 0.2) != [] and again.occupied == 1 and again.verified
@@ -317,3 +321,17 @@ def test_a_leaving_car_s_first_swing_is_not_taken_for_an_excursion_before_its_le
     swing = _plus(small, (9.0, -6.0, 4.0))  # it pulls out: the first samples swing away from its level
     assert _feed(det, swing, 2, 25.0, 0.0) == []
     assert det.occupied == 0
+
+
+def test_a_first_boot_guess_stays_a_guess_across_a_glitch_reboot():
+    det = make_detector(1000)
+    small_car = (36.0, -20.1, -29.2)  # 6 uT from Earth's field: taken for the bay at boot
+    _feed(det, small_car, 40, 25.0, 0.2)
+    assert det.guess
+    again = make_detector(1000)
+    again.restore(det.snapshot())  # a watchdog reboot before the car has left
+    _feed(again, small_car, 12, 25.0, 0.2)
+    assert again.state == VACANT and again.guess and not again.verified
+    _drive(again, small_car, EMPTY)
+    assert [o for _, o in _feed(again, EMPTY, 60, 25.0, 0.2)] == [0]  # still given up for the Earth-like level
+    assert abs(again.base[0] - EMPTY[0]) < 0.5
