@@ -78,10 +78,10 @@ widths of their mean (single spikes are ignored). A judgement needs
   The misfit rule that gives up a baseline for a more Earth-like level
   (by `MISFIT_MARGIN`) is for first-boot guesses only.
 
-RAM: ~70 numbers in attributes, no lists; `update` allocates no containers
+RAM: ~75 numbers in attributes, no lists; `update` allocates no containers
 (MicroPython boxes floats). Measured under the WebAssembly MicroPython 1.27
-(tests/firmware/test_build_and_micropython.py): 1424 bytes held after gc.collect(),
-136-344 us per sample on a 2-core machine at a load average of 8-9 (60-75 us when quiet) and
+(tests/firmware/test_build_and_micropython.py): 1504 bytes held after gc.collect(),
+56-105 us per sample on a 2-core machine at a load average of 1-2 (136-344 us at 8-9) and
 ~2.0 KB of short-lived floats per sample.
 """
 
