@@ -24,7 +24,9 @@ widths of their mean (single spikes are ignored). A judgement needs
   `slow` samples when the vehicle drove over the sensor to park: the
   excursion before it reached 1.3 times the level and 1.5 times the largest
   excursion lately that left nothing standing (traffic, neighbours), at
-  least 2.5 and at most 5 uT. The car's signature is
+  least 2.5 and at most 5 uT. Only samples beyond the standing level's own
+  spread (3 noise widths) count in that excursion, and the rule is not judged
+  on a sample leaving the level. The car's signature is
   that settled level, never a sample from the manoeuvre.
 - departure: a settled level back within `th_dep` of the baseline predicted
   for the current temperature (th_dep scales with the car's signature and is
@@ -141,6 +143,8 @@ class Detector:
         self.gone_peak = CAME_OVER_PEAK / 1.5  # the largest excursion lately that left no vehicle on the bay
         self.nb_level = 0.0  # the largest step a neighbour's vehicle or the lane left standing at this sensor
         self.exc_level = 0.0
+        self.lvl_d = 0.0  # the deviation of the level last judged while vacant
+        self.peak_gap = 0.8  # how far beyond it a sample is part of an excursion, not of the level's noise
         self.nb_q = -1  # the standing level last weighed as a neighbour's
         self.temp = 25.0
         self.age = 0  # samples since the empty bay was last seen
@@ -339,8 +343,8 @@ class Detector:
                     self.away_n = self.n
                 if d2 > self._th_exc():
                     self.exc_len += 1
-                    if d2 > self.exc_peak:
-                        self.exc_peak = d2
+                    if d2 > self.exc_peak and d2 > self.lvl_d + self.peak_gap:
+                        self.exc_peak = d2  # beyond the standing level's own spread: the manoeuvre
         if not self._run(x, y, z):
             return False
         if self.state == LEARNING:
@@ -494,6 +498,8 @@ class Detector:
 
     def _vacant(self) -> bool:
         d = self._level_dev()
+        self.lvl_d = d
+        self.peak_gap = max(0.8, 3.0 * self.noise)
         th_arr = self._th_arr()
         if d < self._th_base(th_arr):
             a = self.alpha * 0.1
