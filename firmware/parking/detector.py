@@ -82,9 +82,9 @@ widths of their mean (single spikes are ignored). A judgement needs
 
 RAM: ~75 numbers in attributes, no lists; `update` allocates no containers
 (MicroPython boxes floats). Measured under the WebAssembly MicroPython 1.27
-(tests/firmware/test_build_and_micropython.py): 1504 bytes held after gc.collect(),
-56-105 us per sample on a 2-core machine at a load average of 1-2 (136-344 us at 8-9) and
-~2.0 KB of short-lived floats per sample.
+(tests/firmware/test_build_and_micropython.py): 1536 bytes held after gc.collect(),
+56-97 us per sample on a 2-core machine at a load average of 1.3-1.8 (136-344 us at 8-9) and
+~2.1 KB of short-lived floats per sample.
 """
 
 import math
