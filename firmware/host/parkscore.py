@@ -2,8 +2,9 @@
 
 CPython only. Runs the detector the way `parking/app.py` does (one update per
 good sample, `skip()` for a failed read, a new detector at every boot that
-restores the snapshot the app would have saved: at boot, at every change and
-at every heartbeat) and compares what it reports with the trace's truth.
+restores the snapshot the app would have saved: at boot, at every change,
+when the detector re-decides the empty bay (`save_due`) and at every
+heartbeat) and compares what it reports with the trace's truth.
 
 Definitions (stated once, used by the tests and the table):
 - a true event (arrival or departure of the bay's own vehicle) is detected
@@ -96,8 +97,11 @@ def run_trace(tr: streettraces.Trace, factory: Callable[[], Detector]) -> tuple[
                 saved = None
         if tr.ok[i]:
             learning = det.state == LEARNING
-            if det.update(tr.x[i], tr.y[i], tr.z[i], tr.temp[i]):
+            changed = det.update(tr.x[i], tr.y[i], tr.z[i], tr.temp[i])
+            if changed or det.save_due:
                 saved = det.snapshot()
+                det.save_due = False
+            if changed:
                 if not learning or reported not in (-1, det.occupied):
                     reports.append((i, det.occupied))
                 reported = det.occupied
@@ -109,23 +113,34 @@ def run_trace(tr: streettraces.Trace, factory: Callable[[], Detector]) -> tuple[
     return reports, state
 
 
-def score_trace(tr: streettraces.Trace, factory: Callable[[], Detector]) -> Score:
-    reports, state = run_trace(tr, factory)
-    truth = tr.events()
+def match(tr: streettraces.Trace, reports: list[tuple[int, int]]) -> tuple[list[bool], list[tuple[int, int]]]:
+    """Which reports match a true event (greedy, in time order), and the true events left unmatched."""
     used = [False] * len(reports)
-    matched = 0
+    missed: list[tuple[int, int]] = []
     j0 = 0
-    for t, s in truth:
+    for t, s in tr.events():
         while j0 < len(reports) and reports[j0][0] < t - EARLY_S:
             j0 += 1
         for j in range(j0, len(reports)):
             idx, st = reports[j]
             if idx > t + LATE_S:
+                missed.append((t, s))
                 break
             if not used[j] and st == s:
                 used[j] = True
-                matched += 1
                 break
+        else:
+            missed.append((t, s))
+    return used, missed
+
+
+def score_trace(tr: streettraces.Trace, factory: Callable[[], Detector]) -> Score:
+    return score_reports(tr, *run_trace(tr, factory))
+
+
+def score_reports(tr: streettraces.Trace, reports: list[tuple[int, int]], state: bytearray) -> Score:
+    truth = tr.events()
+    used, missed = match(tr, reports)
     flaps = 0
     for j in range(len(reports) - 1):
         if not used[j] and reports[j + 1][0] - reports[j][0] <= FLAP_S and reports[j + 1][1] != reports[j][1]:
@@ -140,6 +155,7 @@ def score_trace(tr: streettraces.Trace, factory: Callable[[], Detector]) -> Scor
             judged += 1
             if state[i] == tr.truth[i]:
                 agree += 1
+    matched = len(truth) - len(missed)
     return Score(tr.family, 1, tr.n / streettraces.DAY_S, len(truth), len(reports), matched, flaps, agree, judged)
 
 
@@ -174,9 +190,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1000, help="first seed of the set")
     ap.add_argument("--per-family", type=int, default=2)
+    ap.add_argument("--misses", action="store_true", help="list each trace's missed events and false reports")
     args = ap.parse_args()
     t0 = time.monotonic()
-    scores = score_set(streettraces.seed_set(args.seed, args.per_family), default_detector)
+    scores: dict[str, Score] = {}
+    for tr in streettraces.seed_set(args.seed, args.per_family):
+        reports, state = run_trace(tr, default_detector)
+        s = score_reports(tr, reports, state)
+        scores.setdefault(tr.family, Score(tr.family)).add(s)
+        if args.misses:
+            used, missed = match(tr, reports)
+            false = [r for r, u in zip(reports, used, strict=True) if not u]
+            if missed or false:
+                print(f"{tr.family} seed {tr.seed}: missed (s, state) {missed}; false reports {false}")
     print(table(scores))
     print(f"({time.monotonic() - t0:.1f} s)")
 

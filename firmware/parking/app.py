@@ -5,8 +5,8 @@ detector. A change of occupancy is published at once (`ev: change`); a
 `heartbeat` with battery, temperature and baseline goes out every
 `heartbeat_every_s`; `boot` once the detector has decided the state. The
 detector's snapshot (baseline, its temperature model, occupancy and the car's
-signature: 11 numbers) is saved on flash when it is decided, at every change
-and at every heartbeat, so a reboot with a car on the bay still reports it
+signature: 11 numbers) is saved on flash when it is decided, at every change,
+when the detector re-decides which level is the empty bay, and at every heartbeat, so a reboot with a car on the bay still reports it
 correctly. A failing read is logged and counted as a skipped second.
 
 The retained status gains what the detector knows (the gateway keeps unknown
@@ -134,8 +134,11 @@ class ParkingSensor:
             (x, y, z), self.temp = got
             self.field = (x * x + y * y + z * z) ** 0.5
             learning = self.detector.state == 0
-            if self.detector.update(x, y, z, self.temp):
+            changed = self.detector.update(x, y, z, self.temp)
+            if changed or self.detector.save_due:  # a baseline re-decided without a change must survive a reboot
+                self.detector.save_due = False
                 self._save_baseline()
+            if changed:
                 if learning:
                     log("baseline_learnt", occupied=self.detector.occupied)
                 else:

@@ -22,7 +22,11 @@ widths of their mean (single spikes are ignored). A judgement needs
   so 1 m scooter bays ask more than kerb-side car bays. A level below
   `th_arr` (down to a few widths of the level's own error) still counts after
   `slow` samples when the vehicle drove over the sensor to park: the
-  excursion before it reached 1.3 times the level. The car's signature is
+  excursion before it reached 1.3 times the level and 1.5 times the largest
+  excursion lately that left nothing standing (traffic, neighbours), at
+  least 2.5 and at most 5 uT. Only samples beyond the standing level's own
+  spread (3 noise widths) count in that excursion, and the rule is not judged
+  on a sample leaving the level. The car's signature is
   that settled level, never a sample from the manoeuvre.
 - departure: a settled level back within `th_dep` of the baseline predicted
   for the current temperature (th_dep scales with the car's signature and is
@@ -48,10 +52,24 @@ widths of their mean (single spikes are ignored). A judgement needs
   guess, settled by which level recurs: a car's signature never comes back
   (another car, another position), the empty bay does. So a level given up
   is kept (`ox, oy, oz`): should it come back, it was the bay, and the one
-  between was a car (no report: the state is already right). A third level
-  while the first-boot baseline is still a guess means the guess was a car.
-  The same holds for a level taken as the new empty bay after `stuck`
-  samples.
+  between was a car. The state is already vacant then, but that car's
+  departure was never told: it is published (a change report to vacant), as
+  is the departure of a guessed bay given up for a more Earth-like level.
+  Without a baseline, a departure needs a level more Earth-like than the car
+  that moved the field by at least half the car's misfit (a car leaving takes
+  its whole field away; a neighbour parking beside it moves the level by a
+  few uT). A third level while the first-boot baseline is still a guess means
+  the guess was a car, unless that level is much nearer the guessed bay than
+  the car and the guess looks like Earth's field while the car does not: then
+  the car left and a neighbour's vehicle stands beside the bay. The same
+  recurrence holds for a level taken as the new empty bay after `stuck`
+  samples, but its return is no event (a neighbour left, or drift).
+- whenever the empty bay is re-decided without a report, `save_due` asks the
+  app to save the snapshot at once, so a reboot does not restore a baseline
+  the detector has given up.
+- a first-boot guess survives a glitch reboot as a guess (the snapshot's
+  occupied flag carries +2 while it stands): a restored level that matches it
+  does not verify it, so the misfit and third-level rules still apply.
 - boot with a saved state (`restore`): the first settled level is compared
   with the saved baseline and car; a jump while the bay was empty is an
   offset step (maintenance: a technician works on an empty bay), not a car,
@@ -62,11 +80,11 @@ widths of their mean (single spikes are ignored). A judgement needs
   The misfit rule that gives up a baseline for a more Earth-like level
   (by `MISFIT_MARGIN`) is for first-boot guesses only.
 
-RAM: ~70 numbers in attributes, no lists; `update` allocates no containers
+RAM: ~75 numbers in attributes, no lists; `update` allocates no containers
 (MicroPython boxes floats). Measured under the WebAssembly MicroPython 1.27
-(tests/firmware/test_build_and_micropython.py): 1424 bytes held after gc.collect(),
-136-344 us per sample on a 2-core machine at a load average of 8-9 (60-75 us when quiet) and
-~2.0 KB of short-lived floats per sample.
+(tests/firmware/test_build_and_micropython.py): 1536 bytes held after gc.collect(),
+56-97 us per sample on a 2-core machine at a load average of 1.3-1.8 (136-344 us at 8-9) and
+~2.1 KB of short-lived floats per sample.
 """
 
 import math
@@ -77,7 +95,8 @@ OCCUPIED = 2
 
 WEAK_FLOOR = 1.5
 MISFIT_MARGIN = 4.0
-CAME_OVER_PEAK = 5.0  # uT: the least excursion of a vehicle that drove over the sensor to park
+CAME_OVER_PEAK = 5.0  # uT: an excursion this large is a vehicle that drove over the sensor to park
+CAME_OVER_MIN = 2.5  # uT: the least such excursion, in a street whose traffic disturbs this sensor little
 NB_MARGIN = 1.2  # the arrival threshold stands this far above the neighbours' levels seen here
 NB_HOLD = 30  # samples a level must stand to count as a neighbour's (passing traffic is shorter)
 _SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
@@ -121,14 +140,19 @@ class Detector:
         self.earth_z = earth_ut * math.sin(math.radians(earth_incl))
         self.sd = 0.5  # EWMA of the quiet sample-to-sample step (uT)
         self.lane_peak = 0.0
+        self.gone_peak = CAME_OVER_PEAK / 1.5  # the largest excursion lately that left no vehicle on the bay
         self.nb_level = 0.0  # the largest step a neighbour's vehicle or the lane left standing at this sensor
         self.exc_level = 0.0
+        self.lvl_d = 0.0  # the deviation of the level last judged while vacant
+        self.peak_gap = 0.8  # how far beyond it a sample is part of an excursion, not of the level's noise
         self.nb_q = -1  # the standing level last weighed as a neighbour's
         self.temp = 25.0
         self.age = 0  # samples since the empty bay was last seen
         self.deviation = 0.0
         self.saved_occ = -1
+        self.saved_guess = False
         self.n = 0
+        self.save_due = False  # the bay's baseline was re-decided without a report: save the snapshot now
         self.relearn()
 
     # ---- state -------------------------------------------------------------------
@@ -146,9 +170,11 @@ class Detector:
         self.sx = self.sy = self.sz = self.sxt = self.syt = self.szt = 0.0
         self.cx = self.cy = self.cz = 0.0
         self.sig = 0.0
-        self.guess = False  # the baseline is a first-boot guess: a car may stand on it
+        self.guess = False  # the baseline is a guess: a car may stand on it
+        self.earthlike = False  # ... made at a first boot from how Earth-like the level looked (kept across reboots)
         self.ox = self.oy = self.oz = 0.0  # the other candidate for the empty bay (a guess given up)
         self.have_alt = False
+        self.alt_car = False  # on its recurrence, the level between was a vehicle no report told of
         self._reset_run()
         self.start_n = 0
         self.qx = self.qy = self.qz = 0.0
@@ -213,9 +239,11 @@ class Detector:
 
     def snapshot(self) -> list[float]:
         """What survives a reboot: anchor, its temperature, the temperature coefficients,
-        the occupied flag and the car's signature (11 numbers)."""
+        the occupied flag (plus 2 while the baseline is still a first-boot guess: a glitch reboot
+        must not turn the guess into a verified bay) and the car's signature (11 numbers)."""
+        flag = float(self.occupied) + (2.0 if (self.guess and self.earthlike) else 0.0)
         return [self.ax, self.ay, self.az, self.at, self.kx, self.ky, self.kz,
-                float(self.occupied), self.cx, self.cy, self.cz]
+                flag, self.cx, self.cy, self.cz]
 
     def restore(self, v: "list[float] | tuple[float, ...]") -> None:
         """Take a snapshot (or a 3-number baseline); the first settled level decides the state."""
@@ -227,9 +255,12 @@ class Detector:
             self.at = float(v[3])
             self.kx, self.ky, self.kz = float(v[4]), float(v[5]), float(v[6])
             self.saved_occ = int(v[7])
+            self.saved_guess = self.saved_occ >= 2
+            self.saved_occ -= 2 if self.saved_guess else 0
             self.cx, self.cy, self.cz = float(v[8]), float(v[9]), float(v[10])
         else:
             self.saved_occ = -1
+            self.saved_guess = False
         self.base_known = True
         self.restored = True
         self.verified = False
@@ -249,6 +280,13 @@ class Detector:
         """The smallest settled level taken for a vehicle that came over the sensor: a few widths of
         the level's own error (a mean of up to 64 samples), never below what neighbours can leave."""
         return max(WEAK_FLOOR, 2.5 * self.noise)
+
+    def _th_came_over(self) -> float:
+        """An excursion this large on the way to a weak level is the bay's own vehicle driving over the
+        sensor: 1.5 times the largest excursion lately that went back to the baseline (traffic, neighbours'
+        manoeuvres; it starts at CAME_OVER_PEAK and decays over a day), within CAME_OVER_MIN..CAME_OVER_PEAK,
+        so a 2 uT car in a quiet street is not taken into the baseline for the day it stands."""
+        return _clamp(1.5 * self.gone_peak, CAME_OVER_MIN, CAME_OVER_PEAK)
 
     def _th_base(self, th_arr: float) -> float:
         """A settled level this near the baseline is the empty bay (and moves the baseline a little):
@@ -290,6 +328,7 @@ class Detector:
         self.have_prev = True
         self.lane_peak *= 0.999992  # half-life ~1 day
         self.nb_level *= 0.999992
+        self.gone_peak *= 0.999992
         if self.base_known:
             dt = self.temp - self.at
             dx = x - self.ax - self.kx * dt
@@ -304,8 +343,8 @@ class Detector:
                     self.away_n = self.n
                 if d2 > self._th_exc():
                     self.exc_len += 1
-                    if d2 > self.exc_peak:
-                        self.exc_peak = d2
+                    if d2 > self.exc_peak and d2 > self.lvl_d + self.peak_gap:
+                        self.exc_peak = d2  # beyond the standing level's own spread: the manoeuvre
         if not self._run(x, y, z):
             return False
         if self.state == LEARNING:
@@ -370,6 +409,7 @@ class Detector:
         self.base_known = True
         self.age = 0
         self.stuck = 0
+        self.save_due = True
 
     def _car_here(self) -> None:
         self.cx, self.cy, self.cz = self.mx, self.my, self.mz
@@ -382,21 +422,24 @@ class Detector:
                 self._car_here()
                 self.ox, self.oy, self.oz = self.mx, self.my, self.mz  # (or an offset that large: should
                 self.have_alt = True  # the field come back here after another level, it is the bay)
+                self.alt_car = True
             else:
                 self.state = VACANT
                 self._anchor_here()
-                self.guess = True
+                self.guess = self.earthlike = True
             return True
         d = self._level_dev()
         if d < max(2.5, self._th_arr() * 0.5):
             self.state = VACANT
-            self.verified = True
+            self.verified = not self.saved_guess
+            self.guess = self.earthlike = self.saved_guess  # a first boot's guess stays one
             self.age = 0
             return True
         if self.saved_occ == 1:
             sig = self._dev_of(self.cx, self.cy, self.cz)
-            if self._from_car() < max(3.0, 0.3 * sig):
+            if self._from_car() < max(3.0, 0.3 * sig) and not self.saved_guess:
                 self.verified = True
+            self.guess = self.earthlike = self.saved_guess
             self.state = OCCUPIED
             self._car_here()
             return True
@@ -409,6 +452,7 @@ class Detector:
         # empty; should the old baseline recur, a small car stood there at boot and has left
         self.ox, self.oy, self.oz = self.base
         self.have_alt = True
+        self.alt_car = True
         self.state = VACANT
         self._anchor_here()
         self.verified = False
@@ -454,6 +498,8 @@ class Detector:
 
     def _vacant(self) -> bool:
         d = self._level_dev()
+        self.lvl_d = d
+        self.peak_gap = max(0.8, 3.0 * self.noise)
         th_arr = self._th_arr()
         if d < self._th_base(th_arr):
             a = self.alpha * 0.1
@@ -467,6 +513,8 @@ class Detector:
             if self.bad == 0:  # back on the baseline (not just a spike in a quiet run)
                 if 0 < self.exc_len < 150 and self.exc_peak > self.lane_peak:
                     self.lane_peak = self.exc_peak
+                if self.exc_peak > self.gone_peak:  # passing traffic or a neighbour's manoeuvre
+                    self.gone_peak = self.exc_peak
                 if self.exc_level > self.nb_level:
                     self.nb_level = self.exc_level
                 self.exc_level = 0.0
@@ -477,19 +525,22 @@ class Detector:
             self._anchor_here()  # the level given up recurs: it was the empty bay, the one between was a car
             self.have_alt = self.guess = False
             self.verified = True
-            return False
-        if self.guess and not self.restored and d >= th_arr and self.rn >= self.settle:
+            return self.alt_car  # a departure: the level that left was a vehicle no report had told of
+        if self.guess and self.earthlike and d >= th_arr and self.rn >= self.settle:
             b = self.base
             if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
                 self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,
                 self.have_alt = True  # but keep the old level: should it recur, it was the bay after all
+                self.alt_car = True
                 self.guess = False  # (the recurrence of the old level now settles the question)
                 self._anchor_here()
                 self.verified = True
-                return False
+                return True  # a departure of the car the boot took for the empty bay
         if self.held >= NB_HOLD and d > self.exc_level:
             self.exc_level = d  # a standing level: should the field go back to the baseline, a neighbour's
-        if self.held >= self.slow and d >= self._th_weak() and self.exc_peak >= max(CAME_OVER_PEAK, 1.3 * d):
+        if (self.held >= self.slow and self.bad == 0 and d >= self._th_weak()
+                and self.exc_peak >= max(self._th_came_over(), 1.3 * d)):
+            # (not judged on a sample leaving the level: a leaving car's first swing is no excursion before it)
             th_arr = d  # weak, but it came over the sensor on its way in: the bay's own vehicle
         away = self.n - self.away_n  # a vehicle's level may shift as neighbours come and go beside it
         if d >= th_arr and (self.held >= self.slow or (away >= self.slow and self.held >= NB_HOLD)
@@ -506,6 +557,7 @@ class Detector:
             if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level,
                 self.ox, self.oy, self.oz = self.base  # but should the old one recur, a car had stood there
                 self.have_alt = True
+                self.alt_car = False  # its return is the neighbour leaving or drift undone: no event
                 self._anchor_here()
                 self.exc_level = 0.0
                 self.verified = False
@@ -527,10 +579,14 @@ class Detector:
                 self._depart()  # the first level came back after another: it was the empty bay
                 return True
             if self.held >= 30 and dc >= self._th_arr():
-                if self._misfit(self.mx, self.my, self.mz) + 3.0 < self._misfit(self.cx, self.cy, self.cz):
+                mc = self._misfit(self.cx, self.cy, self.cz)
+                # the car leaving moves the field by about its misfit (the bay's own is the offset's, small);
+                # a neighbour parking beside it moves the level by a few uT, less Earth-like or not
+                if self._misfit(self.mx, self.my, self.mz) + 3.0 < mc and dc >= 0.5 * mc:
                     self._depart()
                     self.ox, self.oy, self.oz = self.cx, self.cy, self.cz  # should the first level recur,
                     self.have_alt = True  # it was the empty bay after all (an unusual installation offset)
+                    self.alt_car = True
                     self.verified = False
                     return True
                 if self.held >= self.move:
@@ -555,9 +611,17 @@ class Detector:
         if self.held < self.slow:
             return False
         if self.guess and d >= self._th_arr():
+            b = self.base
+            if d < 0.5 * sig and dc > 0.5 * sig and (
+                self._misfit(b[0], b[1], b[2]) + MISFIT_MARGIN < self._misfit(self.cx, self.cy, self.cz)
+            ):
+                # much nearer the guessed bay than the car, and the guess looks like Earth's field and the
+                # car does not: the car left and a neighbour's vehicle stands beside the bay (its step stays)
+                return self._depart()
             # a third level while the first-boot baseline is a guess: the bay never went back to it, so the
             # guess was a car, the level taken for a car was the empty bay, and this is the next vehicle
             self.ax, self.ay, self.az, self.at = self.cx, self.cy, self.cz, self.temp
+            self.save_due = True
             self.guess = False
             self.verified = True
             self._car_here()
@@ -572,6 +636,7 @@ class Detector:
                 return self._depart()
             if mc < mb and mc < ml:
                 self.ax, self.ay, self.az, self.at = self.cx, self.cy, self.cz, self.temp
+                self.save_due = True
                 self.verified = True
                 self._car_here()
                 return False

@@ -292,6 +292,18 @@ def test_parking_status_reports_baseline_age_confidence_and_relearning(tmp_path:
     assert last["relearn"] is True  # learnt at first boot: unconfirmed until a car has come and gone
 
 
+def test_parking_saves_the_snapshot_when_the_detector_re_decides_the_bay_without_a_change(
+    tmp_path: Path, lines: list[str]
+) -> None:
+    app, device = _parking(tmp_path, [EMPTY] * 12)
+    run_loop(device, app, lambda ms: None, max_cycles=10)
+    saved = tmp_path / "baseline.json"
+    saved.unlink()
+    app.detector.save_due = True  # as after a first-boot guess given up while the state stays
+    run_loop(device, app, lambda ms: None, max_cycles=11)  # one more sample, no change of state
+    assert saved.exists() and not app.detector.save_due
+
+
 def test_parking_reboot_with_a_car_on_the_bay_uses_the_saved_baseline(tmp_path: Path, lines: list[str]) -> None:
     app, device = _parking(tmp_path, [EMPTY] * 10)
     run_loop(device, app, lambda ms: None, max_cycles=10)

@@ -165,7 +165,9 @@ def test_a_first_boot_on_a_car_that_looks_like_earth_is_corrected_when_a_third_l
     assert [o for _, o in _feed(det, EMPTY, 60, 25.0, 0.2)] == [1]  # taken for an arrival: cannot be told yet
     other = _plus(EMPTY, (10.0, -12.0, 5.0))
     _drive(det, EMPTY, other)
+    det.save_due = False
     assert _feed(det, other, 200, 25.0, 0.2) == []  # the bay never went back to the guess: it was a car
+    assert det.save_due  # re-decided without a report: the app saves the snapshot at once
     assert det.occupied == 1 and det.verified and abs(det.base[1] - EMPTY[1]) < 0.5
     _drive(det, other, EMPTY)
     assert [o for _, o in _feed(det, EMPTY, 30, 25.0, 0.2)] == [0]
@@ -209,7 +211,11 @@ def test_reboot_restores_the_car_and_the_baseline_from_a_snapshot():
     car = _plus(EMPTY, (15.0, -20.0, 8.0))
     _drive(det, EMPTY, car)
     _feed(det, car, 60, 25.0, 0.2)
-    assert det.occupied == 1
+    _drive(det, car, EMPTY)
+    _feed(det, EMPTY, 30, 25.0, 0.2)  # the bay came back: no longer a first-boot guess
+    _drive(det, EMPTY, car)
+    _feed(det, car, 60, 25.0, 0.2)
+    assert det.occupied == 1 and det.verified
     again = make_detector(1000)
     again.restore(det.snapshot())
     assert _feed(again, car, 12, 25.0, 0.2) != [] and again.occupied == 1 and again.verified
@@ -261,3 +267,71 @@ def test_a_first_level_taken_for_a_car_is_the_bay_when_the_field_comes_back_to_i
     _drive(det, car, shifted)
     assert [o for _, o in _feed(det, shifted, 60, 25.0, 0.2)] == [0]
     assert det.base_known and abs(det.base[0] - shifted[0]) < 0.5
+
+
+def test_a_neighbour_step_left_after_the_first_stay_on_a_guessed_bay_is_a_departure_not_a_third_level():
+    det = make_detector(1000)
+    _feed(det, EMPTY, 40, 25.0, 0.2)
+    assert det.state == VACANT and det.guess
+    car = _plus(EMPTY, (25.0, 30.0, -20.0))  # unlike Earth's field
+    _drive(det, EMPTY, car)
+    assert [o for _, o in _feed(det, car, 60, 25.0, 0.2)] == [1]
+    left = _plus(EMPTY, (5.0, -4.0, 2.0))  # the car left; a neighbour's vehicle beside the bay leaves 6.7 uT
+    _drive(det, car, left)
+    assert [o for _, o in _feed(det, left, 200, 25.0, 0.2)] == [0]
+    assert abs(det.base[0] - left[0]) < 0.5  # (the neighbour's level, until the bay's own comes back)
+
+
+def test_a_first_boot_guess_given_up_for_a_more_earth_like_level_is_published_as_the_car_s_departure():
+    det = make_detector(1000)
+    small_car = (36.0, -20.1, -29.2)  # 6 uT from Earth's field: taken for the bay at boot
+    _feed(det, small_car, 40, 25.0, 0.2)
+    assert det.state == VACANT and det.guess
+    _drive(det, small_car, EMPTY)
+    assert [o for _, o in _feed(det, EMPTY, 60, 25.0, 0.2)] == [0]  # it left: the change the boot missed
+    assert det.verified and abs(det.base[0] - EMPTY[0]) < 0.5
+
+
+def test_without_a_baseline_a_neighbour_moving_the_car_s_level_a_little_is_no_departure():
+    det = make_detector(1000)
+    car = _plus(EMPTY, (25.0, 30.0, 20.0))  # far from Earth's field: a car on the new sensor
+    _feed(det, car, 40, 25.0, 0.2)
+    assert det.occupied == 1 and not det.base_known
+    moved = _plus(car, (-3.0, -3.5, -2.0))  # 5 uT nearer Earth's field: a neighbour parked beside it
+    _drive(det, car, moved)
+    assert _feed(det, moved, 400, 25.0, 0.2) == []
+    _drive(det, moved, EMPTY)
+    assert [o for _, o in _feed(det, EMPTY, 60, 25.0, 0.2)] == [0]
+
+
+def test_a_small_car_with_a_small_excursion_counts_where_traffic_disturbs_the_sensor_less():
+    small = _plus(EMPTY, (1.5, 1.5, 0.5))  # 2.2 uT parked, its manoeuvre 3.5 uT at the sensor
+    for quiet, expected in ((False, []), (True, [1])):
+        det = _learnt()
+        if quiet:
+            det.gone_peak = 1.0  # lately nothing that went back to the baseline disturbed it by over 1 uT
+        assert _feed(det, _plus(EMPTY, (2.5, 2.5, 0.0)), 10, 25.0, 0.2) == []
+        assert [o for _, o in _feed(det, small, 150, 25.0, 0.2)] == expected
+
+
+def test_a_leaving_car_s_first_swing_is_not_taken_for_an_excursion_before_its_level():
+    det = _learnt()
+    small = _plus(EMPTY, (3.0, 3.0, 1.0))  # 4.4 uT: under the arrival threshold, it came in without an excursion
+    assert _feed(det, small, 300, 25.0, 0.2) == []
+    swing = _plus(small, (9.0, -6.0, 4.0))  # it pulls out: the first samples swing away from its level
+    assert _feed(det, swing, 2, 25.0, 0.0) == []
+    assert det.occupied == 0
+
+
+def test_a_first_boot_guess_stays_a_guess_across_a_glitch_reboot():
+    det = make_detector(1000)
+    small_car = (36.0, -20.1, -29.2)  # 6 uT from Earth's field: taken for the bay at boot
+    _feed(det, small_car, 40, 25.0, 0.2)
+    assert det.guess
+    again = make_detector(1000)
+    again.restore(det.snapshot())  # a watchdog reboot before the car has left
+    _feed(again, small_car, 12, 25.0, 0.2)
+    assert again.state == VACANT and again.guess and not again.verified
+    _drive(again, small_car, EMPTY)
+    assert [o for _, o in _feed(again, EMPTY, 60, 25.0, 0.2)] == [0]  # still given up for the Earth-like level
+    assert abs(again.base[0] - EMPTY[0]) < 0.5

@@ -1,16 +1,16 @@
 """The parking detector scored on physically modelled street traces it was not tuned on (CPython only).
 
 Seeds: the detector's constants were tuned on seeds 1000-1001, 2000-2001, 7000-7001, 9000-9001,
-11000-11001 and 13000-13001 (`python firmware/host/parkscore.py --seed 1000`; 7000, 9000, 11000 and
-13000 were each held out first and became tuning seeds once their failures were looked at; their
-scores before that are in the branch's report). This file scores HELD_OUT_SEEDS, two traces per
-family (25 trace-days), with the definitions of firmware/host/parkscore.py. They were never tuned on,
-but their per-family table was seen before the last change (issue 18, second pass), so they are a
-regression set now; the untouched held-out figures (seeds 17000-17003, scored once) are in
-firmware/README.md. The file asserts the issue's targets (99 % recall and precision, 99.5 %
-occupied time, no flapping) in every family that meets them here. The families that do not yet meet
-them are named in BELOW_TARGET with the floor they hold (what they reach on these seeds, less a small
-margin): the gap is stated, not hidden.
+11000-11001 and 13000-13001 (`python firmware/host/parkscore.py --seed 1000 --misses`; 7000, 9000,
+11000 and 13000 were each held out first and became tuning seeds once their failures were looked
+at). This file scores HELD_OUT_SEEDS, two traces per family (25 trace-days), with the definitions of
+firmware/host/parkscore.py. They were never tuned on at first, but their table was seen in issue 18's
+second pass and their failures were looked at in the third, so they are a regression set now (as are
+17000-17003, the second pass's held-out set); the untouched held-out figures (seeds 21000-21003,
+scored once) are in firmware/README.md. The file asserts the issue's targets (99 % recall and
+precision, 99.5 % occupied time, no flapping) in every family that meets them here. The families
+that do not yet meet them are named in BELOW_TARGET with the floor they hold (what they reach on
+these seeds, less a small margin): the gap is stated, not hidden.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ TARGET = (99.0, 99.0, 99.5)  # recall %, precision %, occupied-time %
 # family: (recall %, precision %, occupied-time %) floors on the held-out set, below the target
 BELOW_TARGET: dict[str, tuple[float, float, float]] = {
     "scooters": (96.5, 98.0, 98.0),  # 1 m bays: a neighbour's scooter leaves as much field as a small own one
-    # a wipe (first boot) whose Earth-likeness guess is wrong, a car that arrived across a reboot
-    "reboots_maintenance": (90.0, 95.5, 93.5),
+    # a wipe (first boot) on a small car that looks like Earth's field: the bay is guessed wrong until it recurs
+    "reboots_maintenance": (97.5, 97.5, 96.5),
 }
 
 
@@ -115,6 +115,7 @@ def test_score_counts_a_late_report_as_missed_and_a_blip_as_flapping() -> None:
 
         def __init__(self, plan: dict[int, int]) -> None:
             self.plan, self.i, self.state, self.occupied = plan, 0, 1, 0
+            self.save_due = False
 
         def update(self, x: float, y: float, z: float, t: float | None = None) -> bool:
             self.i += 1
