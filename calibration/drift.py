@@ -541,9 +541,10 @@ def _first_change(
 
     steps: list[_Change] = []
     windows = np.lib.stride_tricks.sliding_window_view
+    shift = z * scale  # unclipped: a step's size is the median of what the hours moved
     for n in _window_lengths(2, min(cfg.step_hours, hours.size)):
         median_z = np.median(windows(z, n), axis=1)
-        median_shift = np.median(windows(z * scale, n), axis=1)
+        median_shift = np.median(windows(shift, n), axis=1)
         in_base = median_z[: max(0, in_baseline - n + 1)]
         spread = MAD_TO_SIGMA * float(np.median(np.abs(in_base - np.median(in_base)))) if in_base.size >= 2 * n else 0.0
         steps += first("step", median_z / max(base.window_sd(n), spread), median_shift, n, cfg.step_threshold,

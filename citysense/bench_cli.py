@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -116,13 +116,20 @@ def import_history(
     """`citysense import` of a co-location CSV (fresh, again, overlapping) beside a raw COPY of the same
     rows, and a year of a reference station's hourly MOENV file; readings/s and CPU per reading."""
     from citysense.logging_setup import setup_logging  # noqa: PLC0415
+
+    setup_logging("WARNING")
+    _import_bench(boxes, days, csv, out)
+
+
+def _import_bench(boxes: int, days: int, csv: Path | None, out: Path | None) -> dict[str, Any]:
+    """The import bench run, its table shown and its JSON written (`bench import` and `bench all`)."""
     from devtools.bench.import_run import default_csv, run_import_bench  # noqa: PLC0415
     from devtools.bench.report import import_table, show, write_json  # noqa: PLC0415
 
-    setup_logging("WARNING")
     results = run_import_bench(csv or default_csv(boxes, days), boxes, days)
     show(import_table(results))
     typer.echo(f"results: {write_json(results, 'import', out)}")
+    return results
 
 
 @app.command()
@@ -182,9 +189,8 @@ def all_benches(
     from citysense.logging_setup import setup_logging  # noqa: PLC0415
     from devtools.bench.api_run import ApiBench, ApiOptions  # noqa: PLC0415
     from devtools.bench.backfill_run import BackfillOptions, run_backfill  # noqa: PLC0415
-    from devtools.bench.import_run import default_csv, run_import_bench  # noqa: PLC0415
     from devtools.bench.ingest_run import IngestBench, IngestOptions  # noqa: PLC0415
-    from devtools.bench.report import api_table, import_table, ingest_table, show, write_json  # noqa: PLC0415
+    from devtools.bench.report import api_table, ingest_table, show, write_json  # noqa: PLC0415
     from devtools.bench.summary import (  # noqa: PLC0415
         api_rows,
         backfill_rows,
@@ -201,9 +207,7 @@ def all_benches(
     typer.echo(f"results: {write_json(ingest_results, 'ingest', out)}")
     backfill_results = run_backfill(BackfillOptions())
     typer.echo(f"results: {write_json(backfill_results, 'backfill', out)}")
-    import_results = run_import_bench(default_csv(8, 60), 8, 60)
-    show(import_table(import_results))
-    typer.echo(f"results: {write_json(import_results, 'import', out)}")
+    import_results = _import_bench(8, 60, None, out)
     api_results = ApiBench(ApiOptions()).run()
     show(api_table(api_results))
     typer.echo(f"results: {write_json(api_results, 'api', out)}")

@@ -216,30 +216,29 @@ def count(database_url: str, sql: str, *args: object) -> int:
         return int(row[0]) if row else 0
 
 
-def write_batches(url: str, *batches: list[ReadingRow]) -> None:
-    """Write each list of reading rows as one batch, through the batch writer production uses."""
-    async def run() -> None:
-        writer = BatchWriter(url)
-        for readings in batches:
-            await writer.write(Batch(readings=readings))
-        await writer.close()
-
-    asyncio.run(run())
-
-
-def write_status(url: str, kind: str, device_id: str, doc: Mapping[str, object]) -> None:
-    """One status message through the gateway's decoder and the batch writer production uses,
-    committed on return; in a thread of its own, so async tests may call it too."""
-    decoded = decode_status(f"citysense/v1/{kind}/{device_id}/status", orjson.dumps(dict(doc)), time.time())
-    assert decoded.status is not None
-    status = decoded.status
-
+def write_batch(url: str, *batches: Batch) -> None:
+    """Write each batch through the batch writer production uses, all committed on return; in a
+    thread of its own, so async tests (and Playwright's sync API, which keeps a loop running) may
+    call it too."""
     async def run() -> None:
         writer = BatchWriter(url)
         try:
-            await writer.write(Batch(statuses=[StatusRow(device_id, time.time(), status)]))
+            for batch in batches:
+                await writer.write(batch)
         finally:
             await writer.close()
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(asyncio.run, run()).result()
+
+
+def write_batches(url: str, *batches: list[ReadingRow]) -> None:
+    """Write each list of reading rows as one batch (write_batch)."""
+    write_batch(url, *(Batch(readings=readings) for readings in batches))
+
+
+def write_status(url: str, kind: str, device_id: str, doc: Mapping[str, object]) -> None:
+    """One status message through the gateway's decoder and the batch writer (write_batch)."""
+    decoded = decode_status(f"citysense/v1/{kind}/{device_id}/status", orjson.dumps(dict(doc)), time.time())
+    assert decoded.status is not None
+    write_batch(url, Batch(statuses=[StatusRow(device_id, time.time(), decoded.status)]))

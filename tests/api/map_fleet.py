@@ -4,18 +4,17 @@ parking events through ingest.batch_writer.BatchWriter, the gateway's writer."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from contracts.records import ParkingRow, ReadingRow
 from devtools.simulator.air_model import AirBox
 from devtools.simulator.fleet import ParkingSpot
 from devtools.simulator.publisher import register_fleet
-from ingest.batch_writer import Batch, BatchWriter, StatusRow
+from ingest.batch_writer import Batch, StatusRow
+from tests.conftest import write_batch
 
 HOURS_OF_HISTORY = 13
 """More than the 12 complete hours the real-time rules read, so every box has an index."""
@@ -72,27 +71,12 @@ def seed_fleet(database_url: str, fleet: Fleet, *, every_min: int = 30) -> None:
          "change", 0)
         for i, s in enumerate(fleet.spots)
     ]
-    _write(database_url, Batch(readings=readings, statuses=statuses, parking=parking))
+    write_batch(database_url, Batch(readings=readings, statuses=statuses, parking=parking))
 
 
 def write_reading(database_url: str, device_id: str, value: float) -> float:
     """One new calibrated PM2.5 reading of `device_id` now, through the batch writer, committed on return;
     the time the write began (Unix ms), so a latency measured from it is never an underestimate."""
     began = time.time()
-    _write(database_url, Batch(readings=[(began, device_id, "pm25", value * 1.5, value, 0, None)]))
+    write_batch(database_url, Batch(readings=[(began, device_id, "pm25", value * 1.5, value, 0, None)]))
     return began * 1000
-
-
-def _write(database_url: str, batch: Batch) -> None:
-    """One batch, committed on return; in a thread of its own, since Playwright's sync API keeps
-    an event loop running in the test's thread."""
-
-    async def write() -> None:
-        writer = BatchWriter(database_url)
-        try:
-            await writer.write(batch)
-        finally:
-            await writer.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, write()).result()
