@@ -29,7 +29,7 @@ import psutil
 import psycopg
 
 from contracts.settings import Settings
-from devtools.bench.latency import CommitProbe, summarize
+from devtools.bench.latency import CommitProbe, maintenance_effect, summarize
 from devtools.bench.limits import CountingSubscriber, copy_limit
 from devtools.bench.loadgen import METRICS_PER_MESSAGE, BackgroundLoad, LoadResult, LoadSpec, device_id
 from devtools.bench.naive import NaiveSubscriber
@@ -142,6 +142,7 @@ class IngestBench:
             "latency_ms": asdict(latency),
             "cpu_pct": cpu,
             "errors": result.errors,
+            "server_maintenance": maintenance_effect(samples, probe.maintenance, window_start, window_end),
         }
         if profiler is not None:
             phase["profile"] = profiler.summary()

@@ -101,6 +101,14 @@ def ingest_table(r: dict[str, Any]) -> Table:
         f"\nCPU us per accepted message at full load: {', '.join(f'{k} {_n(v, 1)}' for k, v in budget.items())}"
         + peer_note
     )
+    half = r["gateway_half_rate"].get("server_maintenance")
+    if half:
+        busy, calm = half["latency_while_busy"], half["latency_otherwise"]
+        seen = ", ".join(f"{k} {v} s" for k, v in list(half["seconds_seen"].items())[:4]) or "nothing"
+        table.caption += (
+            f"\nhalf load, server maintenance seen: {seen}; p99 while it ran {_n(busy['p99_ms'], 1)} ms "
+            f"({busy['samples']} rows), otherwise {_n(calm['p99_ms'], 1)} ms ({calm['samples']} rows)"
+        )
     profile = gw.get("profile")
     if profile and profile.get("self"):
         top = ", ".join(f"{e['function']} {e['pct']}%" for e in profile["self"][:6])
