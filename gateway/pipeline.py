@@ -117,11 +117,19 @@ class Pipeline:
         self.batch_max_messages = batch_max_messages
         self.batch_max_delay_s = batch_max_delay_s
         self._handover: asyncio.Queue[Prepared | None] = asyncio.Queue(maxsize=2)
+        self._committer_idle = False  # the committer waits on an empty hand-over queue (see _collect)
         self.committed_messages = 0
 
     # -- batcher -------------------------------------------------------------------------
     async def _collect(self, stop: asyncio.Event) -> list[Inbound]:
-        """Wait for a first message, then up to the deadline or the size bound."""
+        """Wait for a first message, then up to the deadline or the size bound, or until the
+        committer has nothing to do (group commit).
+
+        A committer waiting for work gets the messages at once: a batch then holds what arrived
+        during the previous commit, so below full load a message waits about one commit, not
+        the whole `batch_max_delay_s` (at half load that wait was most of the p99). Under full
+        load the committer always has a batch in hand, so batches still grow to the deadline or
+        the size bound and cost per message is unchanged."""
         while not self.source.queue:
             if stop.is_set():
                 return []
@@ -129,6 +137,8 @@ class Pipeline:
         deadline = time.monotonic() + self.batch_max_delay_s
         messages = self.source.take(self.batch_max_messages)
         while len(messages) < self.batch_max_messages and not stop.is_set():
+            if self._committer_idle:
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -287,7 +297,9 @@ class Pipeline:
     # -- committer -------------------------------------------------------------------------
     async def committer(self, hard_stop: asyncio.Event) -> None:
         while True:
+            self._committer_idle = self._handover.empty()
             prepared = await self._handover.get()
+            self._committer_idle = False
             if prepared is None:
                 return
             await self._commit(prepared, hard_stop)
