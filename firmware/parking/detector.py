@@ -19,7 +19,8 @@ widths of their mean (single spikes are ignored). A judgement needs
   disturbance seen recently, so a street with buses asks more; `th_arr`
   rises above the steps that neighbours' vehicles and the lane leave standing
   at this sensor (seen beside a parked car, or as levels that came and went),
-  so 1 m scooter bays ask more than kerb-side car bays. A level below
+  so 1 m scooter bays ask more than kerb-side car bays (up to `th_low` +
+  `NB_ARR_CAP`: their own scooters stand in the same range). A level below
   `th_arr` (down to a few widths of the level's own error) still counts after
   `slow` samples when the vehicle drove over the sensor to park: the
   excursion before it reached 1.3 times the level and 1.5 times the largest
@@ -98,6 +99,7 @@ MISFIT_MARGIN = 4.0
 CAME_OVER_PEAK = 5.0  # uT: an excursion this large is a vehicle that drove over the sensor to park
 CAME_OVER_MIN = 2.5  # uT: the least such excursion, in a street whose traffic disturbs this sensor little
 NB_MARGIN = 1.2  # the arrival threshold stands this far above the neighbours' levels seen here
+NB_ARR_CAP = 1.0  # uT above th_low: the most the neighbours' steps may raise the arrival threshold
 NB_HOLD = 30  # samples a level must stand to count as a neighbour's (passing traffic is shorter)
 _SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
 
@@ -269,8 +271,11 @@ class Detector:
 
     def _th_arr(self) -> float:
         """Arrival threshold for a settled level: a mean of many samples, so the sample noise enters
-        only a little; the floor is what neighbours and lane queues leave."""
-        return _clamp(max(3.0 * self.noise, NB_MARGIN * self.nb_level), self.arr_floor, self.th_low + 2.0)
+        only a little; the floor is what neighbours and lane queues leave. It never rises above
+        th_low + NB_ARR_CAP: in 1 m scooter bays the neighbours' steps overlap the own scooters'
+        levels (3-8 uT), and a higher cap made a 7-8 uT own scooter wait until its level drifted
+        over it (reported minutes late) while sparing few of the neighbours' steps."""
+        return _clamp(max(3.0 * self.noise, NB_MARGIN * self.nb_level), self.arr_floor, self.th_low + NB_ARR_CAP)
 
     def _th_exc(self) -> float:
         """A single sample this far from the baseline is part of an excursion (a vehicle moving near)."""

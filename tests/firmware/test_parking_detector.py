@@ -107,6 +107,13 @@ def test_a_weak_vehicle_counts_after_100_s_away_even_when_a_neighbour_shifts_its
     assert [o for _, o in changes] == [1] and changes[0][0] <= 50  # not another 100 s at the new level
 
 
+def test_a_weak_vehicle_counts_where_neighbours_left_steps_as_large_as_it():
+    det = _learnt()
+    det.nb_level = 7.0  # 1 m scooter bays: neighbours' scooters left 7 uT standing at this sensor
+    changes = _feed(det, _plus(EMPTY, (6.0, 4.0, 2.0)), 200, 25.0, 0.2)  # the own scooter, 7.5 uT
+    assert [c[1] for c in changes] == [1] and 95 <= changes[0][0] <= 130
+
+
 def test_a_jump_across_a_reboot_with_the_bay_saved_empty_is_an_offset_step_even_when_it_looks_unearthly():
     det = _learnt()
     again = make_detector(1000)
