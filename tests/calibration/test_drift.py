@@ -73,3 +73,19 @@ def test_isolated_device_cannot_be_checked() -> None:
 def test_distance() -> None:
     assert distance_km(25.0, 121.5, 25.0, 121.5) == 0.0
     assert 110 < distance_km(25.0, 121.5, 26.0, 121.5) < 112
+
+
+def test_a_box_calibrated_high_is_not_drifting_against_a_reference_when_the_air_gets_dirtier() -> None:
+    # 10 % high at every concentration: under the reference floor (10 µg/m³) a log ratio of 0.036 in
+    # the clean baseline week and 0.08 in the polluted weeks after it; the gain-shaped level expects that
+    # (a level of one number calls it a drift)
+    rng = np.random.default_rng(21)
+    hours = 21 * 24
+    t = np.arange(hours)
+    air = np.where(t < 7 * 24, 6.0, 60.0) + 2 * np.sin(2 * np.pi * t / 24)
+    times = np.datetime64("2025-04-01T00:00:00", "s") + t * np.timedelta64(3600, "s")
+    box = Site("box-0", 25.01, 121.46, HourlySeries(times, 1.10 * air + rng.normal(0, 0.3, hours)))
+    station = Site("moenv-banqiao", 25.01, 121.46, HourlySeries(times, air + rng.normal(0, 0.5, hours)), True)
+    finding = detect_drift([box, station])[0]
+    assert finding.comparator == "reference:moenv-banqiao"
+    assert finding.status == "ok", (finding.test, finding.statistic, finding.trend_statistic)
