@@ -444,6 +444,10 @@ class MqttSession:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.data_ready.wait(), timeout)
 
+    def wake(self) -> None:
+        """End a `wait_for_data` now, data or not (the pipeline's committer, free for a batch)."""
+        self.data_ready.set()
+
     def take(self, limit: int) -> list[Inbound]:
         """Up to `limit` messages off the queue, oldest first; reading resumes below half full."""
         queue = self.queue

@@ -298,6 +298,8 @@ class Pipeline:
     async def committer(self, hard_stop: asyncio.Event) -> None:
         while True:
             self._committer_idle = self._handover.empty()
+            if self._committer_idle:
+                self.source.wake()  # a batcher waiting for more messages hands over what it holds
             prepared = await self._handover.get()
             self._committer_idle = False
             if prepared is None:

@@ -106,7 +106,7 @@ def ingest_table(r: dict[str, Any]) -> Table:
         busy, calm = half["latency_while_busy"], half["latency_otherwise"]
         seen = ", ".join(f"{k} {v} s" for k, v in list(half["seconds_seen"].items())[:4]) or "nothing"
         table.caption += (
-            f"\nhalf load, server maintenance seen: {seen}; p99 while it ran {_n(busy['p99_ms'], 1)} ms "
+            f"\nhalf load, server maintenance seen: {seen}; p99 while a vacuum ran {_n(busy['p99_ms'], 1)} ms "
             f"({busy['samples']} rows), otherwise {_n(calm['p99_ms'], 1)} ms ({calm['samples']} rows)"
         )
     profile = gw.get("profile")

@@ -19,6 +19,13 @@ def test_rows_committed_during_a_vacuum_are_told_apart_from_the_others() -> None
     assert effect["latency_otherwise"]["samples"] == 3 and effect["latency_otherwise"]["max_ms"] == 100.0
 
 
+def test_a_checkpoint_is_reported_but_does_not_make_a_row_busy() -> None:
+    notes: Maintenance = [(100.0 + k * MAINTENANCE_EVERY_S, ("checkpoint",)) for k in range(8)]
+    effect = maintenance_effect([(100.5, 0.2)], notes, 100.0, 102.0)
+    assert effect["seconds_seen"] == {"checkpoint": 8 * MAINTENANCE_EVERY_S}
+    assert effect["busy_share"] == 0.0 and effect["latency_otherwise"]["samples"] == 1
+
+
 def test_no_notes_means_every_row_counts_as_calm() -> None:
     effect = maintenance_effect([(1.0, 0.2)], [], 0.0, 10.0)
     assert effect["busy_share"] is None and effect["seconds_seen"] == {}
