@@ -14,7 +14,9 @@ app = typer.Typer(help="Benchmarks on local servers (loopback only): ingest and 
 @app.command()
 def ingest(
     devices: Annotated[int, typer.Option(min=1, max=100_000, help="Simulated devices")] = 1000,
-    rate: Annotated[float, typer.Option(min=10, max=200_000, help="Offered messages/s (5 readings each)")] = 12_000,
+    rate: Annotated[float, typer.Option(
+        min=10, max=200_000, help="Offered messages/s (5 readings each); above capacity, so full load saturates"
+    )] = 30_000,
     duration: Annotated[float, typer.Option(min=2, max=600, help="Seconds per gateway phase")] = 30.0,
     limit_duration: Annotated[float, typer.Option(min=1, max=120, help="Seconds per limit/baseline phase")] = 10.0,
     publishers: Annotated[int, typer.Option(min=1, max=16, help="Load generator processes")] = 2,

@@ -47,7 +47,10 @@ class Settings(BaseSettings):
     )
     accept_unknown_devices: bool = Field(True, description="Register unknown devices as unregistered (open data)")
     batch_max_messages: int = Field(5000, ge=1, le=100_000, description="Flush a batch at this many messages")
-    batch_max_delay_ms: int = Field(100, ge=1, le=60_000, description="Flush a batch at most this many ms after its first message (sooner when the committer waits)")
+    batch_max_delay_ms: int = Field(
+        100, ge=1, le=60_000, description="Flush a batch at most this many ms after its first message (sooner when "
+        "the committer waits)"
+    )
     queue_max_messages: int = Field(20_000, ge=100, description="Bound of the gateway's in-memory queue")
     gateway_metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port (0 = off)")
     api_host: str = Field("127.0.0.1", description="API bind address")

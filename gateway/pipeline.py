@@ -291,6 +291,7 @@ class Pipeline:
                 telemetry.MESSAGES_RECEIVED.inc(len(messages))
                 telemetry.QUEUE_DEPTH.set(len(self.source.queue))
                 await self._handover.put(await self.prepare(messages))
+                self._committer_idle = False  # it has this batch now, though it may not have run yet
         finally:
             await self._handover.put(None)
 
