@@ -437,7 +437,8 @@ class MqttSession:
 
     # -- receiving ----------------------------------------------------------------------------
     async def wait_for_data(self, timeout: float) -> None:
-        """Return when the queue holds a message, or after `timeout` seconds."""
+        """Return when the queue holds a message, when `wake` is called (the queue may then be
+        empty), or after `timeout` seconds."""
         if self.queue:
             return
         self.data_ready.clear()

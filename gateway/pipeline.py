@@ -301,8 +301,10 @@ class Pipeline:
             self._committer_idle = self._handover.empty()
             if self._committer_idle:
                 self.source.wake()  # a batcher waiting for more messages hands over what it holds
-            prepared = await self._handover.get()
-            self._committer_idle = False
+            try:
+                prepared = await self._handover.get()
+            finally:
+                self._committer_idle = False  # also when cancelled: a gone committer is never idle
             if prepared is None:
                 return
             await self._commit(prepared, hard_stop)
