@@ -32,7 +32,11 @@ widths of their mean (single spikes are ignored). A judgement needs
 - departure: a settled level back within `th_dep` of the baseline predicted
   for the current temperature (th_dep scales with the car's signature and is
   never above half of it), or, after `slow` samples, a level much nearer the
-  baseline than the car (drift the temperature model did not catch).
+  baseline than the car: within half the car's signature of it, or at most half
+  as far from it as from the car (drift the temperature model did not catch, or
+  a small car leaving while a neighbour's vehicle moves the field the other way).
+  The departure saw the empty bay, so the time the field has been away from it
+  starts again there: a queue standing in the lane right after is judged as any.
 - noise: the typical sample-to-sample step when quiet sets the settling
   radius and the excursion threshold. Levels are means of up to 64 samples,
   so they are compared on their own error: the arrival threshold and a
@@ -100,6 +104,7 @@ CAME_OVER_PEAK = 5.0  # uT: an excursion this large is a vehicle that drove over
 CAME_OVER_MIN = 2.5  # uT: the least such excursion, in a street whose traffic disturbs this sensor little
 NB_MARGIN = 1.2  # the arrival threshold stands this far above the neighbours' levels seen here
 NB_ARR_CAP = 1.0  # uT above th_low: the most the neighbours' steps may raise the arrival threshold
+DEP_NEARER = 0.5  # after `slow`: this much nearer the baseline than the car is a departure
 NB_HOLD = 30  # samples a level must stand to count as a neighbour's (passing traffic is shorter)
 _SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
 
@@ -414,6 +419,7 @@ class Detector:
         self.base_known = True
         self.age = 0
         self.stuck = 0
+        self.away_n = self.n  # the field is at the baseline now: a departure ends the time away
         self.save_due = True
 
     def _car_here(self) -> None:
@@ -645,7 +651,7 @@ class Detector:
                 self.verified = True
                 self._car_here()
                 return False
-        if d < 0.5 * sig and dc > 0.5 * sig:
+        if dc > 0.5 * sig and (d < 0.5 * sig or d < DEP_NEARER * dc):
             return self._depart()
         if self.held >= self.move:
             self._car_here()

@@ -342,3 +342,37 @@ def test_a_first_boot_guess_stays_a_guess_across_a_glitch_reboot():
     _drive(again, small_car, EMPTY)
     assert [o for _, o in _feed(again, EMPTY, 60, 25.0, 0.2)] == [0]  # still given up for the Earth-like level
     assert abs(again.base[0] - EMPTY[0]) < 0.5
+
+
+def _until_change(det, field, limit=60):
+    """Samples of a field until the detector reports a change; returns the state reported."""
+    for _ in range(limit):
+        if det.update(field[0], field[1], field[2], 25.0):
+            return det.occupied
+    raise AssertionError("no change reported")
+
+
+def test_a_lane_queue_standing_beside_the_bay_as_its_car_leaves_is_no_arrival():
+    # the departure saw the empty bay: the time the field has been away from it starts again there,
+    # so a bus queuing at the red light right after is judged like any queue (shorter than `slow`)
+    det = _learnt()
+    car = _plus(EMPTY, (15.0, -20.0, 8.0))
+    _drive(det, EMPTY, car)
+    assert [o for _, o in _feed(det, car, 3000, 25.0, 0.2)] == [1]
+    _drive(det, car, EMPTY)
+    assert _until_change(det, EMPTY) == 0
+    bus = _plus(EMPTY, (5.0, 3.0, 0.0))
+    assert _feed(det, bus, 90, 25.0, 0.2) == []
+    assert _feed(det, EMPTY, 60, 25.0, 0.2) == []
+
+
+def test_a_small_car_leaving_beside_a_neighbour_s_step_departs_once_its_level_is_twice_as_near_the_baseline():
+    # a 3.5 uT car leaves while a neighbour's vehicle moves this sensor's field 1.9 uT the other way:
+    # more than half the car's signature from the baseline, but 5.4 uT from the car
+    det = _learnt()
+    car = _plus(EMPTY, (3.0, 1.5, 1.0))
+    assert _feed(det, _plus(EMPTY, (8.0, 8.0, 0.0)), 10, 25.0, 0.2) == []  # it came over the sensor
+    assert [o for _, o in _feed(det, car, 200, 25.0, 0.2)] == [1]
+    beside = _plus(EMPTY, (-1.6, -0.9, -0.6))
+    changes = _feed(det, beside, 400, 25.0, 0.2)
+    assert [o for _, o in changes] == [0] and changes[0][0] <= 110
