@@ -45,6 +45,11 @@ Credentials = Mapping[str, tuple[str, str]]
 """topic -> (username, password) of the device that publishes it, for a closed broker."""
 
 
+def airbox_payloads(device: str, seqs: range, ts0: int) -> list[bytes]:
+    """Air-box messages (contracts v1) of one device, one a second from `ts0 + seq`, PM2.5 varying (never stuck)."""
+    return [orjson.dumps({"v": 1, "id": device, "seq": k, "ts": ts0 + k, "m": {"pm25": 10.0 + k % 5}}) for k in seqs]
+
+
 def publish(port: int, stream: dict[str, list[bytes]], *, parallel: int = 25, timeout: float = 120.0,
             credentials: Credentials | None = None) -> None:
     """Publish every payload at QoS 1 with mosquitto_pub -l (one process per topic, `parallel` at once).

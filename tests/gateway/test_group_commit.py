@@ -5,16 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from tests.conftest import count, wait_until
-from tests.fault_tools import publish
+from tests.fault_tools import airbox_payloads, publish
 
 LONG_DELAY_MS = 30_000  # a deadline no test below waits for
-
-
-def _messages(device: str, seqs: range, ts0: int) -> list[bytes]:
-    return [orjson.dumps({"v": 1, "id": device, "seq": k, "ts": ts0 + k, "m": {"pm25": 12.0}}) for k in seqs]
 
 
 def test_a_lone_message_is_committed_without_waiting_for_the_batch_deadline(
@@ -24,12 +18,12 @@ def test_a_lone_message_is_committed_without_waiting_for_the_batch_deadline(
     start_gateway(mosquitto.url, database_url, CITYSENSE_BATCH_MAX_DELAY_MS=str(LONG_DELAY_MS)).wait_subscribed()
     ts0 = int(time.time()) - 600
     published = time.monotonic()
-    publish(mosquitto.port, {topic: _messages(device, range(1, 2), ts0)})
+    publish(mosquitto.port, {topic: airbox_payloads(device, range(1, 2), ts0)})
     sql = "SELECT count(*) FROM readings WHERE device_id = %s"
     # the committer is idle, so the batcher hands the message over at once; with the deadline
     # alone it would wait 30 s
     wait_until(lambda: count(database_url, sql, device) == 1, 10, what="the lone message stored")
     assert time.monotonic() - published < LONG_DELAY_MS / 1000 / 3
     # a stream keeps flowing the same way: every message stored long before one deadline
-    publish(mosquitto.port, {topic: _messages(device, range(2, 502), ts0)})
+    publish(mosquitto.port, {topic: airbox_payloads(device, range(2, 502), ts0)})
     wait_until(lambda: count(database_url, sql, device) == 501, 10, what="501 messages stored")

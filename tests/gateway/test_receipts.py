@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import count, wait_until
-from tests.fault_tools import publish
+from tests.fault_tools import airbox_payloads, publish
 
 
 class ReceiptListener:
@@ -41,10 +41,6 @@ class ReceiptListener:
         self.client.disconnect()
 
 
-def _messages(device: str, seqs: range, ts0: int) -> list[bytes]:
-    return [orjson.dumps({"v": 1, "id": device, "seq": k, "ts": ts0 + k, "m": {"pm25": 10.0 + k % 5}}) for k in seqs]
-
-
 def test_a_device_hears_the_highest_seq_stored_coalesced_and_never_a_refused_one(
     mosquitto: Any, database_url: str, start_gateway: Any
 ) -> None:
@@ -53,7 +49,7 @@ def test_a_device_hears_the_highest_seq_stored_coalesced_and_never_a_refused_one
     listener = ReceiptListener(mosquitto.port, "citysense/v1/airbox/rcpt-box-1/receipt")
     try:
         ts0 = int(time.time()) - 3600
-        publish(mosquitto.port, {topic: _messages(device, range(1, 301), ts0)})
+        publish(mosquitto.port, {topic: airbox_payloads(device, range(1, 301), ts0)})
         wait_until(lambda: listener.highest() == 300, 30, what="a receipt for seq 300")
         assert count(database_url, "SELECT count(*) FROM readings WHERE device_id = %s", device) == 300
         assert len(listener.seqs) <= 10, f"not coalesced: {len(listener.seqs)} receipts for 300 messages"
@@ -82,7 +78,7 @@ def test_receipts_can_be_turned_off(mosquitto: Any, database_url: str, start_gat
         .wait_subscribed()
     listener = ReceiptListener(mosquitto.port, "citysense/v1/airbox/rcpt-box-2/receipt")
     try:
-        publish(mosquitto.port, {topic: _messages(device, range(1, 21), int(time.time()) - 600)})
+        publish(mosquitto.port, {topic: airbox_payloads(device, range(1, 21), int(time.time()) - 600)})
         wait_until(lambda: count(database_url, "SELECT count(*) FROM readings WHERE device_id = %s", device) == 20,
                    20, what="20 readings")
         time.sleep(1.0)
