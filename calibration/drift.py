@@ -131,6 +131,10 @@ class DriftConfig:
         if self.clip <= 0:
             raise ValueError(f"clip must be positive, got {self.clip}")
 
+    def cusum_threshold(self, reference: bool) -> float:
+        """The CUSUM's h: `reference_threshold` against a reference station, else `threshold`."""
+        return self.reference_threshold if reference else self.threshold
+
 
 @dataclass(frozen=True)
 class Tunable:
@@ -346,8 +350,7 @@ class Baseline:
         """The baseline's log ratio at log(c + floor) = `at`: what a healthy hour shows."""
         if not self.floor:
             return np.full(np.shape(at), self.level)
-        c = np.maximum(np.exp(at) - self.floor, 0.0)
-        return np.asarray(np.log(((1.0 + self.gain) * c + self.floor) / (c + self.floor)), dtype=np.float64)
+        return _gain_log_ratio(_concentration(at, self.floor), self.gain, self.floor)
 
     def scale(self, at: FloatArray, min_scale: float) -> FloatArray:
         """The hourly standard deviation of the log ratio at log(c + floor) = `at`, at least `min_scale`."""
@@ -392,14 +395,24 @@ def _noise_shape(residuals: FloatArray, at: FloatArray) -> tuple[float, float]:
     return float(a), float(b)
 
 
+def _concentration(at: FloatArray, floor: float) -> FloatArray:
+    """The comparator's concentration c from `at` = log(c + floor)."""
+    return np.maximum(np.exp(at) - floor, 0.0)
+
+
+def _gain_log_ratio(c: FloatArray, gain: float, floor: float) -> FloatArray:
+    """The log ratio a box with this gain error shows against a comparator reading c, under `floor`."""
+    return np.asarray(np.log(((1.0 + gain) * c + floor) / (c + floor)), dtype=np.float64)
+
+
 def _gain_error(x: FloatArray, at: FloatArray, floor: float) -> float:
     """The gain error e whose expected log ratios (`Baseline.expected`) leave the residuals of `x`
     a median of zero: bisection, as the median residual falls as e grows."""
-    c = np.maximum(np.exp(at) - floor, 0.0)
+    c = _concentration(at, floor)
     low, high = -0.9, 3.0
     for _ in range(50):
         middle = (low + high) / 2
-        residual = float(np.median(x - np.log(((1.0 + middle) * c + floor) / (c + floor))))
+        residual = float(np.median(x - _gain_log_ratio(c, middle, floor)))
         low, high = (middle, high) if residual > 0 else (low, middle)
     return (low + high) / 2
 
@@ -451,14 +464,14 @@ def _scan(
         direction = "up" if base.level > 0 else "down"
         return replace(found, status="drift", flagged_at=at_end, onset=grid[first], direction=direction, test="level")
     shift = x[paired] - base.expected(at[paired])
-    z = shift / base.scale(at[paired], cfg.min_scale)
-    effective = base.scale(at[paired], cfg.min_scale) * base.inflation
+    scale = base.scale(at[paired], cfg.min_scale)
+    z = shift / scale
+    effective = scale * base.inflation
     allowance = np.maximum(cfg.allowance, cfg.min_drift / effective)
-    threshold = cfg.reference_threshold if reference else cfg.threshold
     cusum = _first_cusum_crossing(
-        paired, np.clip(shift / effective, -cfg.clip, cfg.clip), allowance, base_end, threshold
+        paired, np.clip(shift / effective, -cfg.clip, cfg.clip), allowance, base_end, cfg.cusum_threshold(reference)
     )
-    step, trend, peaks = _first_change(paired, z, base.scale(at[paired], cfg.min_scale), base, base_end, cfg)
+    step, trend, peaks = _first_change(paired, z, scale, base, base_end, cfg)
     peak = cusum.peak
     candidates = [(c.hour, c.onset, c.direction, name) for name, c in (("step", step), ("trend", trend)) if c]
     if cusum.hour is not None and cusum.direction is not None:

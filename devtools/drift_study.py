@@ -169,8 +169,7 @@ def describe(config: DriftConfig, result: StudyResult, reference: bool) -> str:
     clean = sorted((air, seed) for seed, air in enumerate(result.air) if air < CLEAN_AIR_UGM3)
     cusum, step, trend = result.largest_healthy
     return (
-        f"{'reference' if reference else 'neighbours'} threshold="
-        f"{config.reference_threshold if reference else config.threshold:g}: "
+        f"{'reference' if reference else 'neighbours'} threshold={config.cusum_threshold(reference):g}: "
         f"false flags {result.false_flags} in {result.runs} healthy box-runs of {DAYS} days "
         f"({result.false_flags / box_years:.2f} per box-year; largest healthy statistic cusum {cusum:.1f}, "
         f"step {step:.1f}, trend {trend:.1f}); "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import multiprocessing as mp
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -139,9 +140,8 @@ def maintenance_effect(
     commit time is its ts + latency; it counts as "during" when a maintenance note at most 1 s
     away names one)."""
     notes = [(t, what) for t, what in maintenance if start <= t <= end]
-    seen: dict[str, float] = {}
-    for what in {w for _, names in notes for w in names}:
-        seen[what] = round(MAINTENANCE_EVERY_S * sum(1 for _, names in notes if what in names), 2)
+    counts = Counter(what for _, names in notes for what in set(names))
+    seen = {what: round(MAINTENANCE_EVERY_S * n, 2) for what, n in counts.items()}
     times = [t for t, _ in notes]
     during: list[float] = []
     otherwise: list[float] = []
