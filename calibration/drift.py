@@ -4,7 +4,12 @@ Optical PM sensors drift (dust on the laser, fan wear, a clogged inlet) slowly e
 no single reading looks wrong. Neighbouring boxes see the same air mass most hours, so a
 device whose ratio to the median of its neighbours moves away from where it was is
 drifting, or was moved; either way it needs attention. A reference station within
-`colocated_km` is a better comparator than neighbours and is used instead.
+`colocated_km` is a better comparator than neighbours; a box standing there with other boxes
+beside it is checked against both (`_comparators`), and the first to flag it gives the
+verdict, else the station's: the station is the truth, but its hourly noise is white and
+about 1 µg/m³, as large as a gain change's first day in clean air, where the boxes beside
+it share its air and part from each other by a few per cent (docs/calibration.md: a 10 %/day
+drift at the station flagged after 1.08 days in median, 1.52 against the station alone).
 
 Hour by hour:
 
@@ -284,30 +289,39 @@ def _on_grid(series: HourlySeries, grid: TimeArray) -> FloatArray:
     return out
 
 
-def _comparator(
+def _comparators(
     device: Site, sites: list[Site], matrix: dict[str, FloatArray], cfg: DriftConfig
-) -> tuple[str, FloatArray | None]:
+) -> list[tuple[str, FloatArray | None]]:
+    """The device's comparators, best first: a reference station within `colocated_km`, then the median of
+    its neighbours within `neighbour_radius_km` (other boxes only when a reference stands beside it).
+
+    A box at a reference station is scanned against both (see `_check_all`): the station is the truth,
+    but its own hourly noise is white and, in clean air, as large as a gain change's signal, where the
+    boxes beside it share that air and each other's noise is a few per cent."""
     references = [
         (distance_km(device.lat, device.lon, s.lat, s.lon), s) for s in sites if s.is_reference
     ]
     colocated = sorted((d, s.site_id) for d, s in references if d <= cfg.colocated_km)
+    found: list[tuple[str, FloatArray | None]] = []
     if colocated:
         ref_id = colocated[0][1]
-        return f"reference:{ref_id}", matrix[ref_id]
+        found.append((f"reference:{ref_id}", matrix[ref_id]))
     neighbours = [
         s.site_id
         for s in sites
-        if s.site_id != device.site_id and distance_km(device.lat, device.lon, s.lat, s.lon) <= cfg.neighbour_radius_km
+        if s.site_id != device.site_id
+        and not (colocated and s.is_reference)
+        and distance_km(device.lat, device.lon, s.lat, s.lon) <= cfg.neighbour_radius_km
     ]
     if len(neighbours) < cfg.min_neighbours:
-        return f"neighbours:{len(neighbours)}", None
+        return found or [(f"neighbours:{len(neighbours)}", None)]
     stack = np.vstack([matrix[n] for n in neighbours])
     counts = np.isfinite(stack).sum(axis=0)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         pooled = np.nanmedian(stack, axis=0)
     median = np.where(counts >= cfg.min_neighbours, pooled, np.nan)
-    return f"neighbours:{len(neighbours)}", median
+    return [*found, (f"neighbours:{len(neighbours)}", median)]
 
 
 def _recent(own: FloatArray, other: FloatArray, both: np.ndarray) -> tuple[float, float]:
@@ -630,6 +644,16 @@ def _first_change(
 MAX_EXCLUSION_ROUNDS = 4
 
 
+def _verdict(scans: list[DriftFinding]) -> DriftFinding:
+    """One finding from a device's scans (best comparator first): the earliest flag, else the best
+    comparator's own verdict if it could check the device, else the first that could."""
+    flagged = [(f.flagged_at, k) for k, f in enumerate(scans) if f.status == "drift" and f.flagged_at is not None]
+    if flagged:
+        return scans[min(flagged)[1]]
+    checked = [f for f in scans if f.status == "ok"]
+    return checked[0] if checked else scans[0]
+
+
 def detect_drift(sites: list[Site], config: DriftConfig | None = None) -> list[DriftFinding]:
     """One finding per non-reference site, in input order.
 
@@ -664,9 +688,15 @@ def _check_all(
         if device.is_reference:
             continue
         candidates = [s for s in sites if s.site_id == device.site_id or s.site_id not in excluded]
-        comparator, other = _comparator(device, candidates, matrix, cfg) if grid.size else ("none", None)
-        if other is None:
-            findings.append(DriftFinding(device.site_id, "insufficient_data", comparator, None, math.nan, math.nan, 0))
+        compared = _comparators(device, candidates, matrix, cfg) if grid.size else [("none", None)]
+        scans = [
+            _scan(device.site_id, comparator, matrix[device.site_id], other, grid=grid, cfg=cfg)
+            for comparator, other in compared
+            if other is not None
+        ]
+        if not scans:
+            findings.append(DriftFinding(device.site_id, "insufficient_data", compared[0][0], None, math.nan,
+                                         math.nan, 0))
             continue
-        findings.append(_scan(device.site_id, comparator, matrix[device.site_id], other, grid=grid, cfg=cfg))
+        findings.append(_verdict(scans))
     return findings

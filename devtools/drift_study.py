@@ -1,9 +1,11 @@
 """Measure the drift detector's delays and false-alarm rate on seeded fleets: the figures docs/calibration.md quotes.
 
 `python -m devtools.drift_study --seeds 30` runs, per seed, a healthy fleet (false alarms),
-a 10 %/day gain drift and a ±30 % gain step from day 40 (detection delays), against
-neighbours and against a co-located reference station, for each `--threshold` given (and
-any other setting with `--set name=value`); then the demo city (devtools/simulator: 60
+a 10 %/day gain drift and a ±30 % gain step from day 40 (detection delays), in three setups
+(`SETUPS`): boxes against their neighbours, each box alone at a reference station (the
+station is its only comparator), and the boxes together at the station (each against the
+station and its neighbours), for each `--threshold` given (and any other setting with
+`--set name=value`); then the demo city (devtools/simulator: 60
 boxes across Taipei, the one drifting box of the demo) over 60 days and four of its 14-day
 windows (the demo's look-back), for its healthy boxes' false flags. It prints the median and
 the worst delays with the seeds that gave them, the largest statistic a healthy box reached
@@ -35,6 +37,9 @@ DEMO_WINDOW_HOURS = (0, 77, 220, 341)  # 14-day windows ending this many hours a
 CLEAN_AIR_UGM3 = 6.0  # fleet mean over the first day after the onset below this: clean air
 
 
+SETUPS = ("neighbours", "reference", "station")  # see the module docstring; "reference": each box alone
+
+
 def fleet(seed: int, faults: tuple[Fault, ...], reference: bool) -> tuple[np.datetime64, list[Site]]:
     """The study's fleet of 8 boxes; with `reference`, every box stands at the station (the comparator)."""
     if reference:
@@ -42,10 +47,20 @@ def fleet(seed: int, faults: tuple[Fault, ...], reference: bool) -> tuple[np.dat
     return calibrated_fleet(seed, faults)
 
 
-def delay_hours(config: DriftConfig, seed: int, fault: Fault, reference: bool) -> float:
-    """Hours from the fault's onset to the flag on its box (inf if never flagged, negative if before)."""
+def findings_of(sites: list[Site], config: DriftConfig, alone: bool) -> list[DriftFinding]:
+    """`detect_drift` on the fleet, or with `alone` on each box with the reference station only (its one
+    comparator: a box co-located by itself)."""
+    if not alone:
+        return detect_drift(sites, config)
+    stations = [s for s in sites if s.is_reference]
+    return [f for s in sites if not s.is_reference for f in detect_drift([*stations, s], config)]
+
+
+def delay_hours(config: DriftConfig, seed: int, fault: Fault, reference: bool, alone: bool = False) -> float:
+    """Hours from the fault's onset to the flag on its box (inf if never flagged, negative if before);
+    `alone`: the box with the station only."""
     start, sites = fleet(seed, (fault,), reference)
-    finding = {f.device_id: f for f in detect_drift(sites, config)}[fault.device_id]
+    finding = {f.device_id: f for f in findings_of(sites, config, alone and reference)}[fault.device_id]
     if finding.flagged_at is None:
         return math.inf
     return float((finding.flagged_at - hour_after(start, ONSET_DAY)) / ONE_HOUR)
@@ -139,37 +154,41 @@ class StudyResult:
         return ", ".join(f"seed {int(i)}: {values[int(i)]:.0f} h" for i in order)
 
 
-def study(config: DriftConfig, seeds: int, reference: bool) -> StudyResult:
-    """The study over `seeds` seeds against neighbours or (with `reference`) a reference station."""
+def study(config: DriftConfig, seeds: int, reference: bool, alone: bool = False) -> StudyResult:
+    """The study over `seeds` seeds against neighbours or (with `reference`) at a reference station,
+    each box `alone` there or with the others."""
     false = runs = 0
     largest = (0.0, 0.0, 0.0)
     drifts, steps, air, signal = [], [], [], []
     for seed in range(seeds):
         start, sites = fleet(seed, (), reference)
         air.append(air_after_onset(sites, start))
-        findings = detect_drift(sites, config)
+        findings = findings_of(sites, config, alone and reference)
         false += sum(f.status == "drift" for f in findings)
         runs += len(findings)
+        # at the station an unflagged box's finding is the station's: its neighbours' margins are the boxes' own
+        margins = findings + (detect_drift([s for s in sites if not s.is_reference], config)
+                              if reference and not alone else [])
         largest = (
-            max(largest[0], largest_statistics(findings)[0]),
-            max(largest[1], largest_statistics(findings)[1]),
-            max(largest[2], largest_statistics(findings)[2]),
+            max(largest[0], largest_statistics(margins)[0]),
+            max(largest[1], largest_statistics(margins)[1]),
+            max(largest[2], largest_statistics(margins)[2]),
         )
-        drifts.append(delay_hours(config, seed, Fault("colo-3", "drift", ONSET_DAY, 0.10), reference))
+        drifts.append(delay_hours(config, seed, Fault("colo-3", "drift", ONSET_DAY, 0.10), reference, alone))
         step = Fault("colo-5", "step", ONSET_DAY, -0.3 if seed % 2 else 0.3)
-        steps.append(delay_hours(config, seed, step, reference))
+        steps.append(delay_hours(config, seed, step, reference, alone))
         signal.append(step_signal(config, seed, step, reference))
     return StudyResult(drifts, steps, air, signal, false, runs, largest)
 
 
-def describe(config: DriftConfig, result: StudyResult, reference: bool) -> str:
+def describe(config: DriftConfig, result: StudyResult, setup: str) -> str:
     box_years = result.runs * DAYS / 365.25
     drift_days = [d / 24 for d in result.drift]
     ordinary_drift, ordinary_step = result.ordinary(result.drift), result.ordinary(result.step)
     clean = sorted((air, seed) for seed, air in enumerate(result.air) if air < CLEAN_AIR_UGM3)
     cusum, step, trend = result.largest_healthy
     return (
-        f"{'reference' if reference else 'neighbours'} threshold={config.cusum_threshold(reference):g}: "
+        f"{setup} threshold={config.cusum_threshold(setup != 'neighbours'):g}: "
         f"false flags {result.false_flags} in {result.runs} healthy box-runs of {DAYS} days "
         f"({result.false_flags / box_years:.2f} per box-year; largest healthy statistic cusum {cusum:.1f}, "
         f"step {step:.1f}, trend {trend:.1f}); "
@@ -240,8 +259,9 @@ def main() -> None:
     for threshold in args.threshold or [base.threshold]:
         config = replace(base, threshold=threshold)
         if not args.demo_only:
-            for reference in (False, True):
-                print(describe(config, study(config, args.seeds, reference), reference), flush=True)
+            for setup in SETUPS:
+                result = study(config, args.seeds, setup != "neighbours", alone=setup == "reference")
+                print(describe(config, result, setup), flush=True)
         windows = tuple(5 * k for k in range(args.demo_windows)) if args.demo_windows else DEMO_WINDOW_HOURS
         print(describe_demo(config, args.demo_days, windows), flush=True)
 
