@@ -11,7 +11,9 @@ Definitions (stated once, used by the tests and the table):
   when a reported change to the same state falls in [event - EARLY_S,
   event + LATE_S]; each report matches at most one event (greedy, in time
   order). A boot whose decided state differs from the last reported one is a
-  report too (the app publishes it in its `boot` message).
+  report too (the app publishes it in its `boot` message). An event while the
+  device is unpowered cannot be seen before it powers up again: its window
+  ends LATE_S after that power-up (`deadline`).
 - recall = matched / true events; precision = matched / reports.
 - false changes per day = unmatched reports / trace-days.
 - flapping = an unmatched report followed by the opposite report within FLAP_S.
@@ -113,6 +115,14 @@ def run_trace(tr: streettraces.Trace, factory: Callable[[], Detector]) -> tuple[
     return reports, state
 
 
+def deadline(tr: streettraces.Trace, t: int) -> int:
+    """The last sample at which a report still matches the event at `t`: LATE_S after it, or after the
+    device's next power-up if it is unpowered then."""
+    while t < tr.n and not tr.powered[t]:
+        t += 1
+    return t + LATE_S
+
+
 def match(tr: streettraces.Trace, reports: list[tuple[int, int]]) -> tuple[list[bool], list[tuple[int, int]]]:
     """Which reports match a true event (greedy, in time order), and the true events left unmatched."""
     used = [False] * len(reports)
@@ -121,9 +131,10 @@ def match(tr: streettraces.Trace, reports: list[tuple[int, int]]) -> tuple[list[
     for t, s in tr.events():
         while j0 < len(reports) and reports[j0][0] < t - EARLY_S:
             j0 += 1
+        last = deadline(tr, t)
         for j in range(j0, len(reports)):
             idx, st = reports[j]
-            if idx > t + LATE_S:
+            if idx > last:
                 missed.append((t, s))
                 break
             if not used[j] and st == s:
@@ -147,7 +158,7 @@ def score_reports(tr: streettraces.Trace, reports: list[tuple[int, int]], state:
             flaps += 1
     window = bytearray(tr.n)
     for t, _ in truth:
-        a, b = max(0, t - EARLY_S), min(tr.n, t + LATE_S)
+        a, b = max(0, t - EARLY_S), min(tr.n, deadline(tr, t))
         window[a:b] = b"\x01" * (b - a)
     agree = judged = 0
     for i in range(tr.n):
