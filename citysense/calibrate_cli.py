@@ -297,7 +297,7 @@ def drift_command(
     tz: Annotated[str | None, typer.Option("--tz")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per device on stdout")] = False,
 ) -> None:
-    """Compare each device with a co-located reference (or its neighbours' median) and list drifting ones."""
+    """Compare each device with a co-located reference and/or its neighbours' median and list drifting ones."""
     finish = parse_when(until, "--until") if until else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     begin = parse_when(since, "--since") if since else finish - timedelta(days=days)
     if finish <= begin:

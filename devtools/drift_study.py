@@ -60,7 +60,9 @@ def delay_hours(config: DriftConfig, seed: int, fault: Fault, reference: bool, a
     """Hours from the fault's onset to the flag on its box (inf if never flagged, negative if before);
     `alone`: the box with the station only."""
     start, sites = fleet(seed, (fault,), reference)
-    finding = {f.device_id: f for f in findings_of(sites, config, alone and reference)}[fault.device_id]
+    if alone and reference:  # only the faulted box, with the station
+        sites = [s for s in sites if s.is_reference or s.site_id == fault.device_id]
+    finding = {f.device_id: f for f in detect_drift(sites, config)}[fault.device_id]
     if finding.flagged_at is None:
         return math.inf
     return float((finding.flagged_at - hour_after(start, ONSET_DAY)) / ONE_HOUR)
@@ -188,7 +190,8 @@ def describe(config: DriftConfig, result: StudyResult, setup: str) -> str:
     clean = sorted((air, seed) for seed, air in enumerate(result.air) if air < CLEAN_AIR_UGM3)
     cusum, step, trend = result.largest_healthy
     return (
-        f"{setup} threshold={config.cusum_threshold(setup != 'neighbours'):g}: "
+        f"{setup} threshold={config.cusum_threshold(setup != 'neighbours'):g}"
+        f"{f' (its neighbours {config.threshold:g})' if setup == 'station' else ''}: "
         f"false flags {result.false_flags} in {result.runs} healthy box-runs of {DAYS} days "
         f"({result.false_flags / box_years:.2f} per box-year; largest healthy statistic cusum {cusum:.1f}, "
         f"step {step:.1f}, trend {trend:.1f}); "

@@ -100,7 +100,7 @@ drift_config.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
 ])
 
 
-@router.get("/drift", summary="Drift findings for every located air box (CUSUM against its neighbours' median)")
+@router.get("/drift", summary="Drift findings for every located air box (tests against its neighbours' median)")
 async def drift(
     request: Request,
     _: AdminDep,

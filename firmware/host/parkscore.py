@@ -13,7 +13,7 @@ Definitions (stated once, used by the tests and the table):
   order). A boot whose decided state differs from the last reported one is a
   report too (the app publishes it in its `boot` message). An event while the
   device is unpowered cannot be seen before it powers up again: its window
-  ends LATE_S after that power-up (`deadline`).
+  ends after LATE_S powered seconds (`deadline`), so LATE_S after that power-up.
 - recall = matched / true events; precision = matched / reports.
 - false changes per day = unmatched reports / trace-days.
 - flapping = an unmatched report followed by the opposite report within FLAP_S.
@@ -116,11 +116,14 @@ def run_trace(tr: streettraces.Trace, factory: Callable[[], Detector]) -> tuple[
 
 
 def deadline(tr: streettraces.Trace, t: int) -> int:
-    """The last sample at which a report still matches the event at `t`: LATE_S after it, or after the
-    device's next power-up if it is unpowered then."""
-    while t < tr.n and not tr.powered[t]:
-        t += 1
-    return t + LATE_S
+    """The last sample at which a report still matches the event at `t`: LATE_S powered samples after
+    it (an event during a power cut, or just before one, is given its whole window once the device is
+    back)."""
+    i, seen = t, 0
+    while i < tr.n and seen < LATE_S:
+        seen += tr.powered[i]
+        i += 1
+    return i + (LATE_S - seen)
 
 
 def match(tr: streettraces.Trace, reports: list[tuple[int, int]]) -> tuple[list[bool], list[tuple[int, int]]]:

@@ -12,6 +12,8 @@ a 30 % gain change moves it by 5-15 %), and the slow test the whole study.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -147,6 +149,31 @@ def test_a_box_at_a_reference_with_boxes_beside_it_is_flagged_by_whichever_compa
     # nothing flagged: each box's verdict is the station's, the better comparator
     healthy = detect_drift(fleet(4, (), True)[1])
     assert {(f.status, f.comparator) for f in healthy} == {("ok", "reference:moenv-banqiao")}
+
+
+def test_boxes_sharing_a_bias_at_a_reference_do_not_call_the_box_that_agrees_with_it_drifting() -> None:
+    # the seven others read 20 % low together (one batch); colo-8 agrees with the station
+    _, sites = fleet(0, (), True)
+    def low(site: Site) -> Site:
+        return replace(site, series=HourlySeries(site.series.times, 0.8 * site.series.pm25))
+
+    biased = [s if s.is_reference or s.site_id == "colo-8" else low(s) for s in sites]
+    box = {f.device_id: f for f in detect_drift(biased)}["colo-8"]
+    assert box.status == "ok" and box.comparator == "reference:moenv-banqiao"
+    # without the agreement rule the neighbours' scan would flag it
+    unguarded = {f.device_id: f for f in detect_drift(biased, DriftConfig(neighbour_agreement=10.0))}["colo-8"]
+    assert unguarded.status == "drift" and unguarded.comparator == "neighbours:7"
+
+
+def test_a_box_at_a_station_that_cannot_check_it_is_judged_by_its_neighbours() -> None:
+    # the station reports only the last two days: too few paired hours for a baseline
+    _, sites = fleet(1, (), True)
+    short = [
+        replace(s, series=HourlySeries(s.series.times[-48:], s.series.pm25[-48:])) if s.is_reference else s
+        for s in sites
+    ]
+    findings = detect_drift(short)
+    assert {(f.status, f.comparator) for f in findings} == {("ok", "neighbours:7")}
 
 
 def test_without_the_change_point_tests_the_same_step_waits_for_the_cusum() -> None:

@@ -148,11 +148,15 @@ def test_score_counts_a_late_report_as_missed_a_blip_as_flapping_and_an_unseen_e
     # an event while the device is unpowered is judged from its power-up: a report LATE_S after the
     # power-up still matches, one later does not (Replay counts the samples it is given: none unpowered)
     t_out = events[1][0]
-    tr.powered[t_out - 50 : t_out + 100] = bytes(150)
-    assert parkscore.deadline(tr, t_out) == t_out + 100 + parkscore.LATE_S
+    cut, up = t_out - 20, t_out + 40  # a 60 s power cut over the departure (the next arrival is 198 s on)
+    tr.powered[cut:up] = bytes(up - cut)
+    assert parkscore.deadline(tr, t_out) == up + parkscore.LATE_S
     assert parkscore.deadline(tr, t_in) == t_in + parkscore.LATE_S
-    given = {k if k < t_out else k - 150: st for k, st in good.items() if k != t_out + 10}
-    in_time = {**given, t_out + 100 + parkscore.LATE_S - 5 - 150: 0}
-    too_late = {**given, t_out + 100 + parkscore.LATE_S + 5 - 150: 0}
-    assert parkscore.score_trace(tr, lambda: Replay(in_time)).matched == n  # type: ignore[arg-type,return-value]
+    given = {k if k < t_out else k - (up - cut): st for k, st in good.items() if k != t_out + 10}
+    in_time = {**given, up + parkscore.LATE_S - 5 - (up - cut): 0}
+    too_late = {**given, up + parkscore.LATE_S + 5 - (up - cut): 0}
+    seen = parkscore.score_trace(tr, lambda: Replay(in_time))  # type: ignore[arg-type,return-value]
+    assert seen.matched == n and seen.occupied_accuracy == 100.0  # the wait for the report is in the window
     assert parkscore.score_trace(tr, lambda: Replay(too_late)).matched == n - 1  # type: ignore[arg-type,return-value]
+    # an event just before a power cut: its window goes on after the cut by what the cut took from it
+    assert parkscore.deadline(tr, cut - 30) == up + parkscore.LATE_S - 30
