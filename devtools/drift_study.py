@@ -47,13 +47,17 @@ def fleet(seed: int, faults: tuple[Fault, ...], reference: bool) -> tuple[np.dat
     return calibrated_fleet(seed, faults)
 
 
+def alone_at_station(sites: list[Site], device_id: str) -> list[Site]:
+    """The reference stations and one box: the station is its only comparator."""
+    return [s for s in sites if s.is_reference or s.site_id == device_id]
+
+
 def findings_of(sites: list[Site], config: DriftConfig, alone: bool) -> list[DriftFinding]:
     """`detect_drift` on the fleet, or with `alone` on each box with the reference station only (its one
     comparator: a box co-located by itself)."""
     if not alone:
         return detect_drift(sites, config)
-    stations = [s for s in sites if s.is_reference]
-    return [f for s in sites if not s.is_reference for f in detect_drift([*stations, s], config)]
+    return [f for s in sites if not s.is_reference for f in detect_drift(alone_at_station(sites, s.site_id), config)]
 
 
 def delay_hours(config: DriftConfig, seed: int, fault: Fault, reference: bool, alone: bool = False) -> float:
@@ -61,7 +65,7 @@ def delay_hours(config: DriftConfig, seed: int, fault: Fault, reference: bool, a
     `alone`: the box with the station only."""
     start, sites = fleet(seed, (fault,), reference)
     if alone and reference:  # only the faulted box, with the station
-        sites = [s for s in sites if s.is_reference or s.site_id == fault.device_id]
+        sites = alone_at_station(sites, fault.device_id)
     finding = {f.device_id: f for f in detect_drift(sites, config)}[fault.device_id]
     if finding.flagged_at is None:
         return math.inf
@@ -171,11 +175,8 @@ def study(config: DriftConfig, seeds: int, reference: bool, alone: bool = False)
         # at the station an unflagged box's finding is the station's: its neighbours' margins are the boxes' own
         margins = findings + (detect_drift([s for s in sites if not s.is_reference], config)
                               if reference and not alone else [])
-        largest = (
-            max(largest[0], largest_statistics(margins)[0]),
-            max(largest[1], largest_statistics(margins)[1]),
-            max(largest[2], largest_statistics(margins)[2]),
-        )
+        cusum, step_peak, trend = largest_statistics(margins)
+        largest = (max(largest[0], cusum), max(largest[1], step_peak), max(largest[2], trend))
         drifts.append(delay_hours(config, seed, Fault("colo-3", "drift", ONSET_DAY, 0.10), reference, alone))
         step = Fault("colo-5", "step", ONSET_DAY, -0.3 if seed % 2 else 0.3)
         steps.append(delay_hours(config, seed, step, reference, alone))

@@ -25,6 +25,7 @@ from devtools.drift_study import (
     DEMO_END,
     ONSET_DAY,
     air_after_onset,
+    alone_at_station,
     delay_hours,
     demo_city,
     fleet,
@@ -128,7 +129,7 @@ def test_a_gain_drift_against_a_reference_is_flagged_by_the_trend_test_near_its_
     # the trend test fits the onset: within 5 hours of the truth where the air is ordinary (the box
     # alone with the station: with its neighbours beside it they flag it first)
     start, sites = fleet(seed, (drift_fault(),), True)
-    finding = detect_drift([s for s in sites if s.is_reference or s.site_id == "colo-3"])[0]
+    finding = detect_drift(alone_at_station(sites, "colo-3"))[0]
     assert finding.status == "drift" and finding.test == "trend" and finding.direction == "up"
     assert finding.onset is not None
     onset = start + round(ONSET_DAY * 24) * np.timedelta64(3600, "s")
@@ -139,7 +140,7 @@ def test_a_box_at_a_reference_with_boxes_beside_it_is_flagged_by_whichever_compa
     # seed 4: the station alone needs 55 h (its white 1 µg/m³ an hour), the seven boxes beside it 37 h
     _, sites = fleet(4, (drift_fault(),), True)
     both = {f.device_id: f for f in detect_drift(sites)}["colo-3"]
-    alone = detect_drift([s for s in sites if s.is_reference or s.site_id == "colo-3"])[0]
+    alone = detect_drift(alone_at_station(sites, "colo-3"))[0]
     neighbours = {f.device_id: f for f in detect_drift([s for s in sites if not s.is_reference])}["colo-3"]
     assert alone.comparator == "reference:moenv-banqiao" and neighbours.comparator == "neighbours:7"
     assert alone.flagged_at is not None and neighbours.flagged_at is not None
