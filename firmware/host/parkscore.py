@@ -205,10 +205,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000, help="first seed of the set")
     ap.add_argument("--per-family", type=int, default=2)
     ap.add_argument("--misses", action="store_true", help="list each trace's missed events and false reports")
+    ap.add_argument("--variant", default="", metavar="NAME=VALUE,...",
+                    help="score on a variant of the generator (streettraces.Variant), e.g. moment=0.6,offset_ut=10")
     args = ap.parse_args()
+    try:
+        variant = streettraces.Variant.parse(args.variant)
+    except ValueError as exc:
+        ap.error(f"--variant: {exc}")
     t0 = time.monotonic()
     scores: dict[str, Score] = {}
-    for tr in streettraces.seed_set(args.seed, args.per_family):
+    for tr in streettraces.seed_set(args.seed, args.per_family, variant):
         reports, state = run_trace(tr, default_detector)
         s = score_reports(tr, reports, state)
         scores.setdefault(tr.family, Score(tr.family)).add(s)

@@ -110,6 +110,42 @@ KINDS: dict[str, tuple[tuple[float, ...], ...]] = {
 LENGTH_M = {"car": 4.5, "scooter": 1.9, "van": 5.2, "high": 4.8, "bus": 12.0}
 
 
+@dataclass(frozen=True)
+class Variant:
+    """The generator with some of its chosen numbers changed: another generator's physics, for
+    robustness runs (`parkscore.py --variant moment=0.6,offset_ut=10`). The default is the generator
+    documented above, sample for sample. Each field scales or replaces one choice of ours."""
+
+    moment: float = 1.0  # every vehicle's dipole moments (permanent and induced) times this
+    offset_ut: float = 3.0  # sd of the per-axis hard-iron installation offset, uT
+    tempco: float = 1.0  # the offset's and the gain's temperature coefficients times this
+    noise: float = 1.0  # the white noise times this
+    tilt_deg: float = 3.0  # the largest installation tilt
+    depth_m: float = SENSOR_DEPTH_M  # sensor below the road surface
+    lane: float = 1.0  # lane traffic (passing and queuing) times this
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """`name=value,...` over the fields above; a clear error for anything else."""
+        names = [f for f in cls.__dataclass_fields__]
+        values: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or name not in names:
+                raise ValueError(f"{part!r}: expected name=value with name one of {', '.join(names)}")
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"{part!r}: {value!r} is not a number") from None
+            if not math.isfinite(number) or number < 0:
+                raise ValueError(f"{part!r}: must be a finite number >= 0")
+            values[name] = number
+        return cls(**values)
+
+
+DEFAULT = Variant()
+
+
 @dataclass
 class Dipole:
     along: float
@@ -126,6 +162,7 @@ class Vehicle:
     kind: str
     dipoles: list[Dipole]
     keys: list[tuple[float, float, float, float]] = field(default_factory=list)
+    depth: float = SENSOR_DEPTH_M  # of the sensor under the road, m
     _times: list[float] = field(default_factory=list)
     _cache_pose: tuple[float, float, float] | None = None
     _cache_field: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -157,7 +194,7 @@ class Vehicle:
             # dipole position relative to the sensor (bay frame, w up)
             rx = u + c * d.along - s * d.lateral
             ry = v + s * d.along + c * d.lateral
-            rz = d.height + SENSOR_DEPTH_M
+            rz = d.height + self.depth
             px, py, pz = d.perm
             mx = c * px - s * py + d.induced[0]
             my = s * px + c * py + d.induced[1]
@@ -184,12 +221,12 @@ def earth_in_bay(heading_deg: float) -> tuple[float, float, float]:
     return (n * math.cos(psi) + e * math.sin(psi), n * math.sin(psi) - e * math.cos(psi), -down)
 
 
-def make_vehicle(rng: random.Random, kind: str, earth: tuple[float, float, float]) -> Vehicle:
+def make_vehicle(rng: random.Random, kind: str, earth: tuple[float, float, float], moment: float = 1.0) -> Vehicle:
     dips = []
     for along, lateral, height, lo, hi, ilo, ihi in KINDS[kind]:
-        m = rng.uniform(lo, hi)
+        m = rng.uniform(lo, hi) * moment
         dx, dy, dz = _unit(rng)
-        k = rng.uniform(ilo, ihi)
+        k = rng.uniform(ilo, ihi) * moment
         dips.append(
             Dipole(along, lateral, height, (m * dx, m * dy, m * dz), (k * earth[0], k * earth[1], k * earth[2]))
         )
@@ -332,18 +369,19 @@ class Sensor:
     chip_t_offset: float
 
     @classmethod
-    def draw(cls, rng: random.Random, noise: float) -> Sensor:
+    def draw(cls, rng: random.Random, noise: float, variant: Variant = DEFAULT) -> Sensor:
         yaw = rng.uniform(0, 2 * math.pi)
-        tilt = math.radians(rng.uniform(0, 3))
+        tilt = math.radians(rng.uniform(0, variant.tilt_deg))
         tilt_dir = rng.uniform(0, 2 * math.pi)
         rot = _rotation(yaw, tilt, tilt_dir)
+        tc = variant.tempco
         return cls(
             rot,
-            [rng.gauss(0, 3.0) for _ in range(3)],
-            (rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08)),
-            (rng.uniform(-0.0015, 0.0015), rng.uniform(-0.0015, 0.0015), rng.uniform(-0.0015, 0.0015)),
+            [rng.gauss(0, variant.offset_ut) for _ in range(3)],
+            (rng.uniform(-0.08, 0.08) * tc, rng.uniform(-0.08, 0.08) * tc, rng.uniform(-0.08, 0.08) * tc),
+            (rng.uniform(-0.0015, 0.0015) * tc, rng.uniform(-0.0015, 0.0015) * tc, rng.uniform(-0.0015, 0.0015) * tc),
             (rng.uniform(0.97, 1.03), rng.uniform(0.97, 1.03), rng.uniform(0.97, 1.03)),
-            rng.uniform(-0.0012, 0.0004),
+            rng.uniform(-0.0012, 0.0004) * tc,
             noise,
             rng.uniform(-3, 3),
         )
@@ -471,7 +509,7 @@ def _layout(fam: Family) -> Layout:
 
 def _visits(
     rng: random.Random, fam: Family, lay: Layout, earth: tuple[float, float, float], n: int, shift: tuple[float, float],
-    start_occupied: bool, long_stays: int,
+    start_occupied: bool, long_stays: int, moment: float,
 ) -> tuple[list[Vehicle], list[tuple[int, int]]]:
     """Vehicles using one bay (shifted by `shift`), and their parked spans (sample indices)."""
     vehicles, spans = [], []
@@ -491,7 +529,7 @@ def _visits(
             stay = math.exp(rng.uniform(math.log(fam.stay_s[0]), math.log(fam.stay_s[1])))
         if t + stay + 300 >= n:
             break
-        v = make_vehicle(rng, kind, earth)
+        v = make_vehicle(rng, kind, earth, moment)
         if first and start_occupied:
             turned = lay.kind != "parallel" and rng.random() < 0.4  # backed in before the sensor was installed
             p = PathBuilder(-1.0, park[0], park[1], park[2] + (math.pi if turned else 0.0))
@@ -509,31 +547,34 @@ def _visits(
     return vehicles, spans
 
 
-def generate(fam: Family, seed: int) -> Trace:
-    """The trace of one family for one seed (deterministic)."""
+def generate(fam: Family, seed: int, variant: Variant = DEFAULT) -> Trace:
+    """The trace of one family for one seed (deterministic), from the generator or a variant of it."""
     rng = random.Random(seed * 7919 + sum(map(ord, fam.name)))
     n = int(fam.days * DAY_S)
     lay = _layout(fam)
     heading = rng.uniform(0, 360)
     earth = earth_in_bay(heading)
-    sensor = Sensor.draw(rng, rng.uniform(*fam.noise))
-    own, spans = _visits(rng, fam, lay, earth, n, (0.0, 0.0), rng.random() < fam.start_occupied, fam.long_stays)
+    sensor = Sensor.draw(rng, rng.uniform(*fam.noise) * variant.noise, variant)
+    own, spans = _visits(rng, fam, lay, earth, n, (0.0, 0.0), rng.random() < fam.start_occupied, fam.long_stays,
+                         variant.moment)
     others: list[Vehicle] = []
     if fam.neighbours:
         for side in (-1, 1):
-            nb, _ = _visits(rng, fam, lay, earth, n, lay.neighbour_shift(side), rng.random() < 0.5, 0)
+            nb, _ = _visits(rng, fam, lay, earth, n, lay.neighbour_shift(side), rng.random() < 0.5, 0, variant.moment)
             others += nb
     t = 0.0
-    rate = fam.lane_per_h / 3600.0
+    rate = fam.lane_per_h * variant.lane / 3600.0
     while rate > 0:
         t += rng.expovariate(rate)
         if t >= n:
             break
         kind = "bus" if rng.random() < fam.bus_share else _pick(rng, (("car", 0.75), ("van", 0.15), ("high", 0.1)))
         queue = rng.uniform(20, 90) if rng.random() < fam.queue_share else 0.0
-        v = make_vehicle(rng, kind, earth)
+        v = make_vehicle(rng, kind, earth, variant.moment)
         v.keys = passing_path(rng, lay, t, queue).keys
         others.append(v)
+    for v in own + others:
+        v.depth = variant.depth_m
     tr = Trace(fam.name, seed, n)
     tr.truth = bytearray(n)
     for a, b in spans:
@@ -647,6 +688,6 @@ def _render(rng: random.Random, fam: Family, tr: Trace, vehicles: list[Vehicle],
             tr.z.append(sample[2])
 
 
-def seed_set(base: int, per_family: int = 2) -> list[Trace]:
+def seed_set(base: int, per_family: int = 2, variant: Variant = DEFAULT) -> list[Trace]:
     """All families, `per_family` traces each, seeds base, base+1, ..."""
-    return [generate(f, base + j) for f in FAMILIES for j in range(per_family)]
+    return [generate(f, base + j, variant) for f in FAMILIES for j in range(per_family)]

@@ -37,10 +37,19 @@ widths of their mean (single spikes are ignored). A judgement needs
   a small car leaving while a neighbour's vehicle moves the field the other way).
   The departure saw the empty bay, so the time the field has been away from it
   starts again there: a queue standing in the lane right after is judged as any.
+  The level a departure settles on becomes the baseline, but it may be a queue
+  or a neighbour's vehicle standing while the car pulled out: when it is more than
+  max(2 uT, 3 noise widths) off the predicted baseline, that prediction is kept as
+  the other candidate (`ox, oy, oz`), and its recurrence is the empty bay again,
+  no event (before, the field going back to it was a small arrival).
 - noise: the typical sample-to-sample step when quiet sets the settling
   radius and the excursion threshold. Levels are means of up to 64 samples,
   so they are compared on their own error: the arrival threshold and a
-  level's persistence depend on the noise only a little.
+  level's persistence depend on the noise only a little. On a noisy chip the
+  settling radius is wider than a small car's step, so a run would go on
+  through its arrival (the level creeping, the baseline following it as
+  drift): a fast mean of the run's last ~8 samples more than max(1.5 uT,
+  2 noise widths) off the run's mean starts a new level there.
 - baseline model: an anchor (the empty field at a temperature) plus one
   temperature coefficient per axis, fitted by exponentially forgetting least
   squares on empty settled levels once a minute (ridge towards 0 while the
@@ -85,11 +94,11 @@ widths of their mean (single spikes are ignored). A judgement needs
   The misfit rule that gives up a baseline for a more Earth-like level
   (by `MISFIT_MARGIN`) is for first-boot guesses only.
 
-RAM: ~75 numbers in attributes, no lists; `update` allocates no containers
+RAM: ~78 numbers in attributes, no lists; `update` allocates no containers
 (MicroPython boxes floats). Measured under the WebAssembly MicroPython 1.27
-(tests/firmware/test_build_and_micropython.py): 1536 bytes held after gc.collect(),
-56-97 us per sample on a 2-core machine at a load average of 1.3-1.8 (136-344 us at 8-9) and
-~2.1 KB of short-lived floats per sample.
+(tests/firmware/test_build_and_micropython.py): 1584 bytes held after gc.collect(),
+53-97 us per sample on a 2-core machine at a load average of 1.3-1.8 (136-344 us at 8-9,
+measured before the last three numbers were added) and ~2.4 KB of short-lived floats per sample.
 """
 
 import math
@@ -106,6 +115,8 @@ NB_MARGIN = 1.2  # the arrival threshold stands this far above the neighbours' l
 NB_ARR_CAP = 1.0  # uT above th_low: the most the neighbours' steps may raise the arrival threshold
 DEP_NEARER = 0.5  # after `slow`: this much nearer the baseline than the car is a departure
 NB_HOLD = 30  # samples a level must stand to count as a neighbour's (passing traffic is shorter)
+STEP_W = 0.125  # weight of a sample in the run's fast mean (~8 samples)
+STEP_SIGMAS = 2.0  # the fast mean this many noise widths off the run's mean: a step, a new level
 _SETTLE_STEP = 2.26  # mean 3-D length of the difference of two samples, in per-axis noise sigmas
 
 
@@ -198,6 +209,7 @@ class Detector:
     def _reset_run(self) -> None:
         self.rn = 0
         self.mx = self.my = self.mz = 0.0
+        self.fx = self.fy = self.fz = 0.0  # the run's last ~8 samples (a step inside it)
         self.bad = 0
 
     @property
@@ -377,6 +389,7 @@ class Detector:
                 self.bad = 0
         if self.rn == 0:
             self.mx, self.my, self.mz = x, y, z
+            self.fx, self.fy, self.fz = x, y, z
             self.rn = 1
             self.start_n = self.n
             return False
@@ -385,6 +398,16 @@ class Detector:
         self.mx += (x - self.mx) * w
         self.my += (y - self.my) * w
         self.mz += (z - self.mz) * w
+        self.fx += (x - self.fx) * STEP_W
+        self.fy += (y - self.fy) * STEP_W
+        self.fz += (z - self.fz) * STEP_W
+        if self.rn >= 16:
+            dx, dy, dz = self.fx - self.mx, self.fy - self.my, self.fz - self.mz
+            if math.sqrt(dx * dx + dy * dy + dz * dz) > max(WEAK_FLOOR, STEP_SIGMAS * self.noise):
+                # a step inside the run, smaller than the settling radius (a noisy chip): a new level
+                self.mx, self.my, self.mz = self.fx, self.fy, self.fz
+                self.rn = 8
+                self.start_n = self.n - 8
         if self.rn < need:
             return False
         self._persist()
@@ -576,9 +599,17 @@ class Detector:
 
     def _depart(self) -> bool:
         self.state = VACANT
+        # the level the departure settled on is the empty bay, or a lane queue or a neighbour's
+        # vehicle standing while the car pulled out: should the predicted baseline recur, it was that
+        b = self.base
+        far = self.base_known and self._level_dev() > max(2.0, 3.0 * self.noise)
         self._anchor_here()
         self.verified = True
         self.have_alt = self.guess = False  # the baseline recurred: it is the empty bay
+        if far:
+            self.ox, self.oy, self.oz = b
+            self.have_alt = True
+            self.alt_car = False  # its return is no event
         self.exc_len = 0
         self.exc_peak = 0.0
         return True

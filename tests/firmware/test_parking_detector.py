@@ -376,3 +376,32 @@ def test_a_small_car_leaving_beside_a_neighbour_s_step_departs_once_its_level_is
     beside = _plus(EMPTY, (-1.6, -0.9, -0.6))
     changes = _feed(det, beside, 400, 25.0, 0.2)
     assert [o for _, o in changes] == [0] and changes[0][0] <= 110
+
+
+def test_a_departure_onto_a_queue_standing_in_the_lane_takes_the_baseline_back_when_the_queue_leaves():
+    # the car pulls out while a bus stands at the red light beside the bay: the level the departure
+    # settles on is the bus's, 5 uT off the baseline; when the bus leaves, the field going back to the
+    # predicted baseline is the empty bay again, not a small vehicle arriving
+    det = _learnt()
+    car = _plus(EMPTY, (15.0, -20.0, 8.0))
+    _drive(det, EMPTY, car)
+    assert [o for _, o in _feed(det, car, 600, 25.0, 0.2)] == [1]
+    queue = _plus(EMPTY, (4.0, 3.0, 1.5))
+    _drive(det, car, queue)
+    assert [o for _, o in _feed(det, queue, 40, 25.0, 0.2)] == [0]
+    assert _feed(det, EMPTY, 600, 25.0, 0.2) == []
+    assert det.occupied == 0 and det._level_dev() < 1.0
+
+
+def test_a_small_car_on_a_noisy_chip_is_a_new_level_though_its_step_is_inside_the_settling_radius():
+    # 1.5 uT of noise per axis: the settling radius (4.5 noise widths) is wider than a 4.9 uT car's
+    # step, so the run would go on through the arrival: its level would creep towards the car's and
+    # be judged late (143 s here before), while the baseline follows it as drift
+    det = make_detector(1000)
+    _feed(det, EMPTY, 400, 25.0, 1.0)
+    assert det.state == VACANT and det.noise > 1.2 and 4.5 * det.noise > 4.9
+    car = _plus(EMPTY, (4.0, -2.0, 2.0))
+    changes = _feed(det, car, 400, 25.0, 1.0)
+    assert [o for _, o in changes] == [1] and changes[0][0] <= 110  # a weak level: after `slow` samples
+    changes = _feed(det, EMPTY, 400, 25.0, 1.0)
+    assert [o for _, o in changes] == [0] and changes[0][0] <= 30

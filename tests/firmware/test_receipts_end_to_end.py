@@ -11,8 +11,10 @@ stored, exactly once, and covered by a receipt.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,13 @@ from tests.conftest import count, wait_until
 
 DEVICES = 20
 READINGS = 25  # one a second each
+
+
+def _where(dev: hostrun.HostDevice) -> str:
+    """Where a device's thread is (a hang must say where it hangs), with its last counters."""
+    frame = sys._current_frames().get(dev.thread.ident or -1)
+    stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no frame)\n"
+    return f"{dev.device_id}: cycles={dev.app.cycles} queued={len(dev.queue)}\n{stack}"
 
 
 @pytest.mark.slow
@@ -70,7 +79,8 @@ def test_broker_sigkill_mid_stream_loses_and_duplicates_no_reading_of_real_firmw
         broker.start()
         for dev in devices:
             dev.join(120)
-        assert not any(dev.thread.is_alive() for dev in devices), "a device did not see all its readings confirmed"
+        stuck = [dev for dev in devices if dev.thread.is_alive()]
+        assert not stuck, "a device did not see all its readings confirmed:\n" + "".join(_where(dev) for dev in stuck)
     finally:
         for dev in devices:
             dev.stop()
