@@ -35,21 +35,26 @@ widths of their mean (single spikes are ignored). A judgement needs
   baseline than the car: within half the car's signature of it, or at most half
   as far from it as from the car (drift the temperature model did not catch, or
   a small car leaving while a neighbour's vehicle moves the field the other way).
-  The departure saw the empty bay, so the time the field has been away from it
-  starts again there: a queue standing in the lane right after is judged as any.
+  The departure saw the empty bay (or a queue beside it, below), so the time the
+  field has been away from it starts again there: a queue standing in the lane
+  right after is judged as any.
   The level a departure settles on becomes the baseline, but it may be a queue
   or a neighbour's vehicle standing while the car pulled out: when it is more than
   max(2 uT, 3 noise widths) off the predicted baseline, that prediction is kept as
-  the other candidate (`ox, oy, oz`), and its recurrence is the empty bay again,
-  no event (before, the field going back to it was a small arrival).
+  the other candidate (`ox, oy, oz`) for an hour (`alt_for`; 5 or 20 min kept fewer
+  of the neighbours' steps beside scooters), and its recurrence then is
+  the empty bay again, no event (before, the field going back to it was a small
+  arrival). It is not in the snapshot: a reboot within that hour forgets it.
 - noise: the typical sample-to-sample step when quiet sets the settling
   radius and the excursion threshold. Levels are means of up to 64 samples,
   so they are compared on their own error: the arrival threshold and a
   level's persistence depend on the noise only a little. On a noisy chip the
   settling radius is wider than a small car's step, so a run would go on
   through its arrival (the level creeping, the baseline following it as
-  drift): a fast mean of the run's last ~8 samples more than max(1.5 uT,
-  2 noise widths) off the run's mean starts a new level there.
+  drift): once a run has 16 samples, a fast mean of its last ~8 samples more
+  than max(1.5 uT, 2 noise widths) off the run's mean breaks it, and a new run
+  starts at that sample (judged after `settle` samples, as any). The counts are
+  samples (at the app's 1 sample/s).
 - baseline model: an anchor (the empty field at a temperature) plus one
   temperature coefficient per axis, fitted by exponentially forgetting least
   squares on empty settled levels once a minute (ridge towards 0 while the
@@ -94,7 +99,7 @@ widths of their mean (single spikes are ignored). A judgement needs
   The misfit rule that gives up a baseline for a more Earth-like level
   (by `MISFIT_MARGIN`) is for first-boot guesses only.
 
-RAM: ~78 numbers in attributes, no lists; `update` allocates no containers
+RAM: 85 attributes (numbers and flags), no lists; `update` allocates no containers
 (MicroPython boxes floats). Measured under the WebAssembly MicroPython 1.27
 (tests/firmware/test_build_and_micropython.py): 1584 bytes held after gc.collect(),
 53-97 us per sample on a 2-core machine at a load average of 1.3-1.8 (136-344 us at 8-9,
@@ -137,6 +142,7 @@ class Detector:
         stuck: int = 1200,
         move: int = 300,
         fit_every: int = 60,
+        alt_for: int = 3600,
         arr_floor: float = 4.5,
         earth_ut: float = 44.5,
         earth_incl: float = 36.0,
@@ -153,6 +159,7 @@ class Detector:
         self.stuck_n = stuck
         self.move = move
         self.fit_every = fit_every
+        self.alt_for = alt_for
         self.arr_floor = min(arr_floor, th_low)
         self.earth_h = earth_ut * math.cos(math.radians(earth_incl))
         self.earth_z = earth_ut * math.sin(math.radians(earth_incl))
@@ -193,6 +200,8 @@ class Detector:
         self.ox = self.oy = self.oz = 0.0  # the other candidate for the empty bay (a guess given up)
         self.have_alt = False
         self.alt_car = False  # on its recurrence, the level between was a vehicle no report told of
+        self.alt_until = -1  # the sample after which the candidate no longer counts (-1: it always does)
+        self.stuck = 0
         self._reset_run()
         self.start_n = 0
         self.qx = self.qy = self.qz = 0.0
@@ -404,10 +413,13 @@ class Detector:
         if self.rn >= 16:
             dx, dy, dz = self.fx - self.mx, self.fy - self.my, self.fz - self.mz
             if math.sqrt(dx * dx + dy * dy + dz * dz) > max(WEAK_FLOOR, STEP_SIGMAS * self.noise):
-                # a step inside the run, smaller than the settling radius (a noisy chip): a new level
-                self.mx, self.my, self.mz = self.fx, self.fy, self.fz
-                self.rn = 8
-                self.start_n = self.n - 8
+                # a step inside the run, smaller than the settling radius (a noisy chip): the run breaks
+                # as at a sample outside the radius, and a new one starts here (judged after `need`)
+                self.mx, self.my, self.mz = x, y, z
+                self.fx, self.fy, self.fz = x, y, z
+                self.rn = 1
+                self.start_n = self.n
+                return False
         if self.rn < need:
             return False
         self._persist()
@@ -456,6 +468,7 @@ class Detector:
                 self._car_here()
                 self.ox, self.oy, self.oz = self.mx, self.my, self.mz  # (or an offset that large: should
                 self.have_alt = True  # the field come back here after another level, it is the bay)
+                self.alt_until = -1
                 self.alt_car = True
             else:
                 self.state = VACANT
@@ -486,6 +499,7 @@ class Detector:
         # empty; should the old baseline recur, a small car stood there at boot and has left
         self.ox, self.oy, self.oz = self.base
         self.have_alt = True
+        self.alt_until = -1
         self.alt_car = True
         self.state = VACANT
         self._anchor_here()
@@ -493,6 +507,8 @@ class Detector:
         return True
 
     def _near_alt(self) -> bool:
+        if 0 <= self.alt_until < self.n:
+            return False
         dx, dy, dz = self.mx - self.ox, self.my - self.oy, self.mz - self.oz
         return math.sqrt(dx * dx + dy * dy + dz * dz) < max(2.0, 3.0 * self.noise)
 
@@ -565,6 +581,7 @@ class Detector:
             if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
                 self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,
                 self.have_alt = True  # but keep the old level: should it recur, it was the bay after all
+                self.alt_until = -1
                 self.alt_car = True
                 self.guess = False  # (the recurrence of the old level now settles the question)
                 self._anchor_here()
@@ -591,6 +608,7 @@ class Detector:
             if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level,
                 self.ox, self.oy, self.oz = self.base  # but should the old one recur, a car had stood there
                 self.have_alt = True
+                self.alt_until = -1
                 self.alt_car = False  # its return is the neighbour leaving or drift undone: no event
                 self._anchor_here()
                 self.exc_level = 0.0
@@ -605,10 +623,11 @@ class Detector:
         far = self.base_known and self._level_dev() > max(2.0, 3.0 * self.noise)
         self._anchor_here()
         self.verified = True
-        self.have_alt = self.guess = False  # the baseline recurred: it is the empty bay
+        self.have_alt = self.guess = False  # the car left: the bay is empty (no first-boot question left)
         if far:
             self.ox, self.oy, self.oz = b
-            self.have_alt = True
+            self.have_alt = True  # for `alt_for` samples: a queue or a neighbour is gone by then, and a
+            self.alt_until = self.n + self.alt_for  # level near the prediction later may be a small vehicle
             self.alt_car = False  # its return is no event
         self.exc_len = 0
         self.exc_peak = 0.0
@@ -628,6 +647,7 @@ class Detector:
                     self._depart()
                     self.ox, self.oy, self.oz = self.cx, self.cy, self.cz  # should the first level recur,
                     self.have_alt = True  # it was the empty bay after all (an unusual installation offset)
+                    self.alt_until = -1
                     self.alt_car = True
                     self.verified = False
                     return True
@@ -698,8 +718,8 @@ def make_detector(
     alpha: float = 0.02,
 ) -> Detector:
     """A Detector whose time-based settings (settle 8 s, slow confirmation 100 s, stuck 20 min,
-    a changed signature 5 min, the temperature fit once a minute) are converted to sample
-    counts for the given sample period."""
+    a changed signature 5 min, the temperature fit once a minute, a departure's other candidate
+    an hour) are converted to sample counts for the given sample period."""
     per_s = 1000.0 / sample_ms
     return Detector(
         th_high=th_high,
@@ -712,4 +732,5 @@ def make_detector(
         stuck=max(20, int(1200 * per_s)),
         move=max(20, int(300 * per_s)),
         fit_every=max(1, int(60 * per_s)),
+        alt_for=max(20, int(3600 * per_s)),
     )

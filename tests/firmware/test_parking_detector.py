@@ -405,3 +405,23 @@ def test_a_small_car_on_a_noisy_chip_is_a_new_level_though_its_step_is_inside_th
     assert [o for _, o in changes] == [1] and changes[0][0] <= 110  # a weak level: after `slow` samples
     changes = _feed(det, EMPTY, 400, 25.0, 1.0)
     assert [o for _, o in changes] == [0] and changes[0][0] <= 30
+
+
+def test_the_status_can_be_read_right_after_a_restored_boot_decides():
+    # the app reads needs_relearning after every update: a boot that restores the snapshot and finds
+    # the bay as saved decides without re-anchoring, and every attribute the flag reads must exist
+    first = _learnt()
+    car = _plus(EMPTY, (15.0, -20.0, 8.0))
+    _drive(first, EMPTY, car)
+    _feed(first, car, 200, 25.0, 0.2)
+    _drive(first, car, EMPTY)
+    _feed(first, EMPTY, 60, 25.0, 0.2)
+    assert first.verified and first.occupied == 0  # the car's departure showed the empty bay
+    saved = first.snapshot()
+    det = make_detector(1000)
+    det.restore(saved)
+    flags = []
+    for _ in range(20):
+        if det.update(EMPTY[0], EMPTY[1], EMPTY[2], 25.0):
+            flags.append((det.occupied, det.needs_relearning, det.confidence > 0.5))  # as the app reads them
+    assert flags == [(0, False, True)]
