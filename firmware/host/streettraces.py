@@ -127,7 +127,7 @@ class Variant:
     @classmethod
     def parse(cls, text: str) -> Variant:
         """`name=value,...` over the fields above; a clear error for anything else."""
-        names = [f for f in cls.__dataclass_fields__]
+        names = list(cls.__dataclass_fields__)
         values: dict[str, float] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             name, sep, value = part.partition("=")

@@ -466,10 +466,8 @@ class Detector:
             if self._misfit(self.mx, self.my, self.mz) > 12.0:
                 self.state = OCCUPIED  # far from Earth's field: a car stands on the new sensor
                 self._car_here()
-                self.ox, self.oy, self.oz = self.mx, self.my, self.mz  # (or an offset that large: should
-                self.have_alt = True  # the field come back here after another level, it is the bay)
-                self.alt_until = -1
-                self.alt_car = True
+                # (or an offset that large: should the field come back here after another level, it is the bay)
+                self._keep_alt(self.mx, self.my, self.mz, True)
             else:
                 self.state = VACANT
                 self._anchor_here()
@@ -497,14 +495,21 @@ class Detector:
             return True
         # an offset step while the device was off (a battery swap is done on an empty bay): the bay is
         # empty; should the old baseline recur, a small car stood there at boot and has left
-        self.ox, self.oy, self.oz = self.base
-        self.have_alt = True
-        self.alt_until = -1
-        self.alt_car = True
+        b = self.base
+        self._keep_alt(b[0], b[1], b[2], True)
         self.state = VACANT
         self._anchor_here()
         self.verified = False
         return True
+
+    def _keep_alt(self, x: float, y: float, z: float, car: bool, until: int = -1) -> None:
+        """Keep a level given up as the other candidate for the empty bay: should it recur (before sample
+        `until`, -1: ever), it is the bay, and the level between was a vehicle (`car`: publish its
+        departure) or not (a neighbour, drift, a queue: no event)."""
+        self.ox, self.oy, self.oz = x, y, z
+        self.have_alt = True
+        self.alt_car = car
+        self.alt_until = until
 
     def _near_alt(self) -> bool:
         if 0 <= self.alt_until < self.n:
@@ -579,10 +584,8 @@ class Detector:
         if self.guess and self.earthlike and d >= th_arr and self.rn >= self.settle:
             b = self.base
             if self._misfit(self.mx, self.my, self.mz) + MISFIT_MARGIN < self._misfit(b[0], b[1], b[2]):
-                self.ox, self.oy, self.oz = b  # the unverified baseline was a car, which has left: learn the bay,
-                self.have_alt = True  # but keep the old level: should it recur, it was the bay after all
-                self.alt_until = -1
-                self.alt_car = True
+                # the unverified baseline was a car, which has left: learn the bay, but keep the old level:
+                self._keep_alt(b[0], b[1], b[2], True)  # should it recur, it was the bay after all
                 self.guess = False  # (the recurrence of the old level now settles the question)
                 self._anchor_here()
                 self.verified = True
@@ -606,10 +609,9 @@ class Detector:
         if d < th_arr:
             self.stuck = self.held
             if self.stuck >= self.stuck_n:  # a neighbour's car or drift: the new empty level,
-                self.ox, self.oy, self.oz = self.base  # but should the old one recur, a car had stood there
-                self.have_alt = True
-                self.alt_until = -1
-                self.alt_car = False  # its return is the neighbour leaving or drift undone: no event
+                # but should the old one recur, it is the neighbour leaving or drift undone: no event
+                b = self.base
+                self._keep_alt(b[0], b[1], b[2], False)
                 self._anchor_here()
                 self.exc_level = 0.0
                 self.verified = False
@@ -624,11 +626,8 @@ class Detector:
         self._anchor_here()
         self.verified = True
         self.have_alt = self.guess = False  # the car left: the bay is empty (no first-boot question left)
-        if far:
-            self.ox, self.oy, self.oz = b
-            self.have_alt = True  # for `alt_for` samples: a queue or a neighbour is gone by then, and a
-            self.alt_until = self.n + self.alt_for  # level near the prediction later may be a small vehicle
-            self.alt_car = False  # its return is no event
+        if far:  # for `alt_for` samples: a queue or a neighbour is gone by then, and a level near the
+            self._keep_alt(b[0], b[1], b[2], False, self.n + self.alt_for)  # prediction later may be a vehicle
         self.exc_len = 0
         self.exc_peak = 0.0
         return True
@@ -645,10 +644,8 @@ class Detector:
                 # a neighbour parking beside it moves the level by a few uT, less Earth-like or not
                 if self._misfit(self.mx, self.my, self.mz) + 3.0 < mc and dc >= 0.5 * mc:
                     self._depart()
-                    self.ox, self.oy, self.oz = self.cx, self.cy, self.cz  # should the first level recur,
-                    self.have_alt = True  # it was the empty bay after all (an unusual installation offset)
-                    self.alt_until = -1
-                    self.alt_car = True
+                    # should the first level recur, it was the empty bay after all (an unusual installation offset)
+                    self._keep_alt(self.cx, self.cy, self.cz, True)
                     self.verified = False
                     return True
                 if self.held >= self.move:
